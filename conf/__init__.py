@@ -1,0 +1,1 @@
+"""genloom's own Hydra configs: the primary configs of each command and the core's groups."""

@@ -1,0 +1,225 @@
+"""Checkpoint directories: written atomically, read without unpickling anything.
+
+A checkpoint is a directory ``checkpoints/step_000500/`` holding
+
+* ``model.safetensors``: the generator's weights;
+* ``config.yaml``: the resolved pipeline config, enough to rebuild every component;
+* ``meta.json``: step, genloom version, and the plugin distributions and versions in use;
+* ``trainer.safetensors`` + ``trainer.json``: optimizer tensors, RNG states and the rest
+  of the trainer state, for exact resume.
+
+It is written under a temporary name and renamed into place, then ``checkpoints/latest``
+is replaced atomically, so a crash mid-save leaves the previous checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+import genloom
+
+FORMAT_VERSION = 1
+LATEST = "latest"
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is missing, incomplete or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: DictConfig
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def save(
+    checkpoints_dir: Path,
+    *,
+    step: int,
+    model: torch.nn.Module,
+    config: DictConfig,
+    plugins: dict[str, str | None],
+    optimizer: torch.optim.Optimizer | None = None,
+    extra_state: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write ``checkpoints_dir/step_{step}`` atomically and point ``latest`` at it."""
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / f"step_{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=checkpoints_dir))
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(config, resolve=True))
+        meta = {"format": FORMAT_VERSION, "step": step, "genloom": genloom.__version__, "plugins": plugins}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if optimizer is not None:
+            tensors, state = _trainer_state(optimizer, extra_state or {})
+            save_file(tensors, str(tmp / "trainer.safetensors"))
+            (tmp / "trainer.json").write_text(json.dumps(state))
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving a step (a resumed run that stops where it started)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_atomic(checkpoints_dir / LATEST, final.name)
+    _fsync_dir(checkpoints_dir)
+    _prune(checkpoints_dir, keep=keep, protect=final)
+    return final
+
+
+def resolve(path: str | Path) -> Path:
+    """Accept a step directory, a ``checkpoints/`` folder or a run directory."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    for candidate in (path, path / "checkpoints"):
+        if (candidate / "model.safetensors").is_file():
+            return candidate
+        latest = candidate / LATEST
+        if latest.is_file():
+            target = candidate / latest.read_text().strip()
+            if (target / "model.safetensors").is_file():
+                return target
+            raise CheckpointError(f"{latest} points at {target}, which is not a complete checkpoint")
+    raise CheckpointError(
+        f"no checkpoint in {str(path)!r}: expected model.safetensors there, or a checkpoints/ "
+        "folder with a 'latest' file (what `genloom train` writes into its run directory)"
+    )
+
+
+def latest_in(checkpoints_dir: Path) -> Path | None:
+    try:
+        return resolve(checkpoints_dir)
+    except CheckpointError:
+        return None
+
+
+def read(path: str | Path) -> Checkpoint:
+    step_dir = resolve(path)
+    try:
+        meta = json.loads((step_dir / "meta.json").read_text())
+        config = OmegaConf.load(step_dir / "config.yaml")
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {step_dir} is incomplete or damaged: {err}") from err
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {step_dir} has format {meta.get('format')!r}; this genloom "
+            f"({genloom.__version__}) reads format {FORMAT_VERSION}"
+        )
+    assert isinstance(config, DictConfig)
+    return Checkpoint(step_dir, config, meta)
+
+
+def load_weights(model: torch.nn.Module, step_dir: Path, device: torch.device | str = "cpu") -> None:
+    try:
+        missing, unexpected = load_model(model, str(step_dir / "model.safetensors"), strict=False, device=str(device))
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"weights in {step_dir} do not fit the model built from its config: {err}"
+        ) from err
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights in {step_dir} do not fit the model: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+
+
+def load_trainer_state(
+    step_dir: Path, optimizer: torch.optim.Optimizer, device: torch.device
+) -> dict[str, Any]:
+    """Restore the optimizer and RNG states in place; return the rest of the trainer state."""
+    if not (step_dir / "trainer.json").is_file():
+        raise CheckpointError(f"{step_dir} holds weights only (no trainer state); it cannot be resumed")
+    tensors = load_file(str(step_dir / "trainer.safetensors"))
+    state = json.loads((step_dir / "trainer.json").read_text())
+    optim_state: dict[int, dict[str, Any]] = {}
+    for key, value in state["optimizer"]["scalars"].items():
+        index, _, name = key.partition(".")
+        optim_state.setdefault(int(index), {})[name] = value
+    for key, tensor in tensors.items():
+        if key.startswith("optim."):
+            index, _, name = key[len("optim.") :].partition(".")
+            optim_state.setdefault(int(index), {})[name] = tensor.to(device)
+    optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer"]["param_groups"]})
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    version, internal, gauss = state["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    return state["extra"]
+
+
+def _trainer_state(
+    optimizer: torch.optim.Optimizer, extra: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    optim = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    scalars = {}
+    for index, param_state in optim["state"].items():
+        for name, value in param_state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    version, internal, gauss = random.getstate()
+    state = {
+        "optimizer": {"param_groups": optim["param_groups"], "scalars": scalars},
+        "python_rng": [version, list(internal), gauss],
+        "extra": extra,
+    }
+    return tensors, state
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    for file in path.iterdir():
+        if file.is_file():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prune(checkpoints_dir: Path, *, keep: int, protect: Path) -> None:
+    steps = sorted(
+        (p for p in checkpoints_dir.iterdir() if p.is_dir() and STEP_DIR.match(p.name)),
+        key=lambda p: int(STEP_DIR.match(p.name).group(1)),
+    )
+    for old in steps[: max(len(steps) - max(keep, 1), 0)]:
+        if old != protect:
+            shutil.rmtree(old, ignore_errors=True)

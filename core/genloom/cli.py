@@ -1,0 +1,124 @@
+"""``genloom``: the command line. Parse, build, run; the work happens in :mod:`genloom.jobs`.
+
+``train``, ``sample`` and ``eval`` are Hydra applications: everything after the command
+is a Hydra override, and ``--cfg job``, ``--help`` and ``-m`` sweeps work as in any Hydra
+app. Their config search path is genloom's own ``conf/`` plus the config package each
+installed plugin registers. ``plugins`` imports neither torch nor Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+from genloom import __version__
+from genloom.plugins import PluginSet, active
+
+HYDRA_COMMANDS = {
+    "train": "train a pipeline: genloom train pipeline=text [overrides]",
+    "sample": "sample a checkpoint: genloom sample checkpoint=DIR [n=4] [prompt=...]",
+    "eval": "score a checkpoint on its validation split: genloom eval checkpoint=DIR",
+}
+USAGE = f"""usage: genloom COMMAND [ARGS]
+
+genloom {__version__}: train and sample generative models of text, images and audio.
+
+commands:
+  train     {HYDRA_COMMANDS["train"]}
+  sample    {HYDRA_COMMANDS["sample"]}
+  eval      {HYDRA_COMMANDS["eval"]}
+  plugins   list installed plugins and what they provide: genloom plugins [--json]
+
+`genloom COMMAND --help` shows a command's config groups and options.
+Distributed: torchrun --nproc-per-node N -m genloom train ...
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"genloom {__version__}")
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "plugins":
+        return plugins_command(rest)
+    if command in HYDRA_COMMANDS:
+        return run_hydra(command, rest)
+    print(f"genloom: unknown command {command!r}; commands: {', '.join([*HYDRA_COMMANDS, 'plugins'])}",
+          file=sys.stderr)
+    return 2
+
+
+def run_hydra(command: str, overrides: list[str]) -> int:
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+
+    from genloom.config import PluginConfigSearchPath, unknown_key_hint
+
+    Plugins.instance().register(PluginConfigSearchPath)
+    started = []
+    task = hydra.main(version_base=None, config_path="conf", config_name=command)(
+        _job(command, started)
+    )
+    saved_argv = sys.argv
+    sys.argv = [f"genloom {command}", *overrides]
+    status = 0
+    try:
+        task()
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+    if status and not started:
+        hint = unknown_key_hint(command, overrides)
+        if hint:
+            print(hint, file=sys.stderr)
+    return status
+
+
+def _job(command: str, started: list[bool]):  # noqa: ANN202 - Hydra inspects the function
+    def job(cfg):  # noqa: ANN001, ANN202
+        # Imported here so that `--help` and `--cfg` answer without loading torch.
+        from genloom import jobs
+
+        started.append(True)
+        return jobs.run(command, cfg)
+
+    return job
+
+
+def plugins_command(args: list[str]) -> int:
+    unknown = [a for a in args if a not in ("--json",)]
+    if unknown:
+        print(f"genloom plugins: unknown argument {unknown[0]!r}; usage: genloom plugins [--json]",
+              file=sys.stderr)
+        return 2
+    plugin_set = active()
+    if "--json" in args:
+        print(json.dumps([p.as_dict() for p in plugin_set.plugins], indent=2))
+    else:
+        print(describe(plugin_set), end="")
+    return 0
+
+
+def describe(plugin_set: PluginSet) -> str:
+    """The human-readable listing of ``genloom plugins``."""
+    if not plugin_set.plugins:
+        return "no genloom plugins installed (pip install genloom-text, for example)\n"
+    lines = []
+    for p in plugin_set.plugins:
+        dist = f"{p.distribution} {p.version}" if p.distribution else p.module
+        lines.append(f"{p.name} ({dist}): {p.status}")
+        if p.error:
+            lines.append(f"  error: {p.error}")
+        for kind, names in sorted(p.components.items()):
+            lines.append(f"  {kind + ':':10} {', '.join(sorted(names))}")
+        for group, options in p.config_groups.items():
+            lines.append(f"  {group + '=':10} {', '.join(options)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""Hydra glue: every installed plugin's config package joins the config search path.
+
+Hydra composes ``conf/`` (genloom's own primary configs and ``trainer`` group) with the
+packages plugins register through ``genloom_register_config``, so installing a plugin
+adds its ``generator=...``, ``dataset=...`` and ``pipeline=...`` choices.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from omegaconf import DictConfig, OmegaConf
+
+from genloom.plugins import active
+
+
+class PluginConfigSearchPath(SearchPathPlugin):
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        for plugin in active().plugins:
+            if plugin.status != "ok":
+                continue
+            for module in plugin.config_modules:
+                search_path.append(provider=f"genloom-plugin:{plugin.name}", path=f"pkg://{module}")
+
+
+def unknown_key_hint(command: str, overrides: list[str]) -> str | None:
+    """After Hydra rejected an override, say which keys exist where the user mistyped one.
+
+    Hydra names the unknown key but not the ones available; this composes the config with
+    the user's group choices only and, for the first ``a.b.key=value`` whose key does not
+    exist, lists the keys under ``a.b`` with the closest match first.
+    """
+    # Keep the group choices that compose (``seeed=1`` looks like one but is a typo).
+    groups: list[str] = []
+    with initialize_config_module("genloom.conf", version_base=None):
+        for override in filter(_is_group_choice, overrides):
+            try:
+                compose(command, overrides=[*groups, override])
+                groups.append(override)
+            except Exception:  # noqa: S112 - a wrong choice: Hydra reported it already
+                continue
+        try:
+            cfg = compose(command, overrides=groups)
+        except Exception:  # e.g. a mandatory group is missing: Hydra said so already
+            return None
+    for override in overrides:
+        key = override.partition("=")[0]
+        skip = override.startswith(("+", "~", "-")) or override in groups
+        if skip or "=" not in override or key.startswith("hydra"):
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf in node:
+            continue
+        where = parent or "the top level"
+        keys = sorted(str(k) for k in node.keys())
+        close = difflib.get_close_matches(leaf, keys, n=1)
+        guess = f"; did you mean {(parent + '.' if parent else '') + close[0]}?" if close else ""
+        return f"genloom: {where} has no key {leaf!r}{guess} Keys there: {', '.join(keys)}"
+    return None
+
+
+def _is_group_choice(override: str) -> bool:
+    key = override.partition("=")[0].lstrip("+~")
+    return "=" in override and "." not in key and "," not in override and not key.startswith("hydra")

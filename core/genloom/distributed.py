@@ -1,0 +1,107 @@
+"""Where this process runs: its device, its precision, and its place among torchrun ranks.
+
+Under ``torchrun`` the environment names the rank and world size; the process group is
+initialised from it (NCCL on CUDA, gloo otherwise). A plain ``genloom train`` is rank 0 of
+a world of one, and every rank check below holds trivially.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes files, logs progress and calls event hooks."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as err:
+        raise ValueError(f"device={spec!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={spec!r} but CUDA is not available here; use device=auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup(device_spec: str = "auto") -> Placement:
+    """Choose the device and, under torchrun, join the process group."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = select_device(device_spec, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        log.info("rank %d of %d on %s", rank, world_size, device)
+    return Placement(device, rank, world_size, local_rank)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA under ``precision=auto``; fp32 elsewhere unless asked."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"trainer.precision={precision!r}; use auto, fp32 or bf16")
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def all_reduce_mean(values: dict[str, float], weight: float, placement: Placement) -> dict[str, float]:
+    """Weighted mean of per-rank averages across ranks (a plain copy in one process)."""
+    if not placement.distributed:
+        return dict(values)
+    keys = sorted(values)
+    packed = torch.tensor(
+        [values[k] * weight for k in keys] + [weight], dtype=torch.float64, device=placement.device
+    )
+    dist.all_reduce(packed)
+    total = packed[-1].item()
+    return {k: packed[i].item() / total for i, k in enumerate(keys)}
+
+
+@contextlib.contextmanager
+def main_first(placement: Placement) -> Iterator[None]:
+    """Let rank 0 do something (build a cache, write a file) before the other ranks."""
+    if placement.distributed and not placement.is_main:
+        dist.barrier()
+    yield
+    if placement.distributed and placement.is_main:
+        dist.barrier()

@@ -1,0 +1,85 @@
+"""The hooks a genloom plugin may implement: the plugin author's manual.
+
+A plugin is a module (or object) named by an entry point in the ``genloom`` group::
+
+    [project.entry-points.genloom]
+    text = "genloom_text.plugin"
+
+Its functions are marked with :data:`hookimpl` and named after the specifications below.
+Implement only the hooks you need. The module named by the entry point is imported by
+``genloom plugins``, so it must stay light: no ``import torch`` at its top level, no model
+code. Components are registered by import path and imported only when first built.
+
+Registration hooks hand you a ``register`` callback; call it once per thing you add.
+Runtime events are called on every plugin that implements them, on the process of rank 0
+only, after the event has happened; their return value is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+PROJECT = "genloom"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def genloom_register_components(register: Callable[..., None]) -> None:
+    """Add components to the registry.
+
+    Call ``register(kind, name, target, summary="")`` for each component:
+
+    * ``kind``: ``"encoder"``, ``"decoder"``, ``"generator"`` or ``"dataset"``;
+    * ``name``: what configs select it by (``generator: {name: transformer}``); unique
+      per kind across all installed plugins;
+    * ``target``: ``"package.module:factory"``, a class or function that takes the
+      component's config keys as keyword arguments. It is imported only when built;
+    * ``summary``: one line shown by ``genloom plugins``.
+
+    Example::
+
+        @hookimpl
+        def genloom_register_components(register):
+            register("generator", "transformer", "genloom_text.model:Transformer",
+                     summary="decoder-only Transformer over token ids")
+    """
+
+
+@hookspec
+def genloom_register_config(register: Callable[[str], None]) -> None:
+    """Contribute Hydra config groups that live inside your package.
+
+    Call ``register("your_package.conf")`` with an importable package (a folder with an
+    ``__init__.py``) whose sub-folders are config groups: ``generator/``, ``dataset/``,
+    ``encoder/``, ``decoder/``, ``pipeline/``... Each YAML file in them becomes a choice
+    (``generator=transformer``). A preset in ``pipeline/`` selects a whole composition.
+    """
+
+
+@hookspec
+def genloom_train_step_end(step: int, metrics: Mapping[str, float]) -> None:
+    """After an optimizer step whose metrics were logged (every ``trainer.log_every`` steps).
+
+    ``metrics`` holds ``loss``, ``lr``, ``throughput`` (units per second) and
+    ``grad_norm`` among others.
+    """
+
+
+@hookspec
+def genloom_evaluated(step: int, metrics: Mapping[str, float]) -> None:
+    """After an evaluation on the validation split; ``metrics`` are split averages."""
+
+
+@hookspec
+def genloom_checkpoint_saved(step: int, path: Path) -> None:
+    """After a checkpoint directory was completely written and renamed into place."""
+
+
+@hookspec
+def genloom_sample_written(path: Path, media_type: str, info: Mapping[str, Any]) -> None:
+    """After the sampler wrote one file of output (a sample or a gallery)."""

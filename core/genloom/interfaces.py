@@ -1,0 +1,126 @@
+"""The four component kinds a pipeline is made of, and what the runtime may ask of each.
+
+A pipeline reads ``dataset -> encoder -> generator -> decoder``:
+
+* an :class:`Encoder` turns media (a string, an image, a waveform) into a tensor;
+* a :class:`Dataset` serves training and validation examples, already encoded;
+* a :class:`Generator` is an ``nn.Module`` that models those tensors: it scores a batch
+  (the training loss) and draws new tensors;
+* a :class:`Decoder` turns generated tensors back into media and writes them to files.
+
+These are structural interfaces (``typing.Protocol``): a plugin implements the methods,
+it inherits nothing. Two optional capabilities, :class:`StreamingGenerator` and
+:class:`StreamingDecoder`, let the sampler show output while it is being generated.
+The runtime never looks at which modality a component serves; what differs lives behind
+these methods.
+
+Batches are ``dict[str, Tensor]`` whose tensors share their first (batch) dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+Batch = Mapping[str, "Tensor"]
+Split = Literal["train", "val"]
+
+KINDS = ("encoder", "decoder", "generator", "dataset")
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Media -> tensor (token ids, pixels, mel frames...)."""
+
+    def encode(self, media: Any) -> Tensor:
+        """Encode one item of media. Raise ``ValueError`` naming the item when it is unusable."""
+        ...
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """Tensor -> media, and media -> files."""
+
+    media_type: str
+    """What :meth:`decode` returns: ``"text"`` (str), ``"image"`` (PIL.Image), ``"audio"``..."""
+
+    def decode(self, tensor: Tensor) -> Any:
+        """Decode one generated example (no batch dimension) into media."""
+        ...
+
+    def write(self, media: Sequence[Any], directory: Path) -> list[Path]:
+        """Write each item into ``directory`` (plus any gallery); return the paths written."""
+        ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A trainable model of a distribution over encoded tensors; also an ``nn.Module``."""
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """Score a batch.
+
+        Returns scalars: ``"loss"`` is minimised by the trainer; any other entries
+        (bits per byte, PSNR...) are averaged over the validation split and logged.
+        """
+        ...
+
+    def generate(
+        self, n: int, *, condition: Tensor | None = None, rng: torch.Generator | None = None
+    ) -> Tensor:
+        """Draw ``n`` examples, shape ``(n, ...)``, optionally under a condition.
+
+        Generators may accept further keyword-only sampling options (``temperature``,
+        ``top_k``...); the sampler passes those a user sets and rejects the rest.
+        """
+        ...
+
+
+@runtime_checkable
+class StreamingGenerator(Protocol):
+    """A generator that can yield its output piece by piece (for example token by token)."""
+
+    def stream(
+        self, n: int, *, condition: Tensor | None = None, rng: torch.Generator | None = None
+    ) -> Iterator[Tensor]:
+        """Yield successive ``(n, k)`` chunks of the output; closing the iterator stops early."""
+        ...
+
+
+@runtime_checkable
+class StreamingDecoder(Protocol):
+    """A decoder that can turn a stream of chunks into printable pieces."""
+
+    def incremental(self) -> Callable[[Tensor], str]:
+        """Return a function that takes the next chunk of one example and returns new text."""
+        ...
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A source of encoded examples with a deterministic train/validation split."""
+
+    unit: str
+    """What throughput counts, for example ``"tok"`` or ``"img"``."""
+
+    units_per_example: int
+    """How many units one example holds (a window of 256 tokens holds 256)."""
+
+    def split(self, name: Split, encoder: Encoder) -> torch.utils.data.Dataset:
+        """Return the split as a map-style dataset of ``dict[str, Tensor]`` examples."""
+        ...
+
+
+def kind_protocol(kind: str) -> type:
+    """The protocol an object of ``kind`` must satisfy."""
+    return {
+        "encoder": Encoder,
+        "decoder": Decoder,
+        "generator": Generator,
+        "dataset": Dataset,
+    }[kind]

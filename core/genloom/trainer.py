@@ -1,0 +1,451 @@
+"""The one training loop, for every trainable generator.
+
+Setup, train, evaluate, save: written out as one explicit loop (no callbacks framework).
+Plugins observe it through four events (see :mod:`genloom.hookspecs`). Nothing here
+knows which modality it trains: the generator scores batches, the dataset says what a
+unit of throughput is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from genloom import checkpoint
+from genloom.distributed import Placement, all_reduce_mean, autocast
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what was kept."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved first."""
+
+    def __init__(self, signum: int, saved: Path | None) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint: {saved}")
+        self.signum = signum
+        self.saved = saved
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The ``trainer`` config group, typed (conf/trainer/default.yaml documents each key)."""
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    eval_batches: int | None = 20
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    resume: bool | str = False
+    compile: bool = False
+    precision: str = "auto"
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"trainer.{key}={getattr(self, key)} must be at least 1")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"trainer.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at max_steps."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(self.max_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        floor = self.lr * self.min_lr_ratio
+        return floor + 0.5 * (self.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class RunResult:
+    step: int
+    checkpoint: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _LossWindow:
+    """Training steps since the last report; the loss stays on the device until then."""
+
+    loss_sum: torch.Tensor
+    steps: int = 0
+    lr: float = 0.0
+    grad_norm: torch.Tensor | None = None
+    start: float = field(default_factory=time.perf_counter)
+
+
+class LossModule(nn.Module):
+    """Routes ``forward`` to ``generator.loss`` so DDP and torch.compile see the loss call."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.generator.loss(batch)
+
+
+def epoch_batches(
+    n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+    shuffle: bool = True,
+) -> list[list[int]]:
+    """Index batches of one epoch for one rank: a seeded permutation, sharded disjointly.
+
+    Rank r takes ``perm[r::world_size]``, so the ranks' first batches together are exactly
+    the first ``batch_size * world_size`` indices a single process would draw. Incomplete
+    batches are dropped so that every rank takes the same number of steps.
+    """
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    else:
+        order = torch.arange(n)
+    shard = order[rank::world_size][: n // world_size]
+    count = len(shard) // batch_size
+    return shard[: count * batch_size].view(count, batch_size).tolist() if count else []
+
+
+class Trainer:
+    """Trains ``generator`` on ``train_data``; evaluates on ``val_data``; saves checkpoints."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        *,
+        train_data: torch.utils.data.Dataset,
+        val_data: torch.utils.data.Dataset,
+        settings: TrainerSettings,
+        placement: Placement,
+        run_dir: Path,
+        config: DictConfig,
+        plugin_versions: dict[str, str | None],
+        hooks: Any,
+        unit: str = "item",
+        units_per_example: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.generator = generator.to(placement.device)
+        self.train_data, self.val_data = train_data, val_data
+        self.settings = settings
+        self.placement = placement
+        self.run_dir = run_dir
+        self.checkpoints_dir = run_dir / "checkpoints"
+        self.config = config
+        self.plugin_versions = plugin_versions
+        self.hooks = hooks
+        self.unit, self.units_per_example = unit, units_per_example
+        self.seed = seed
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+        self._stop_signal: int | None = None
+
+        s = settings
+        self.batches_per_epoch = len(
+            epoch_batches(len(train_data), s.batch_size, seed=seed, epoch=0,
+                          rank=placement.rank, world_size=placement.world_size)
+        )
+        if self.batches_per_epoch == 0:
+            raise TrainingError(
+                f"the train split has {len(train_data)} examples, fewer than one batch of "
+                f"{s.batch_size} per process; lower trainer.batch_size or add data"
+            )
+        if len(val_data) == 0:
+            raise TrainingError("the validation split is empty; add data or raise dataset.val_fraction")
+
+        self.optimizer = self._make_optimizer()
+        self.model: nn.Module = LossModule(self.generator)
+        if placement.distributed:
+            ddp_kwargs = {"device_ids": [placement.device.index]} if placement.device.type == "cuda" else {}
+            self.model = nn.parallel.DistributedDataParallel(self.model, **ddp_kwargs)
+        if s.compile:
+            self.model = torch.compile(self.model)
+        self._autocast = autocast(placement.device, s.precision)
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        # Decay weight matrices and embeddings only; biases and norm gains stay free.
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        if not params:
+            raise TrainingError("the generator has no trainable parameters")
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        s = self.settings
+        return torch.optim.AdamW(
+            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=s.lr,
+            betas=tuple(s.betas),
+            fused=self.placement.device.type in ("cuda", "cpu"),
+        )
+
+    def _resume(self) -> None:
+        resume = self.settings.resume
+        if resume is False or resume is None or resume == "false":
+            return
+        if resume is True or resume == "true":
+            step_dir = checkpoint.latest_in(self.checkpoints_dir)
+            if step_dir is None:
+                raise TrainingError(
+                    f"trainer.resume=true but {self.checkpoints_dir} holds no checkpoint; "
+                    "point hydra.run.dir at the run to continue, or pass trainer.resume=PATH"
+                )
+        else:
+            step_dir = checkpoint.resolve(resume)
+        checkpoint.load_weights(self.generator, step_dir, self.placement.device)
+        extra = checkpoint.load_trainer_state(step_dir, self.optimizer, self.placement.device)
+        self.step = int(extra["step"])
+        self.last_checkpoint = step_dir
+        log.info("resumed from %s at step %d", step_dir, self.step)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def fit(self) -> RunResult:
+        s, p = self.settings, self.placement
+        self._resume()
+        if p.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        batches = self._train_batches(start=self.step * s.grad_accum)
+        self._bar = tqdm(
+            total=s.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+            disable=not (p.is_main and s.progress), desc="train",
+        )
+        self._window = _LossWindow(torch.zeros((), device=p.device))
+        self.last_metrics = {}
+        self.generator.train()
+        with contextlib.ExitStack() as stack:
+            self._metrics_file = (
+                stack.enter_context(open(self.run_dir / "metrics.jsonl", "a")) if p.is_main else None
+            )
+            stack.enter_context(self._signals_handled())
+            stack.enter_context(logging_redirect_tqdm())
+            stack.enter_context(self._bar)
+            while self.step < s.max_steps:
+                self._train_step(batches)
+                done = self.step == s.max_steps
+                if self.step % s.log_every == 0:
+                    self._report()
+                if self.step % s.eval_every == 0 or done:
+                    self._report()
+                    self.last_metrics.update({f"val_{k}": v for k, v in self.evaluate().items()})
+                    self._record("val", {k: v for k, v in self.last_metrics.items() if k.startswith("val_")})
+                    self._window.start = time.perf_counter()  # evaluation is not training time
+                if self.step % s.checkpoint_every == 0 or done or self._stop_signal:
+                    self._report()  # never save weights trained on a loss nobody checked
+                    self.save()
+                    self._window.start = time.perf_counter()
+                if self._stop_signal:
+                    raise TrainingInterrupted(self._stop_signal, self.last_checkpoint)
+        return RunResult(self.step, self.last_checkpoint, self.last_metrics)
+
+    def _train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> None:
+        s = self.settings
+        lr = s.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(s.grad_accum):
+            batch = next(batches)
+            with self._no_sync(micro < s.grad_accum - 1), self._autocast:
+                loss = self.model(batch)["loss"]
+            (loss / s.grad_accum).backward()
+            self._window.loss_sum += loss.detach().float() / s.grad_accum
+        if s.grad_clip > 0:
+            self._window.grad_norm = nn.utils.clip_grad_norm_(self.generator.parameters(), s.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._window.steps += 1
+        self._window.lr = lr
+        self._bar.update(1)
+
+    def _report(self) -> None:
+        """Log the steps since the last report; stop here if their loss is not finite."""
+        window = self._window
+        if window.steps == 0:
+            return
+        mean_loss = (window.loss_sum / window.steps).item()  # the one host sync per report
+        if not math.isfinite(mean_loss):
+            raise TrainingError(
+                f"the loss became non-finite ({mean_loss}) between steps "
+                f"{self.step - window.steps + 1} and {self.step}; training stopped without "
+                f"saving. Last good checkpoint: {self.last_checkpoint or 'none yet'}. "
+                "Try a lower trainer.lr, trainer.grad_clip=1.0, or trainer.precision=fp32."
+            )
+        s, p = self.settings, self.placement
+        units = s.batch_size * s.grad_accum * p.world_size * self.units_per_example * window.steps
+        metrics = {
+            "loss": mean_loss, "lr": window.lr,
+            "throughput": units / max(time.perf_counter() - window.start, 1e-9),
+        }
+        if window.grad_norm is not None:
+            metrics["grad_norm"] = float(window.grad_norm)
+        self.last_metrics.update(metrics)
+        self._bar.set_postfix(loss=f"{mean_loss:.4f}", rate=f"{_si(metrics['throughput'])} {self.unit}/s")
+        self._record("train", metrics)
+        if p.is_main:
+            self.hooks.genloom_train_step_end(step=self.step, metrics=dict(metrics))
+        self._window = _LossWindow(window.loss_sum.zero_())
+
+    def evaluate(self) -> dict[str, float]:
+        """Score the validation split (``trainer.eval_batches`` of it) and report it."""
+        means = evaluate(
+            self.generator, self.val_data, batch_size=self.settings.batch_size,
+            max_batches=self.settings.eval_batches, placement=self.placement,
+            precision=self.settings.precision,
+        )
+        if self.placement.is_main:
+            log.info("step %d validation: %s", self.step, _fmt(means))
+            self.hooks.genloom_evaluated(step=self.step, metrics=dict(means))
+        return means
+
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0); every rank returns after it is in place."""
+        path = None
+        if self.placement.is_main:
+            path = checkpoint.save(
+                self.checkpoints_dir,
+                step=self.step,
+                model=self.generator,
+                config=self.config,
+                plugins=self.plugin_versions,
+                optimizer=self.optimizer,
+                extra_state={"step": self.step, "seed": self.seed},
+                keep=self.settings.keep_checkpoints,
+            )
+            self.last_checkpoint = path
+            log.info("saved checkpoint %s", path)
+            self.hooks.genloom_checkpoint_saved(step=self.step, path=path)
+        if self.placement.distributed:
+            torch.distributed.barrier()
+        return path
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _train_batches(self, start: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless batches, starting after the first ``start`` micro-batches of the run."""
+        s, p = self.settings, self.placement
+        epoch, offset = divmod(start, self.batches_per_epoch)
+        while True:
+            index_batches = epoch_batches(
+                len(self.train_data), s.batch_size, seed=self.seed, epoch=epoch,
+                rank=p.rank, world_size=p.world_size,
+            )[offset:]
+            loader = torch.utils.data.DataLoader(
+                self.train_data, batch_sampler=index_batches, num_workers=s.num_workers,
+                collate_fn=_collate, pin_memory=p.device.type == "cuda",
+            )
+            for batch in loader:
+                yield self._to_device(batch)
+            epoch, offset = epoch + 1, 0
+
+    def _to_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.placement.device, non_blocking=True) for k, v in batch.items()}
+
+    def _no_sync(self, skip_sync: bool) -> contextlib.AbstractContextManager:
+        # Under DDP only the last micro-batch of an accumulated step all-reduces gradients.
+        if skip_sync and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def _record(self, split: str, values: Mapping[str, float]) -> None:
+        if self._metrics_file is not None:
+            self._metrics_file.write(json.dumps({"step": self.step, "split": split, **values}) + "\n")
+            self._metrics_file.flush()
+
+    @contextlib.contextmanager
+    def _signals_handled(self) -> Iterator[None]:
+        """SIGINT/SIGTERM finish the current step, save, then stop; a second SIGINT aborts."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            log.warning("%s received: saving a checkpoint after this step", signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+@torch.no_grad()
+def evaluate(
+    generator: nn.Module,
+    data: torch.utils.data.Dataset,
+    *,
+    batch_size: int,
+    max_batches: int | None,
+    placement: Placement,
+    precision: str = "auto",
+) -> dict[str, float]:
+    """Average every metric ``generator.loss`` reports over the split, in a fixed order.
+
+    Each rank scores its own shard; the means are weighted by example counts across ranks.
+    """
+    was_training = generator.training
+    generator.eval()
+    order = epoch_batches(len(data), 1, seed=0, epoch=0, rank=placement.rank,
+                          world_size=placement.world_size, shuffle=False)
+    indices = [i for batch in order for i in batch]
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    totals: dict[str, float] = {}
+    count = 0
+    with autocast(placement.device, precision):
+        for index_batch in chunks[:max_batches] if max_batches else chunks:
+            batch = {
+                k: v.to(placement.device)
+                for k, v in _collate([data[i] for i in index_batch]).items()
+            }
+            for key, value in generator.loss(batch).items():
+                totals[key] = totals.get(key, 0.0) + float(value) * len(index_batch)
+            count += len(index_batch)
+    generator.train(was_training)
+    return all_reduce_mean({k: v / max(count, 1) for k, v in totals.items()}, count, placement)
+
+
+def _collate(examples: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([ex[key] for ex in examples]) for key in examples[0]}
+
+
+def _si(value: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{value:.1f}"
+
+
+def _fmt(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))

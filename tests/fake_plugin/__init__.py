@@ -1,0 +1,18 @@
+"""A small, real plugin used by the core's tests: a bigram model of counting sequences.
+
+It is registered by the tests' fixtures (never through an entry point), so the core's
+tests do not depend on which plugins are installed.
+"""
+
+from genloom.plugins import PluginSource
+
+
+def source(name: str = "fake") -> PluginSource:
+    """How a test loads this plugin, as if it were installed as ``genloom-fake 0.0.1``."""
+
+    def load():  # noqa: ANN202
+        import fake_plugin.hooks
+
+        return fake_plugin.hooks
+
+    return PluginSource(name, load, "fake_plugin.hooks", "genloom-fake", "0.0.1")
