@@ -21,7 +21,7 @@ test: setup
 demo: setup
 	$(VENV)/bin/genloom train pipeline=text hydra.run.dir=$(DEMO_DIR)/text
 	$(VENV)/bin/genloom sample checkpoint=$(DEMO_DIR)/text n=3 max_new_tokens=300 \
-		prompt='The ' hydra.run.dir=$(DEMO_DIR)/text/sample
+		'prompt="The "' hydra.run.dir=$(DEMO_DIR)/text/sample
 	@echo "text checkpoint: $(DEMO_DIR)/text/checkpoints   samples: $(DEMO_DIR)/text/sample/samples"
 
 clean:

@@ -39,7 +39,8 @@ def test_python_dash_m_is_the_same_program():
 
 
 def test_cfg_job_prints_the_composed_config_with_overrides(fake_plugins, capsys):
-    assert cli.main(["train", "pipeline=counting", "generator=bigram_wide", "trainer.lr=0.5", "--cfg", "job"]) == 0
+    args = ["train", "pipeline=counting", "generator=bigram_wide", "trainer.lr=0.5", "--cfg", "job"]
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "name: bigram\n  vocab_size: 12" in out
     assert "lr: 0.5" in out
@@ -75,7 +76,10 @@ def test_unknown_key_suggests_the_closest_one(fake_plugins, capsys):
 
 def test_unknown_component_option_lists_the_factory_options(fake_plugins, tmp_path, capsys):
     assert train(tmp_path, "+generator.width=3") == 1
-    assert "generator 'bigram' has no option generator.width; it takes: generator.vocab_size, generator.length" in said(capsys)
+    expected = (
+        "generator 'bigram' has no option generator.width; it takes: generator.vocab_size, generator.length"
+    )
+    assert expected in said(capsys)
 
 
 def test_train_then_sample_then_eval(fake_plugins, tmp_path, capsys):
@@ -106,7 +110,8 @@ def test_train_then_sample_then_eval(fake_plugins, tmp_path, capsys):
 
 def test_sampling_option_the_generator_lacks_is_an_error(fake_plugins, tmp_path, capsys):
     assert train(tmp_path / "run") == 0
-    assert cli.main(["sample", f"checkpoint={tmp_path / 'run'}", "top_p=0.9", f"hydra.run.dir={tmp_path / 's'}"]) == 1
+    args = ["sample", f"checkpoint={tmp_path / 'run'}", "top_p=0.9", f"hydra.run.dir={tmp_path / 's'}"]
+    assert cli.main(args) == 1
     assert "does not take top_p; its sampling options are: max_new_tokens, temperature" in said(capsys)
 
 

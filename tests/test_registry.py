@@ -28,7 +28,8 @@ def test_unknown_kind_and_bad_target_are_rejected():
 def test_build_rejects_unknown_options_and_lists_accepted_ones():
     registry = Registry()
     registry.add("generator", "bigram", "fake_plugin.components:Bigram", plugin="fake")
-    with pytest.raises(RegistryError, match=r"no option generator.vocab_sz; it takes: generator.vocab_size, generator.length"):
+    expected = r"no option generator.vocab_sz; it takes: generator.vocab_size, generator.length"
+    with pytest.raises(RegistryError, match=expected):
         registry.build("generator", "bigram", {"vocab_sz": 3})
     model = registry.build("generator", "bigram", {"vocab_size": 5})
     assert model.vocab_size == 5
@@ -44,7 +45,8 @@ def test_build_checks_the_built_object_is_of_its_kind():
 def test_unimportable_target_says_which_plugin():
     registry = Registry()
     registry.add("dataset", "ghost", "fake_plugin.missing_module:Thing", plugin="ghosts")
-    with pytest.raises(RegistryError, match="from plugin 'ghosts' points at 'fake_plugin.missing_module:Thing'"):
+    expected = "from plugin 'ghosts' points at 'fake_plugin.missing_module:Thing'"
+    with pytest.raises(RegistryError, match=expected):
         registry.build("dataset", "ghost")
 
 

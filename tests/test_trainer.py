@@ -11,6 +11,7 @@ import torch
 from genloom import cli, hookimpl, plugins
 from genloom.plugins import PluginSource, load_plugins
 from genloom.trainer import TrainerSettings, epoch_batches
+from safetensors.torch import load_file
 
 RESUMABLE = [
     "pipeline=counting", "trainer=debug", "trainer.progress=false", "trainer.max_steps=6",
@@ -99,7 +100,9 @@ def test_resume_without_a_checkpoint_says_how(fake_plugins, tmp_path, capsys):
     assert "holds no checkpoint; point hydra.run.dir at the run to continue" in capsys.readouterr().out
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fake_plugins, tmp_path, capsys, monkeypatch):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    fake_plugins, tmp_path, capsys, monkeypatch
+):
     real_loss = fake_plugin.components.Bigram.loss
     calls = {"n": 0}
 
@@ -120,9 +123,5 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fake_plugins, 
     assert "Last good checkpoint: " + str(tmp_path / "checkpoints" / "step_000002") in out
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step_000002"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_000002"]
-    weights = torch.load  # the kept weights are finite
-    from safetensors.torch import load_file
-
     state = load_file(tmp_path / "checkpoints" / "step_000002" / "model.safetensors")
-    assert all(torch.isfinite(t).all() for t in state.values())
-    del weights
+    assert all(torch.isfinite(t).all() for t in state.values())  # the kept weights are finite

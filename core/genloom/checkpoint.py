@@ -132,7 +132,9 @@ def read(path: str | Path) -> Checkpoint:
 
 def load_weights(model: torch.nn.Module, step_dir: Path, device: torch.device | str = "cpu") -> None:
     try:
-        missing, unexpected = load_model(model, str(step_dir / "model.safetensors"), strict=False, device=str(device))
+        missing, unexpected = load_model(
+            model, str(step_dir / "model.safetensors"), strict=False, device=str(device)
+        )
     except RuntimeError as err:
         raise CheckpointError(
             f"weights in {step_dir} do not fit the model built from its config: {err}"

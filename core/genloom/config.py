@@ -56,7 +56,7 @@ def unknown_key_hint(command: str, overrides: list[str]) -> str | None:
         if not isinstance(node, DictConfig) or leaf in node:
             continue
         where = parent or "the top level"
-        keys = sorted(str(k) for k in node.keys())
+        keys = sorted(str(k) for k in node)
         close = difflib.get_close_matches(leaf, keys, n=1)
         guess = f"; did you mean {(parent + '.' if parent else '') + close[0]}?" if close else ""
         return f"genloom: {where} has no key {leaf!r}{guess} Keys there: {', '.join(keys)}"

@@ -72,8 +72,11 @@ class Generator(Protocol):
 
     def generate(
         self, n: int, *, condition: Tensor | None = None, rng: torch.Generator | None = None
-    ) -> Tensor:
-        """Draw ``n`` examples, shape ``(n, ...)``, optionally under a condition.
+    ) -> Tensor | Sequence[Tensor]:
+        """Draw ``n`` examples, optionally under a condition.
+
+        Returns a tensor ``(n, ...)``, or a list of ``n`` tensors when examples differ in
+        length (text that stopped early).
 
         Generators may accept further keyword-only sampling options (``temperature``,
         ``top_k``...); the sampler passes those a user sets and rejects the rest.

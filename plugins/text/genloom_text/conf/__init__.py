@@ -1,0 +1,1 @@
+"""Hydra config groups of the text plugin: generator/, encoder/, decoder/, dataset/, pipeline/."""

@@ -1,0 +1,252 @@
+"""Text corpora: the CPython documentation that ships with Python, or your own text files.
+
+Both are cut the same way (:class:`TextSplits`). The text is encoded once per encoder,
+and the token stream is cut into chunks of up to eight windows; every k-th chunk
+(k = round(1 / val_fraction)) goes to validation. Validation is thereby spread over the
+whole corpus rather than taken from its end, and since chunks do not overlap, no
+validation token is ever trained on. Inside a chunk, examples are windows of
+``block_size + 1`` tokens (inputs and next-token targets) taken every ``block_size``
+tokens. Nothing is random: the same text, encoder and options always give the same split.
+"""
+
+from __future__ import annotations
+
+import codecs
+import glob
+import os
+from pathlib import Path
+
+import torch
+from genloom.interfaces import Encoder, Split
+from torch import Tensor
+
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst", ".adoc", ".org", ".tex")
+"""What a folder given as ``dataset.path`` is searched for. Prose and markup only: source
+code and data files are left out unless you name them with a glob (``'src/**/*.py'``)."""
+
+WINDOWS_PER_CHUNK = 8
+
+
+class PydocCorpus:
+    """The documentation text that ships with CPython (``pydoc_data.topics``), ~465 K characters.
+
+    It needs no download, which makes it the default corpus of the demo. Topics are joined
+    in sorted order with blank lines between them.
+    """
+
+    unit = "tok"
+
+    def __init__(self, *, block_size: int, val_fraction: float = 0.1) -> None:
+        self.units_per_example = block_size
+        self._splits = TextSplits(
+            _pydoc_text(),
+            source="the pydoc corpus (pydoc_data.topics)",
+            block_size=block_size,
+            val_fraction=val_fraction,
+        )
+
+    def split(self, name: Split, encoder: Encoder) -> TokenWindows:
+        return self._splits.split(name, encoder)
+
+
+class TextFiles:
+    """Your text, from ``path``: a file, a folder, or a glob.
+
+    * a file is read whatever its name;
+    * a folder is searched recursively for files ending in one of :data:`TEXT_SUFFIXES`
+      (hidden files and folders, such as ``.git``, are skipped);
+    * a glob (``'notes/**/*.md'``, ``**`` matching any depth) reads every file it
+      matches, which is how to train on other kinds of text such as code.
+
+    Files are read in sorted order, decoded with ``encoding``, and joined with blank
+    lines. A file that is not text in that encoding (or holds NUL bytes) is an error
+    naming the file and the byte offset.
+    """
+
+    unit = "tok"
+
+    def __init__(
+        self, *, path: str, block_size: int, val_fraction: float = 0.1, encoding: str = "utf-8"
+    ) -> None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(
+                f"dataset.encoding {encoding!r} is not an encoding Python knows; "
+                "use a codec name such as utf-8, latin-1 or utf-16"
+            ) from None
+        self.units_per_example = block_size
+        self.files = _find_text_files(path)
+        text = "\n\n".join(_read_text(file, encoding) for file in self.files)
+        if not text.strip():
+            raise ValueError(f"dataset.path {path!r}: the {len(self.files)} file(s) it names hold no text")
+        self._splits = TextSplits(
+            text,
+            source=f"dataset.path {path!r} ({len(self.files)} file(s))",
+            block_size=block_size,
+            val_fraction=val_fraction,
+        )
+
+    def split(self, name: Split, encoder: Encoder) -> TokenWindows:
+        return self._splits.split(name, encoder)
+
+
+class TextSplits:
+    """A text cut into train and validation windows of token ids (see the module docstring).
+
+    The text is encoded the first time a split is asked for and again only when the
+    encoder changes, so asking for ``train`` then ``val`` encodes it once.
+    """
+
+    def __init__(self, text: str, *, source: str, block_size: int, val_fraction: float) -> None:
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"dataset.block_size must be a positive integer, got {block_size!r}")
+        if not 0 < val_fraction <= 0.5:
+            raise ValueError(
+                f"dataset.val_fraction must be in (0, 0.5], got {val_fraction!r}; "
+                "0.1 keeps one chunk in ten for validation"
+            )
+        self.text = text
+        self.source = source
+        self.block_size = block_size
+        self.val_fraction = val_fraction
+        self._encoded: tuple[Encoder, dict[str, TokenWindows]] | None = None
+
+    def split(self, name: Split, encoder: Encoder) -> TokenWindows:
+        if name not in ("train", "val"):
+            raise ValueError(f"unknown split {name!r}; the splits are 'train' and 'val'")
+        if self._encoded is None or self._encoded[0] is not encoder:
+            self._encoded = (encoder, self._cut(self._encode(encoder)))
+        return self._encoded[1][name]
+
+    def _encode(self, encoder: Encoder) -> Tensor:
+        tokens = encoder.encode(self.text)
+        if not isinstance(tokens, Tensor) or tokens.dim() != 1 or tokens.is_floating_point():
+            got = (
+                f"shape {tuple(tokens.shape)} and dtype {tokens.dtype}"
+                if isinstance(tokens, Tensor)
+                else type(tokens).__name__
+            )
+            raise ValueError(
+                f"{self.source} needs an encoder that turns text into a 1-D tensor of token "
+                f"ids; {type(encoder).__name__} returned {got}"
+            )
+        return tokens.long()
+
+    def _cut(self, tokens: Tensor) -> dict[str, TokenWindows]:
+        n, block = len(tokens), self.block_size
+        window = block + 1
+        every = round(1 / self.val_fraction)
+        # Small corpora get shorter chunks, so that there are enough for validation to
+        # receive one in `every`.
+        windows_per_chunk = max(1, min(WINDOWS_PER_CHUNK, (n // every - 1) // block))
+        chunk_len = windows_per_chunk * block + 1
+        starts: dict[str, list[int]] = {"train": [], "val": []}
+        for i, chunk_start in enumerate(range(0, n, chunk_len)):
+            chunk_end = min(chunk_start + chunk_len, n)
+            split = "val" if i % every == every - 1 else "train"
+            starts[split].extend(range(chunk_start, chunk_end - window + 1, block))
+        if not starts["train"] or not starts["val"]:
+            needed = every * window
+            hint = "add text"
+            if n // every - 1 >= 2:
+                hint += f" or lower generator.block_size (for example to {n // every - 1})"
+            raise ValueError(
+                f"{self.source} is too short for a context of {block} tokens: its {n} tokens "
+                f"give {len(starts['train'])} training and {len(starts['val'])} validation "
+                f"windows of {window} tokens (generator.block_size + 1). With "
+                f"dataset.val_fraction={self.val_fraction} it needs at least {needed} tokens: "
+                f"{hint}."
+            )
+        return {
+            split: TokenWindows(tokens, torch.tensor(split_starts), block)
+            for split, split_starts in starts.items()
+        }
+
+
+class TokenWindows(torch.utils.data.Dataset):
+    """Examples ``{"tokens": LongTensor (block_size + 1,)}`` cut from one token stream.
+
+    ``starts`` holds each window's offset in the stream; windows are views, not copies.
+    """
+
+    def __init__(self, tokens: Tensor, starts: Tensor, block_size: int) -> None:
+        self.tokens = tokens
+        self.starts = starts
+        self.window = block_size + 1
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        start = int(self.starts[index])
+        return {"tokens": self.tokens[start : start + self.window]}
+
+
+def _pydoc_text() -> str:
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as err:
+        raise ValueError(
+            "dataset 'pydoc' reads pydoc_data, which this Python installation lacks "
+            "(some distributions strip it); train on your own text instead with "
+            "dataset=text_files dataset.path=PATH"
+        ) from err
+    return "\n\n".join(topics[name] for name in sorted(topics))
+
+
+def _find_text_files(path: str) -> list[Path]:
+    """The files ``dataset.path`` names, sorted; an error that says what to do if none."""
+    if any(char in path for char in "*?["):
+        matches = glob.glob(os.path.expanduser(path), recursive=True)
+        files = sorted(Path(p) for p in matches if Path(p).is_file())
+        if not files:
+            raise ValueError(
+                f"dataset.path {path!r} matches no files (relative to {Path.cwd()}); "
+                "check the pattern, for example 'notes/**/*.md'"
+            )
+        return files
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(
+            f"dataset.path {path!r} does not exist (looked for {root.resolve()}); set it to "
+            "a text file, a folder of text files, or a glob such as 'notes/**/*.md'"
+        )
+    if root.is_file():
+        return [root]
+    candidates = [
+        p
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    files = [p for p in candidates if p.suffix.lower() in TEXT_SUFFIXES]
+    if not files:
+        found = f"{len(candidates)} other file(s)" if candidates else "no files at all"
+        raise ValueError(
+            f"dataset.path {path!r} is a folder with no text files: it was searched "
+            f"recursively for {', '.join(TEXT_SUFFIXES)} and holds {found}. Put text "
+            "there, or name other files with a glob such as "
+            f"dataset.path='{root.as_posix()}/**/*.py'"
+        )
+    return files
+
+
+def _read_text(file: Path, encoding: str) -> str:
+    data = file.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{file} is not {encoding} text: byte offset {err.start} holds "
+            f"{data[err.start : err.start + 1]!r} ({err.reason}). If it is a binary file, "
+            "leave it out of dataset.path; if it is text in another encoding, set "
+            "dataset.encoding (for example dataset.encoding=latin-1)"
+        ) from err
+    nul = text.find("\x00")
+    if nul >= 0:
+        offset = len(text[:nul].encode(encoding))
+        raise ValueError(
+            f"{file} looks binary: it holds a NUL byte at byte offset {offset}. "
+            "dataset.path must name text files only; leave this file out of it"
+        )
+    return text

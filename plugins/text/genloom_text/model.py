@@ -1,0 +1,475 @@
+"""A decoder-only Transformer over token ids, with KV-cache sampling (in the manner of nanoGPT).
+
+The whole model is in this file: pre-norm blocks of causal self-attention and a GELU MLP,
+learned positional embeddings, and an LM head tied to the token embedding. Sampling
+supports temperature, top-k, top-p, a stop sequence and streaming, with or without a
+cache of past keys and values.
+
+Context overflow: the model attends to at most ``block_size`` tokens. Whenever the context
+would grow past that (a long prompt, or a long generation), it is cut to its last
+``block_size - 1`` tokens and the cache is rebuilt from them. Cutting one token more than
+needed leaves room for the next token, so the cache is rebuilt every other token rather
+than on every token once generation runs past the context. ``use_cache=False`` applies
+the same rule while recomputing everything, so both paths condition on the same tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+class Transformer(nn.Module):
+    """A GPT-style language model; its keyword arguments are its whole config.
+
+    Args:
+        vocab_size: number of token ids (256 for the bytes encoder).
+        block_size: the context: the most tokens the model attends to.
+        n_layer: number of Transformer blocks.
+        n_head: attention heads per block; must divide ``n_embd``.
+        n_embd: width of the residual stream.
+        dropout: dropout probability in training (embeddings, attention, residuals).
+        bias: whether linear layers and LayerNorms carry a bias.
+        start_token: the token generation starts from when there is no prompt
+            (10, a newline, for byte-level text).
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int = 256,
+        block_size: int = 128,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 128,
+        dropout: float = 0.0,
+        bias: bool = False,
+        start_token: int = 10,
+    ) -> None:
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"generator.n_embd ({n_embd}) must be a multiple of generator.n_head ({n_head})")
+        if block_size < 2:
+            raise ValueError(f"generator.block_size is {block_size}; it must be at least 2")
+        if not 0 <= start_token < vocab_size:
+            raise ValueError(
+                f"generator.start_token ({start_token}) must be a token id below "
+                f"generator.vocab_size ({vocab_size})"
+            )
+        self.vocab_size = vocab_size
+        self.block_size = block_size
+        self.start_token = start_token
+        self.tok_emb = nn.Embedding(vocab_size, n_embd)
+        self.pos_emb = nn.Embedding(block_size, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd, bias=bias)
+
+        # GPT-2 initialisation; the projections that write into the residual stream are
+        # scaled down so that its variance does not grow with depth.
+        self.apply(_init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("out_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+    def forward(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        """Next-token logits ``(B, T, vocab_size)`` for token ids ``idx`` ``(B, T)``.
+
+        With ``kv_cache``, ``idx`` continues the tokens already cached: they are attended
+        to without being recomputed, and the cache advances by ``T``.
+        """
+        B, T = idx.shape
+        start = 0 if kv_cache is None else kv_cache.pos
+        if start + T > self.block_size:
+            raise ValueError(
+                f"{start + T} tokens do not fit the context of {self.block_size} "
+                "(generator.block_size); pass at most that many"
+            )
+        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, kv_cache, layer)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        # Weight tying: the head reuses the token embedding, which also keeps a single copy
+        # of the matrix in the state dict (safetensors refuses tensors that share memory).
+        return F.linear(self.ln_f(x), self.tok_emb.weight)  # (B, T, vocab_size)
+
+    def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Next-token cross entropy on ``batch["tokens"]`` ``(B, T + 1)``.
+
+        Returns ``loss``, the mean cross entropy in nats per token, and ``bits_per_byte``,
+        the same in bits. With the bytes encoder a token is a byte, so bits per token are
+        bits per byte; with another encoder read it as bits per token.
+        """
+        tokens = batch["tokens"]  # (B, T + 1)
+        logits = self(tokens[:, :-1])  # (B, T, vocab_size)
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+        return {"loss": loss, "bits_per_byte": loss.detach() / math.log(2)}
+
+    def new_kv_cache(self) -> KVCache:
+        """An empty cache for :meth:`forward`, sized to this model's layers and context."""
+        return KVCache(n_layer=len(self.blocks), block_size=self.block_size)
+
+    def stream(
+        self,
+        n: int,
+        *,
+        condition: Tensor | None = None,
+        rng: torch.Generator | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: Tensor | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[Tensor]:
+        """Sample ``n`` continuations together, yielding ``(n, k)`` chunks of new tokens.
+
+        Args:
+            n: how many rows to sample.
+            condition: a prompt of token ids ``(P,)`` shared by all rows. Without one (or
+                with an empty one) generation starts from ``start_token``. A prompt longer
+                than the context keeps its last ``block_size - 1`` tokens, with a warning.
+            rng: the random generator for sampling, on the model's device; the same seed
+                gives the same samples.
+            max_new_tokens: the most new tokens per row.
+            temperature: divides the logits; 0 picks the most likely token (greedy).
+            top_k: sample only among the ``top_k`` most likely tokens.
+            top_p: sample only among the most likely tokens whose probabilities add up to
+                ``top_p`` (nucleus sampling).
+            stop: a token sequence ``(S,)``; a row ends when it produces it, and the stop
+                sequence itself is not output.
+            use_cache: reuse past keys and values; ``False`` recomputes the whole context
+                for every token (the slow reference path, same tokens).
+
+        A row that has stopped is padded with -1. Tokens that might begin the stop
+        sequence are held back until that is decided, so a chunk may be shorter for some
+        rows (padded with -1) or not come at all on some steps. Concatenating the chunks
+        and dropping the -1 gives exactly what :meth:`generate` returns. The iterator
+        ends early when every row has stopped. Chunks are on the CPU. While it runs, the
+        model is in eval mode; its training mode comes back when the iterator ends or is
+        closed. Context overflow follows the rule in the module docstring.
+        """
+        device = self.tok_emb.weight.device
+        _check_sampling_options(n, max_new_tokens, temperature, top_k, top_p)
+        if rng is not None and rng.device.type != device.type:
+            raise ValueError(
+                f"rng is a generator on {rng.device} but the model is on {device}; "
+                f"create it with torch.Generator(device={str(device)!r})"
+            )
+        prompt = self._prompt(condition, device)
+        stop_ids = self._stop_ids(stop)
+        return self._stream(n, prompt, rng, max_new_tokens, temperature, top_k, top_p, stop_ids, use_cache)
+
+    def generate(
+        self,
+        n: int,
+        *,
+        condition: Tensor | None = None,
+        rng: torch.Generator | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: Tensor | None = None,
+        use_cache: bool = True,
+    ) -> list[Tensor]:
+        """Sample ``n`` continuations; one 1-D tensor of new tokens per row (on the CPU).
+
+        Rows differ in length when ``stop`` ends some of them early. The options are those
+        of :meth:`stream`, which this drains.
+        """
+        chunks = list(
+            self.stream(
+                n,
+                condition=condition,
+                rng=rng,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                stop=stop,
+                use_cache=use_cache,
+            )
+        )
+        tokens = torch.cat(chunks, dim=1) if chunks else torch.empty(n, 0, dtype=torch.long)
+        return [row[row >= 0] for row in tokens]
+
+    @torch.inference_mode()
+    def _stream(
+        self,
+        n: int,
+        prompt: Tensor,
+        rng: torch.Generator | None,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        stop: list[int] | None,
+        use_cache: bool,
+    ) -> Iterator[Tensor]:
+        # torch's decorator enters inference mode only while this generator runs, so the
+        # caller's own grad mode is untouched between chunks.
+        was_training = self.training
+        self.eval()
+        try:
+            context = prompt.expand(n, -1)  # (n, P): what the next prediction conditions on
+            cache = self.new_kv_cache() if use_cache else None
+            fresh = context  # the part of the context not yet in the cache
+            matchers = None if stop is None else [_StopMatcher(stop) for _ in range(n)]
+            for _ in range(max_new_tokens):
+                logits = self(fresh if cache is not None else context, cache)[:, -1]  # (n, V)
+                token = _sample(logits, temperature, top_k, top_p, rng)  # (n,)
+                if matchers is None:
+                    yield token[:, None].cpu()
+                else:
+                    chunk = _pad([m.push(t) for m, t in zip(matchers, token.tolist(), strict=True)])
+                    if chunk.shape[1]:
+                        yield chunk
+                    if all(m.stopped for m in matchers):
+                        return
+                context = torch.cat([context, token[:, None]], dim=1)
+                fresh = token[:, None]
+                if context.shape[1] > self.block_size:
+                    context = context[:, 1 - self.block_size :]
+                    if cache is not None:
+                        cache.reset()
+                    fresh = context
+            if matchers is not None:
+                # Held tokens that never completed the stop sequence are output after all.
+                chunk = _pad([m.flush() for m in matchers])
+                if chunk.shape[1]:
+                    yield chunk
+        finally:
+            self.train(was_training)
+
+    def _prompt(self, condition: Tensor | None, device: torch.device) -> Tensor:
+        """The prompt as token ids ``(P,)`` on ``device``, cropped to fit the context."""
+        if condition is None or condition.numel() == 0:
+            return torch.tensor([self.start_token], device=device)
+        if condition.dim() != 1 or condition.is_floating_point():
+            raise ValueError(
+                f"condition must be a 1-D tensor of token ids, got shape "
+                f"{tuple(condition.shape)} and dtype {condition.dtype}"
+            )
+        self._check_ids(condition, "condition")
+        if len(condition) > self.block_size:
+            keep = self.block_size - 1
+            log.warning(
+                "the prompt holds %d tokens, more than the context of %d "
+                "(generator.block_size); only its last %d are used",
+                len(condition),
+                self.block_size,
+                keep,
+            )
+            condition = condition[-keep:]
+        return condition.to(device=device, dtype=torch.long)
+
+    def _stop_ids(self, stop: Tensor | None) -> list[int] | None:
+        if stop is None:
+            return None
+        if stop.dim() != 1 or stop.numel() == 0 or stop.is_floating_point():
+            raise ValueError(
+                "stop must be a non-empty 1-D tensor of token ids, got shape "
+                f"{tuple(stop.shape)} and dtype {stop.dtype}"
+            )
+        self._check_ids(stop, "stop")
+        return stop.tolist()
+
+    def _check_ids(self, ids: Tensor, what: str) -> None:
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= self.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{what} holds token id {bad}, outside this model's vocabulary of "
+                f"{self.vocab_size}; was it encoded with the encoder the model was trained with?"
+            )
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, per layer, for incremental decoding.
+
+    Each layer's keys and values are allocated once at ``(B, H, block_size, head_dim)``
+    when first written (taking batch size, dtype and device from them), so decoding
+    writes into place instead of growing tensors. One cache serves one batch.
+    """
+
+    def __init__(self, *, n_layer: int, block_size: int) -> None:
+        self.block_size = block_size
+        self.keys: list[Tensor | None] = [None] * n_layer
+        self.values: list[Tensor | None] = [None] * n_layer
+        self.pos = 0  # positions that hold keys and values; the next token goes here
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store ``layer``'s keys and values ``(B, H, T, D)`` for the next ``T`` positions.
+
+        Returns the keys and values of every position so far, ``(B, H, pos + T, D)``.
+        :meth:`Transformer.forward` advances ``pos`` once all layers have written.
+        """
+        keys, values = self.keys[layer], self.values[layer]
+        if keys is None or values is None:
+            B, H, _, D = k.shape
+            keys = self.keys[layer] = k.new_empty(B, H, self.block_size, D)
+            values = self.values[layer] = v.new_empty(B, H, self.block_size, D)
+        end = self.pos + k.shape[2]
+        keys[:, :, self.pos : end] = k
+        values[:, :, self.pos : end] = v
+        return keys[:, :, :end], values[:, :, :end]
+
+    def reset(self) -> None:
+        """Forget every position (the memory is kept for reuse)."""
+        self.pos = 0
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: attention then MLP, each added to the residual stream."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.mlp = MLP(n_embd, dropout, bias)
+
+    def forward(self, x: Tensor, kv_cache: KVCache | None, layer: int) -> Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
+        return x + self.mlp(self.ln_2(x))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.dropout = dropout
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # one matmul for q, k and v
+        self.out_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, kv_cache: KVCache | None, layer: int) -> Tensor:
+        B, T, C = x.shape
+        # Split and transpose are views, so heads cost no copy; splitting along the last
+        # dim (rather than permuting a 5-D view) also keeps the backward pass copy-free.
+        heads = (B, T, self.n_head, C // self.n_head)
+        q, k, v = (t.view(heads).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))
+        if kv_cache is None:
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            start = kv_cache.pos
+            k, v = kv_cache.update(layer, k, v)  # (B, H, start + T, D)
+            # One new token may see every cached position; several new ones see the cache
+            # and the new tokens up to their own (is_causal would align the mask wrongly).
+            mask = None
+            if T > 1:
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_drop(self.out_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, dropout: float, bias: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.gelu = nn.GELU()
+        self.out_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.out_proj(self.gelu(self.fc(x))))  # (B, T, C)
+
+
+class _StopMatcher:
+    """Watches one row for the stop sequence, holding back tokens that may begin it."""
+
+    def __init__(self, stop: list[int]) -> None:
+        self.stop = stop
+        self.held: list[int] = []
+        self.stopped = False
+
+    def push(self, token: int) -> list[int]:
+        """Take the row's next token; return the tokens now known to be output."""
+        if self.stopped:
+            return []
+        held = [*self.held, token]
+        if held == self.stop:
+            # `held` is always the longest tail that could still become the stop sequence,
+            # so the sequence has appeared exactly when `held` equals it.
+            self.stopped, self.held = True, []
+            return []
+        keep = next(
+            k
+            for k in range(min(len(held), len(self.stop) - 1), -1, -1)
+            if held[len(held) - k :] == self.stop[:k]
+        )
+        self.held = held[len(held) - keep :]
+        return held[: len(held) - keep]
+
+    def flush(self) -> list[int]:
+        """The tokens still held when generation ends: they never became the stop sequence."""
+        held, self.held = self.held, []
+        return held
+
+
+def _sample(
+    logits: Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    rng: torch.Generator | None,
+) -> Tensor:
+    """One token id per row ``(n,)`` from next-token logits ``(n, V)``."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth_best = logits.topk(top_k, dim=-1).values[:, -1:]  # (n, 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (n, V)
+        probs = sorted_logits.softmax(dim=-1)
+        # Drop a token once the likelier ones already reach top_p; the likeliest always stays.
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=rng).squeeze(-1)
+
+
+def _pad(rows: list[list[int]]) -> Tensor:
+    """Rows of different lengths as one ``(n, longest)`` tensor padded with -1."""
+    chunk = torch.full((len(rows), max(map(len, rows))), -1, dtype=torch.long)
+    for i, ids in enumerate(rows):
+        chunk[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return chunk
+
+
+def _check_sampling_options(
+    n: int, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    problems = []
+    if n < 1:
+        problems.append(f"n={n} must be at least 1")
+    if max_new_tokens < 0:
+        problems.append(f"max_new_tokens={max_new_tokens} must be 0 or more")
+    if temperature < 0:
+        problems.append(f"temperature={temperature} must be 0 (greedy) or more")
+    if top_k is not None and top_k < 1:
+        problems.append(f"top_k={top_k} must be at least 1 (or null for no limit)")
+    if top_p is not None and not 0 < top_p <= 1:
+        problems.append(f"top_p={top_p} must be in (0, 1] (or null for no limit)")
+    if problems:
+        raise ValueError("invalid sampling options: " + "; ".join(problems))
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

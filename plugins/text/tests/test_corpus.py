@@ -1,0 +1,158 @@
+"""Text corpora: deterministic, disjoint splits of full windows, and errors that say what to do."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from genloom.interfaces import Dataset
+from genloom_text.corpus import PydocCorpus, TextFiles
+from genloom_text.tokenizer import ByteTokenizer
+
+BLOCK = 64
+
+
+class CountingEncoder(ByteTokenizer):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, text: str) -> torch.Tensor:
+        self.calls += 1
+        return super().encode(text)
+
+
+def covered(windows: torch.utils.data.Dataset, n_tokens: int) -> torch.Tensor:
+    """Which positions of the token stream the windows of a split read."""
+    mask = torch.zeros(n_tokens, dtype=torch.bool)
+    mask[(windows.starts[:, None] + torch.arange(windows.window)).flatten()] = True
+    return mask
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def test_pydoc_splits_are_disjoint_representative_full_windows() -> None:
+    from pydoc_data.topics import topics
+
+    corpus = PydocCorpus(block_size=BLOCK)
+    assert isinstance(corpus, Dataset)
+    assert corpus.unit == "tok" and corpus.units_per_example == BLOCK
+    encoder = ByteTokenizer()
+    train, val = corpus.split("train", encoder), corpus.split("val", encoder)
+    stream = encoder.encode("\n\n".join(topics[name] for name in sorted(topics)))
+    n = len(stream)
+    assert n > 400_000
+    assert 0.08 < len(val) / (len(train) + len(val)) < 0.12
+    for split in (train, val):
+        example = split[len(split) // 2]["tokens"]
+        assert example.dtype == torch.long and example.shape == (BLOCK + 1,)
+    assert torch.equal(train[0]["tokens"], stream[: BLOCK + 1])
+    assert not (covered(train, n) & covered(val, n)).any()
+    # Validation is spread over the whole corpus, not taken from one end of it.
+    assert val.starts.min() < n * 0.05 and val.starts.max() > n * 0.95
+
+
+def test_splits_are_deterministic() -> None:
+    encoder = ByteTokenizer()
+    first, second = PydocCorpus(block_size=BLOCK), PydocCorpus(block_size=BLOCK)
+    for split in ("train", "val"):
+        a, b = first.split(split, encoder), second.split(split, encoder)
+        assert torch.equal(a.starts, b.starts)
+        assert torch.equal(a[3]["tokens"], b[3]["tokens"])
+
+
+def test_the_corpus_is_encoded_once_per_encoder(tmp_path: Path) -> None:
+    corpus = TextFiles(path=str(write(tmp_path / "a.txt", "some text. " * 200)), block_size=8)
+    encoder = CountingEncoder()
+    corpus.split("train", encoder)
+    corpus.split("val", encoder)
+    assert encoder.calls == 1
+
+
+def test_a_small_corpus_still_gets_both_splits(tmp_path: Path) -> None:
+    # 1,300 tokens with a context of 64: chunks shrink so that validation gets one in ten.
+    corpus = TextFiles(path=str(write(tmp_path / "a.txt", "x" * 1300)), block_size=BLOCK)
+    encoder = ByteTokenizer()
+    train, val = corpus.split("train", encoder), corpus.split("val", encoder)
+    assert len(val) >= 1 and len(train) >= 9
+    assert not (covered(train, 1300) & covered(val, 1300)).any()
+
+
+def test_text_files_reads_a_folder_recursively_a_file_or_a_glob(tmp_path: Path) -> None:
+    write(tmp_path / "b.md", "# Markdown\n" * 30)
+    write(tmp_path / "nested" / "deeper" / "a.txt", "plain text\n" * 30)
+    write(tmp_path / "nested" / "c.rst", "reStructuredText\n" * 30)
+    write(tmp_path / "code.py", "print('code')\n" * 30)
+    write(tmp_path / "image.png", b"\x89PNG\r\n\x1a\n\x00\x00")
+    write(tmp_path / ".git" / "notes.txt", "hidden\n")
+
+    folder = TextFiles(path=str(tmp_path), block_size=8)
+    assert [p.relative_to(tmp_path).as_posix() for p in folder.files] == [
+        "b.md",
+        "nested/c.rst",
+        "nested/deeper/a.txt",
+    ]
+    single = TextFiles(path=str(tmp_path / "code.py"), block_size=8)
+    assert single.files == [tmp_path / "code.py"]
+    pattern = TextFiles(path=str(tmp_path / "**" / "*.py"), block_size=8)
+    assert pattern.files == [tmp_path / "code.py"]
+    train = single.split("train", ByteTokenizer())
+    assert bytes(train[0]["tokens"].tolist()) == b"print('co"
+
+
+def test_a_missing_path_says_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist.*missing"):
+        TextFiles(path=str(tmp_path / "missing"), block_size=8)
+    with pytest.raises(ValueError, match="matches no files"):
+        TextFiles(path=str(tmp_path / "*.txt"), block_size=8)
+
+
+def test_a_folder_without_text_files_lists_what_it_looked_for(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no text files.*holds no files at all"):
+        TextFiles(path=str(tmp_path), block_size=8)
+    write(tmp_path / "data.bin", b"\x00\x01")
+    with pytest.raises(ValueError, match=r"\.txt, \.text, \.md.*1 other file.*\*\*/\*\.py"):
+        TextFiles(path=str(tmp_path), block_size=8)
+
+
+def test_an_empty_corpus_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "empty.txt", "")
+    write(tmp_path / "blank.md", "\n\n  \n")
+    with pytest.raises(ValueError, match="2 file.*hold no text"):
+        TextFiles(path=str(tmp_path), block_size=8)
+
+
+def test_a_corpus_too_short_for_the_context_says_how_many_tokens_it_needs(tmp_path: Path) -> None:
+    corpus = TextFiles(path=str(write(tmp_path / "a.txt", "y" * 300)), block_size=BLOCK)
+    with pytest.raises(ValueError, match="too short") as error:
+        corpus.split("train", ByteTokenizer())
+    message = str(error.value)
+    assert "300 tokens" in message and "at least 650" in message  # 10 chunks of 64 + 1
+    assert "generator.block_size (for example to 29)" in message
+
+
+def test_a_binary_file_is_named_with_the_byte_offset(tmp_path: Path) -> None:
+    nul = write(tmp_path / "nul.txt", b"hello\x00world")
+    with pytest.raises(ValueError, match=r"nul\.txt looks binary.*byte offset 5"):
+        TextFiles(path=str(nul), block_size=8)
+    latin = write(tmp_path / "latin.txt", b"caf\xe9 au lait")
+    with pytest.raises(ValueError, match=r"latin\.txt is not utf-8 text: byte offset 3"):
+        TextFiles(path=str(latin), block_size=8)
+    assert TextFiles(path=str(latin), block_size=2, encoding="latin-1").files == [latin]
+
+
+def test_bad_options_are_clear_errors(tmp_path: Path) -> None:
+    path = str(write(tmp_path / "a.txt", "text " * 100))
+    with pytest.raises(ValueError, match="dataset.encoding 'nope'"):
+        TextFiles(path=path, block_size=8, encoding="nope")
+    with pytest.raises(ValueError, match=r"dataset.val_fraction must be in \(0, 0.5\]"):
+        TextFiles(path=path, block_size=8, val_fraction=0.9)
+    with pytest.raises(ValueError, match="dataset.block_size must be a positive integer"):
+        PydocCorpus(block_size=0)
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        TextFiles(path=path, block_size=8).split("test", ByteTokenizer())  # type: ignore[arg-type]
