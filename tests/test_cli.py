@@ -108,6 +108,19 @@ def test_train_then_sample_then_eval(fake_plugins, tmp_path, capsys):
     assert scores["step"] == 4 and scores["loss"] > 0 and 0 <= scores["accuracy"] <= 1
 
 
+def test_a_label_conditions_sampling_and_excludes_a_prompt(fake_plugins, tmp_path, capsys):
+    assert train(tmp_path / "run") == 0
+    base = ["sample", f"checkpoint={tmp_path / 'run'}", "n=2", "temperature=0", "max_new_tokens=3"]
+    outputs = {}
+    for label in (3, 4):
+        out = tmp_path / f"label{label}"
+        assert cli.main([*base, f"label={label}", f"hydra.run.dir={out}"]) == 0
+        outputs[label] = (out / "samples" / "sample_000.txt").read_text()
+    assert outputs[3] != outputs[4]
+    assert cli.main([*base, "label=3", "prompt=3", f"hydra.run.dir={tmp_path / 'both'}"]) == 1
+    assert "give prompt= or label=, not both" in said(capsys)
+
+
 def test_sampling_option_the_generator_lacks_is_an_error(fake_plugins, tmp_path, capsys):
     assert train(tmp_path / "run") == 0
     args = ["sample", f"checkpoint={tmp_path / 'run'}", "top_p=0.9", f"hydra.run.dir={tmp_path / 's'}"]

@@ -8,9 +8,16 @@ A pipeline reads ``dataset -> encoder -> generator -> decoder``:
   (the training loss) and draws new tensors;
 * a :class:`Decoder` turns generated tensors back into media and writes them to files.
 
+A pipeline may add a *condition encoder* (an :class:`Encoder` too) that turns a caption
+or other prompt into the tensor a conditional generator is steered by. Datasets put the
+encoded condition of each example under the batch key ``"condition"``; at sampling time
+the same encoder encodes the user's prompt.
+
 These are structural interfaces (``typing.Protocol``): a plugin implements the methods,
-it inherits nothing. Two optional capabilities, :class:`StreamingGenerator` and
-:class:`StreamingDecoder`, let the sampler show output while it is being generated.
+it inherits nothing. Optional capabilities: :class:`StreamingGenerator` and
+:class:`StreamingDecoder` let the sampler show output while it is being generated;
+:class:`Reconstructing` and :class:`ComparisonDecoder` let ``genloom eval`` show
+originals beside their reconstructions.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -105,6 +112,24 @@ class StreamingDecoder(Protocol):
 
 
 @runtime_checkable
+class Reconstructing(Protocol):
+    """A generator that can encode and decode real examples (an autoencoder)."""
+
+    def reconstruct(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Return ``(originals, reconstructions)``, each ``(B, ...)`` in the decoder's space."""
+        ...
+
+
+@runtime_checkable
+class ComparisonDecoder(Protocol):
+    """A decoder that can lay originals beside their reconstructions."""
+
+    def write_comparison(self, originals: Tensor, reconstructions: Tensor, directory: Path) -> list[Path]:
+        """Write a side-by-side comparison of two ``(B, ...)`` batches; return the paths."""
+        ...
+
+
+@runtime_checkable
 class Dataset(Protocol):
     """A source of encoded examples with a deterministic train/validation split."""
 
@@ -114,8 +139,14 @@ class Dataset(Protocol):
     units_per_example: int
     """How many units one example holds (a window of 256 tokens holds 256)."""
 
-    def split(self, name: Split, encoder: Encoder) -> torch.utils.data.Dataset:
-        """Return the split as a map-style dataset of ``dict[str, Tensor]`` examples."""
+    def split(
+        self, name: Split, encoder: Encoder, condition_encoder: Encoder | None = None
+    ) -> torch.utils.data.Dataset:
+        """Return the split as a map-style dataset of ``dict[str, Tensor]`` examples.
+
+        ``condition_encoder`` is the pipeline's, or None; a dataset whose examples carry
+        captions encodes them with it into ``example["condition"]``.
+        """
         ...
 
 

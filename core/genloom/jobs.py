@@ -16,9 +16,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from genloom import checkpoint, distributed, pipeline, sampler
+from genloom.interfaces import ComparisonDecoder, Reconstructing
 from genloom.plugins import PluginSet, active
 from genloom.registry import RegistryError
-from genloom.trainer import Trainer, TrainerSettings, TrainingError, TrainingInterrupted, evaluate
+from genloom.trainer import (
+    Trainer,
+    TrainerSettings,
+    TrainingError,
+    TrainingInterrupted,
+    collate,
+    evaluate,
+)
 
 log = logging.getLogger("genloom")
 
@@ -58,8 +66,8 @@ def train(cfg: DictConfig) -> float | None:
         torch.manual_seed(cfg.seed)
         built = pipeline.build(cfg, plugins.registry)
         with distributed.main_first(placement):
-            train_data = built.dataset.split("train", built.encoder)
-            val_data = built.dataset.split("val", built.encoder)
+            train_data = built.dataset.split("train", built.encoder, built.condition_encoder)
+            val_data = built.dataset.split("val", built.encoder, built.condition_encoder)
         settings = TrainerSettings(**_container(cfg.trainer))
         out = run_dir()
         if placement.is_main:
@@ -106,6 +114,7 @@ def sample(cfg: DictConfig) -> None:
         seed=cfg.seed,
         out_dir=out / "samples",
         prompt=None if cfg.prompt is None else str(cfg.prompt),  # prompt=42 is text too
+        label=cfg.label,
         stream=cfg.stream,
         options={key: cfg[key] for key in SAMPLING_OPTIONS},
     )
@@ -119,19 +128,36 @@ def evaluate_checkpoint(cfg: DictConfig) -> float:
     placement = distributed.Placement(distributed.select_device(cfg.device))
     checkpoint.load_weights(built.generator, ckpt.path, placement.device)
     built.generator.to(placement.device)
-    val_data = built.dataset.split("val", built.encoder)
+    val_data = built.dataset.split("val", built.encoder, built.condition_encoder)
     metrics = evaluate(
         built.generator, val_data, batch_size=cfg.batch_size, max_batches=cfg.max_batches,
         placement=placement,
     )
     out = run_dir()
     _record_run(out, plugins)
+    _write_comparison(built, val_data, cfg.batch_size, placement.device, out / "reconstructions")
     (out / "eval.json").write_text(
         json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, **metrics}, indent=2)
     )
     log.info("%s at step %d: %s", ckpt.path, ckpt.step,
              ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return metrics["loss"]
+
+
+def _write_comparison(
+    built: pipeline.Pipeline, data: torch.utils.data.Dataset, count: int, device: torch.device,
+    directory: Path,
+) -> None:
+    """Originals beside reconstructions, when the generator and decoder can show them."""
+    if not isinstance(built.generator, Reconstructing) or not isinstance(built.decoder, ComparisonDecoder):
+        return
+    indices = range(min(count, len(data)))
+    batch = {k: v.to(device) for k, v in collate([data[i] for i in indices]).items()}
+    with torch.inference_mode():
+        originals, reconstructions = built.generator.reconstruct(batch)
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in built.decoder.write_comparison(originals.cpu(), reconstructions.cpu(), directory):
+        log.info("wrote %s", path)
 
 
 def _record_run(out: Path, plugins: PluginSet) -> None:

@@ -84,6 +84,18 @@ class Sampler:
                 chosen[key] = self.pipeline.encoder.encode(str(chosen[key])).to(self.device)
         return chosen
 
+    def condition(self, prompt: str | None, label: int | None) -> torch.Tensor | None:
+        """The generator's condition: the encoded prompt, or a class index."""
+        if prompt is not None and label is not None:
+            raise ValueError("give prompt= or label=, not both")
+        if label is not None:
+            if not isinstance(label, int) or isinstance(label, bool):
+                raise ValueError(f"label={label!r} must be a class index (an integer)")
+            return torch.tensor(label, device=self.device)
+        if prompt is not None:
+            return self.pipeline.prompt_encoder.encode(prompt).to(self.device)
+        return None
+
     def run(
         self,
         *,
@@ -92,6 +104,7 @@ class Sampler:
         seed: int,
         out_dir: Path,
         prompt: str | None = None,
+        label: int | None = None,
         stream: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> list[Path]:
@@ -100,9 +113,7 @@ class Sampler:
             raise ValueError(f"n={n} and batch_size={batch_size} must both be at least 1")
         generator, decoder = self.pipeline.generator, self.pipeline.decoder
         opts = self.sampling_options(options or {})
-        condition = None
-        if prompt is not None:
-            condition = self.pipeline.prompt_encoder.encode(prompt).to(self.device)
+        condition = self.condition(prompt, label)
         rng = torch.Generator(device=self.device).manual_seed(seed)
         streaming = (
             stream and isinstance(generator, StreamingGenerator) and isinstance(decoder, StreamingDecoder)

@@ -360,7 +360,7 @@ class Trainer:
             )[offset:]
             loader = torch.utils.data.DataLoader(
                 self.train_data, batch_sampler=index_batches, num_workers=s.num_workers,
-                collate_fn=_collate, pin_memory=p.device.type == "cuda",
+                collate_fn=collate, pin_memory=p.device.type == "cuda",
             )
             for batch in loader:
                 yield self._to_device(batch)
@@ -427,7 +427,7 @@ def evaluate(
         for index_batch in chunks[:max_batches] if max_batches else chunks:
             batch = {
                 k: v.to(placement.device)
-                for k, v in _collate([data[i] for i in index_batch]).items()
+                for k, v in collate([data[i] for i in index_batch]).items()
             }
             for key, value in generator.loss(batch).items():
                 totals[key] = totals.get(key, 0.0) + float(value) * len(index_batch)
@@ -436,7 +436,7 @@ def evaluate(
     return all_reduce_mean({k: v / max(count, 1) for k, v in totals.items()}, count, placement)
 
 
-def _collate(examples: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def collate(examples: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([ex[key] for ex in examples]) for key in examples[0]}
 
 

@@ -49,7 +49,7 @@ class Bigram(nn.Module):
     @torch.no_grad()
     def generate(self, n, *, condition=None, rng=None, max_new_tokens: int = 8,
                  temperature: float = 1.0):
-        start = condition[-1:] if condition is not None else torch.zeros(1, dtype=torch.long)
+        start = condition.reshape(-1)[-1:] if condition is not None else torch.zeros(1, dtype=torch.long)
         current = start.expand(n).to(self.bias.device)
         out = []
         for _ in range(max_new_tokens):
@@ -83,7 +83,7 @@ class Counting:
         self.length, self.vocab_size, self.examples = length, vocab_size, examples
         self.units_per_example = length
 
-    def split(self, name, encoder):
+    def split(self, name, encoder, condition_encoder=None):
         starts = [i % self.vocab_size for i in range(self.examples)]
         starts = starts[::4] if name == "val" else [s for i, s in enumerate(starts) if i % 4]
         return _CountingSplit(starts, self.length, self.vocab_size)

@@ -45,7 +45,10 @@ class PydocCorpus:
             val_fraction=val_fraction,
         )
 
-    def split(self, name: Split, encoder: Encoder) -> TokenWindows:
+    def split(
+        self, name: Split, encoder: Encoder, condition_encoder: Encoder | None = None
+    ) -> TokenWindows:
+        """Windows of the split; plain text carries no condition, so ``condition_encoder`` is unused."""
         return self._splits.split(name, encoder)
 
 
@@ -87,7 +90,10 @@ class TextFiles:
             val_fraction=val_fraction,
         )
 
-    def split(self, name: Split, encoder: Encoder) -> TokenWindows:
+    def split(
+        self, name: Split, encoder: Encoder, condition_encoder: Encoder | None = None
+    ) -> TokenWindows:
+        """Windows of the split; plain text carries no condition, so ``condition_encoder`` is unused."""
         return self._splits.split(name, encoder)
 
 
