@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
-DEMO_DIR ?= outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .PHONY: setup test demo bench clean
 
@@ -18,11 +18,20 @@ $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 test: setup
 	$(PY) -m pytest
 
+GENLOOM := $(VENV)/bin/genloom
+
 demo: setup
-	$(VENV)/bin/genloom train pipeline=text hydra.run.dir=$(DEMO_DIR)/text
-	$(VENV)/bin/genloom sample checkpoint=$(DEMO_DIR)/text n=3 max_new_tokens=300 \
+	$(GENLOOM) train pipeline=text hydra.run.dir=$(DEMO_DIR)/text
+	$(GENLOOM) sample checkpoint=$(DEMO_DIR)/text n=3 max_new_tokens=300 \
 		'prompt="The "' hydra.run.dir=$(DEMO_DIR)/text/sample
-	@echo "text checkpoint: $(DEMO_DIR)/text/checkpoints   samples: $(DEMO_DIR)/text/sample/samples"
+	$(GENLOOM) train pipeline=glyphs hydra.run.dir=$(DEMO_DIR)/image
+	$(GENLOOM) sample checkpoint=$(DEMO_DIR)/image n=16 label=7 hydra.run.dir=$(DEMO_DIR)/image/sample
+	@echo
+	@echo "text:  checkpoint $(DEMO_DIR)/text/checkpoints, samples $(DEMO_DIR)/text/sample/samples"
+	@echo "image: checkpoint $(DEMO_DIR)/image/checkpoints, grid $(DEMO_DIR)/image/sample/samples/grid.png"
+
+bench: setup
+	$(PY) benchmarks/image.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -98,4 +98,4 @@ def test_listing_plugins_imports_neither_torch_nor_model_code(tmp_path):
     result = json.loads(out)
     assert result["heavy"] == []
     assert '"name": "fake"' in result["listing"]
-    assert "generator: bigram" in result["listing"]
+    assert "generator:         bigram" in result["listing"]

@@ -117,8 +117,11 @@ def describe(plugin_set: PluginSet) -> str:
         lines.append(f"{p.name} ({dist}): {p.status}")
         if p.error:
             lines.append(f"  error: {p.error}")
-        for kind, names in sorted(p.components.items()):
-            lines.append(f"  {kind + ':':10} {', '.join(sorted(names))}")
-        for group, options in p.config_groups.items():
-            lines.append(f"  {group + '=':10} {', '.join(options)}")
+        if p.components:
+            lines.append("  components:")
+            lines += [f"    {kind + ':':18} {', '.join(sorted(names))}"
+                      for kind, names in sorted(p.components.items())]
+        if p.config_groups:
+            lines.append("  config groups:")
+            lines += [f"    {group + '=':18} {', '.join(options)}" for group, options in p.config_groups.items()]
     return "\n".join(lines) + "\n"
