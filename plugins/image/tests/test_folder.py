@@ -1,0 +1,124 @@
+"""image_folder: every format and mode, bad files skipped or refused, classes from subfolders."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from genloom_image.folder import ImageFolder
+from genloom_image.pixels import Pixels
+from PIL import Image
+
+GRAY = 51  # 0.2 of full scale, in every file below
+ENCODER = Pixels(resolution=8, channels=3)
+
+
+def gray_images() -> dict[str, Image.Image]:
+    """File name -> an image whose pixels all show GRAY, in many formats, modes and sizes."""
+    palette = Image.new("P", (12, 9), 3)
+    palette.putpalette([0, 0, 0] * 3 + [GRAY] * 3 + [0] * 756)
+    see_through = palette.copy()
+    see_through.info["transparency"] = 0  # index 0 unused: every pixel stays opaque
+    return {
+        "png/one.png": Image.new("1", (8, 8), 0),  # black: checked apart
+        "png/l.png": Image.new("L", (20, 10), GRAY),
+        "png/la.png": Image.new("LA", (10, 20), (GRAY, 255)),
+        "png/p.png": palette,
+        "png/p_transparency.png": see_through,
+        "png/rgb.png": Image.new("RGB", (33, 17), (GRAY,) * 3),
+        "png/rgba.png": Image.new("RGBA", (9, 9), (GRAY, GRAY, GRAY, 255)),
+        "png/i16.png": Image.fromarray(np.full((8, 8), GRAY * 257, dtype=np.uint16)),
+        "tiff/i.tif": Image.fromarray(np.full((8, 8), GRAY * 257, dtype=np.int32)),
+        "tiff/f.tif": Image.fromarray(np.full((8, 8), 0.2, dtype=np.float32)),
+        "jpeg/rgb.jpg": Image.new("RGB", (16, 16), (GRAY,) * 3),
+        "jpeg/l.jpeg": Image.new("L", (16, 24), GRAY),
+        "jpeg/cmyk.jpg": Image.new("RGB", (16, 16), (GRAY,) * 3).convert("CMYK"),
+        "webp/rgb.webp": Image.new("RGB", (16, 16), (GRAY,) * 3),
+        "webp/rgba.webp": Image.new("RGBA", (16, 16), (GRAY, GRAY, GRAY, 255)),
+        "bmp/rgb.bmp": Image.new("RGB", (8, 12), (GRAY,) * 3),
+        "bmp/p.bmp": palette,
+        "gif/p.gif": palette,
+        "flat.gif": see_through,
+    }
+
+
+def write(folder: Path, images: dict[str, Image.Image]) -> None:
+    for name, image in images.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, quality=100) if path.suffix in (".jpg", ".jpeg", ".webp") else image.save(path)
+
+
+def test_every_format_and_mode_is_read_and_converted(tmp_path) -> None:
+    images = gray_images()
+    write(tmp_path, images)
+    animated = tmp_path / "gif" / "animated.gif"  # its first frame is gray, the second white
+    Image.new("L", (8, 8), GRAY).save(animated, save_all=True, append_images=[Image.new("L", (8, 8), 255)])
+    dataset = ImageFolder(path=str(tmp_path), val_fraction=0.5)
+    pixels = torch.cat([dataset.split(s, ENCODER).tensors["image"] for s in ("train", "val")])
+    assert len(pixels) == len(images) + 1 and pixels.shape[1:] == (3, 8, 8)
+    black = pixels.flatten(1).max(1).values < 1e-6
+    assert black.sum() == 1  # the 1-bit PNG
+    assert torch.allclose(pixels[~black], torch.full_like(pixels[~black], 0.2), atol=3 / 255)
+
+
+def test_an_unreadable_file_is_skipped_and_counted_in_one_warning(tmp_path, caplog) -> None:
+    write(tmp_path, {f"{i}.png": Image.new("L", (8, 8), 10 * i) for i in range(4)})
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "0.png").read_bytes()[:40])
+    (tmp_path / ".hidden.png").write_bytes(b"ignored: hidden files are not data")
+    with caplog.at_level(logging.WARNING, logger="genloom_image.folder"):
+        dataset = ImageFolder(path=str(tmp_path), val_fraction=0.5)
+        assert len(dataset.split("train", ENCODER)) + len(dataset.split("val", ENCODER)) == 4
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "skipped 2 of 6 files" in warning and "cut.png" in warning and "notes.txt" in warning
+
+
+def test_strict_makes_an_unreadable_file_an_error_that_names_it(tmp_path) -> None:
+    write(tmp_path, {"a.png": Image.new("L", (8, 8)), "b.png": Image.new("L", (8, 8))})
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"cut\.png is not a readable image.*dataset\.strict=false"):
+        ImageFolder(path=str(tmp_path), strict=True, val_fraction=0.5).split("train", ENCODER)
+
+
+def test_a_folder_without_images_is_an_error_that_says_so(tmp_path) -> None:
+    with pytest.raises(ValueError, match="is empty"):
+        ImageFolder(path=str(tmp_path))
+    (tmp_path / "readme.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="holds no readable images: 1 file"):
+        ImageFolder(path=str(tmp_path)).split("train", ENCODER)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageFolder(path=str(tmp_path / "missing"))
+
+
+def test_subfolders_are_classes_in_sorted_order(tmp_path, caplog) -> None:
+    shades = {"zebra": 200, "ant": 20, "moth": 120}
+    write(tmp_path, {f"{c}/{i}.png": Image.new("L", (8, 8), v) for c, v in shades.items() for i in range(4)})
+    write(tmp_path, {"moth/deeper/4.png": Image.new("L", (8, 8), 120), "stray.png": Image.new("L", (8, 8))})
+    with caplog.at_level(logging.INFO, logger="genloom_image.folder"):
+        dataset = ImageFolder(path=str(tmp_path), labels=True, val_fraction=0.25, condition="label")
+        train, val = dataset.split("train", ENCODER), dataset.split("val", ENCODER)
+    assert dataset.classes == ["ant", "moth", "zebra"]
+    assert "0=ant, 1=moth, 2=zebra" in caplog.text and "1 file(s) directly in" in caplog.text
+    assert sorted(val.tensors["label"].tolist()) == [0, 1, 2]  # every 4th image of each class
+    assert len(train) == 10
+    for split in (train, val):
+        shade = (split.tensors["image"][:, 0, 0, 0] * 255).round()
+        assert shade.tolist() == [[20, 120, 200][label] for label in split.tensors["label"].tolist()]
+        assert torch.equal(split.tensors["condition"], split.tensors["label"])
+
+
+def test_the_split_depends_on_file_names_only(tmp_path) -> None:
+    write(tmp_path, {f"{i:02d}.png": Image.new("L", (8, 8), i) for i in range(10)})
+    first = ImageFolder(path=str(tmp_path)).split("val", ENCODER).tensors["image"]
+    again = ImageFolder(path=str(tmp_path)).split("val", ENCODER).tensors["image"]
+    assert torch.equal(first, again) and round(float(first[0, 0, 0, 0]) * 255) == 9  # the 10th file
+
+
+def test_label_conditioning_needs_labels(tmp_path) -> None:
+    write(tmp_path, {"a.png": Image.new("L", (8, 8))})
+    with pytest.raises(ValueError, match="dataset.labels=true"):
+        ImageFolder(path=str(tmp_path), condition="label")
+    with pytest.raises(ValueError, match="no subfolders"):
+        ImageFolder(path=str(tmp_path), labels=True)
