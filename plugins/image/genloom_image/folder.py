@@ -66,6 +66,7 @@ class ImageFolder:
         self.root = Path(path).expanduser()
         self.labels = labels
         self.strict = strict
+        self.val_fraction = val_fraction
         self.every = round(1 / val_fraction)
         self.condition = condition
         self.files = _find_files(self.root)
@@ -92,7 +93,7 @@ class ImageFolder:
 
     def _encode(self, encoder: Encoder, condition_encoder: Encoder | None) -> dict[str, EncodedExamples]:
         start = time.perf_counter()
-        images: list[tuple[Path, int | None, Tensor]] = []  # (file, label, encoded image)
+        images: list[tuple[int | None, Tensor]] = []  # (label, encoded image), in path order
         failures: list[tuple[Path, str]] = []
         outside = 0
         for file in self.files:
@@ -103,7 +104,7 @@ class ImageFolder:
                     continue
                 label = self.classes.index(file.relative_to(self.root).parts[0])
             try:
-                images.append((file, label, encoder.encode(_open(file))))
+                images.append((label, encoder.encode(_open(file))))
             except Exception as err:  # Pillow's decoders raise many kinds of error on bad data
                 reason = f"{type(err).__name__}: {err}"
                 if self.strict:
@@ -139,8 +140,8 @@ class ImageFolder:
             )
         examples = {
             name: make_examples(
-                [pixels for _, _, pixels in members],
-                [label for _, label, _ in members],
+                [pixels for _, pixels in members],
+                [label for label, _ in members],
                 [None] * len(members),
                 condition=self.condition,
                 condition_encoder=condition_encoder,
@@ -156,19 +157,19 @@ class ImageFolder:
         )
         return examples
 
-    def _assign(self, images: list[tuple[Path, int | None, Tensor]]) -> dict[str, list]:
+    def _assign(self, images: list[tuple[int | None, Tensor]]) -> dict[str, list]:
         """Every k-th image of each class (in path order) to validation, the rest to training."""
         splits: dict[str, list] = {"train": [], "val": []}
         groups: dict[int | None, list] = {}
         for item in images:
-            groups.setdefault(item[1], []).append(item)
+            groups.setdefault(item[0], []).append(item)
         for members in groups.values():
             for i, item in enumerate(members):
                 splits["val" if i % self.every == self.every - 1 else "train"].append(item)
         if not splits["train"] or not splits["val"]:
             raise ValueError(
                 f"dataset.path {str(self.root)!r} has {len(images)} readable image(s): too few for "
-                f"both splits with dataset.val_fraction={1 / self.every:g} (validation takes every "
+                f"both splits with dataset.val_fraction={self.val_fraction} (validation takes every "
                 f"{self.every}th image{' of each class' if self.labels else ''}); add images or "
                 "raise dataset.val_fraction"
             )

@@ -10,7 +10,8 @@ Every Pillow mode is accepted and brought to ``channels`` (1 grayscale, 3 RGB):
 * ``I`` (32-bit integers): divided by 65535 when a value exceeds 255 (16-bit data that an
   older Pillow read as ``I``), by 255 otherwise (Pillow's own ``convert("I")`` scale);
 * ``F`` (32-bit floats): taken as intensities in [0, 1] when they all lie there, divided by
-  255 otherwise (Pillow's ``convert("F")`` scale); out-of-range values are clipped;
+  255 otherwise (Pillow's ``convert("F")`` scale); out-of-range values are clipped and
+  NaN reads as 0;
 * ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``...: converted to RGB by Pillow.
 
 Colour becomes gray by ITU-R 601 luma (Pillow's ``convert("L")``); gray becomes colour by
@@ -89,7 +90,7 @@ def flatten(image: Image.Image) -> Image.Image:
         flat = Image.alpha_composite(Image.new("RGBA", image.size, WHITE), image.convert("RGBA"))
         return flat.convert("L" if gray else "RGB")
     if mode in SIXTEEN_BIT or mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
         peak = float(values.max())
         if mode in SIXTEEN_BIT or (mode == "I" and peak > 255):
             values = values / 65535.0

@@ -2,7 +2,8 @@
 
 Both need no download. Example ``i`` is drawn from its own random generator, seeded with
 ``(seed, i)``, so a dataset is a pure function of its options: the same seed gives the
-same pixels on every machine, and growing ``size`` keeps the examples already there. The
+same pixels on every machine (with the same Pillow, whose drawing may change between
+versions), and growing ``size`` keeps the examples already there. The
 first ``round(size * val_fraction)`` examples are the validation split, the rest train.
 Each is drawn at :data:`SUPERSAMPLE` times the resolution and shrunk with area averaging,
 which antialiases edges.
@@ -290,9 +291,7 @@ def _draw_shape(
         draw.polygon([(cx, cy - r), (cx + 0.7 * r, cy), (cx, cy + r), (cx - 0.7 * r, cy)], fill=fill)
     elif shape == "hexagon":
         draw.polygon(ring(6, r, 0.0), fill=fill)
-    elif shape == "cross":
+    else:  # cross
         arm = 0.3 * r
         draw.rectangle((cx - r, cy - arm, cx + r, cy + arm), fill=fill)
         draw.rectangle((cx - arm, cy - r, cx + arm, cy + r), fill=fill)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; shapes: {', '.join(SHAPES)}")

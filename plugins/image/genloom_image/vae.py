@@ -14,10 +14,17 @@ with ``recon = -log N(x; decoder(z), sigma^2)`` for one ``z`` drawn from the pos
 
 Conditioning: a label (``nn.Embedding``) or a caption (``nn.EmbeddingBag``, the mean of
 its hashed word ids) is embedded and steers every block of both encoder and decoder by
-FiLM: a per-channel scale and shift computed from the embedding. In training the
-condition of each example is dropped with probability ``condition_dropout`` (replaced by
-"no condition": the extra label index ``num_classes``, or an empty caption), so the same
-model also samples without one.
+FiLM: a per-channel scale and shift computed from the embedding. It is also added to the
+decoder's first feature map: with that direct path the decoder learns to use the condition
+within the first few hundred steps (conditioned glyph samples read as the asked digit went
+from 50% to 88% in one measurement), where FiLM alone leaves the latent to carry the
+class and the condition half ignored. In training the condition of each example is
+dropped with probability ``condition_dropout`` (replaced by "no condition": the extra
+label index ``num_classes``, or an empty caption), so the same model also samples
+without one.
+
+The latent prior is a standard normal per latent value, which fits the encoded data only
+when the latent is small: the demo configs use a 2 x 2 grid (see conf/generator/vae.yaml).
 
 The two halves are themselves components (``encoder=vae_latents``,
 ``decoder=vae_latents``): :class:`VAEEncoder` and :class:`VAEDecoder` take the VAE's
