@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from genloom import checkpoint, pipeline, plugins, sampler
 from genloom.distributed import Placement
 from genloom.trainer import evaluate
+from torch import nn
 
 
 class Judge(nn.Module):
@@ -35,10 +34,17 @@ class Judge(nn.Module):
     def __init__(self, channels: int, classes: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(), nn.Linear(64, classes),
+            nn.Conv2d(channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, classes),
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -71,13 +77,23 @@ def train_judge(train, val, classes: int, epochs: int, seed: int) -> tuple[Judge
 
 
 def train_vae(run_dir: Path, overrides: list[str]) -> None:
-    command = [sys.executable, "-m", "genloom", "train", "pipeline=glyphs", "trainer.progress=false",
-               f"hydra.run.dir={run_dir}", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "genloom",
+        "train",
+        "pipeline=glyphs",
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
     subprocess.run(command, check=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", help="a trained glyphs run; default: train one now")
     parser.add_argument("--samples-per-label", type=int, default=50)
     parser.add_argument("--judge-epochs", type=int, default=4)
@@ -107,7 +123,9 @@ def main() -> None:
             per_label.append((judge(samples).argmax(-1) == label).float().mean().item())
     hit_rate = statistics.mean(per_label)
 
-    scores = evaluate(generator, val, batch_size=128, max_batches=None, placement=Placement(torch.device("cpu")))
+    scores = evaluate(
+        generator, val, batch_size=128, max_batches=None, placement=Placement(torch.device("cpu"))
+    )
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     throughput = statistics.median(m["throughput"] for m in metrics if m["split"] == "train")
 

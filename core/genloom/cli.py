@@ -123,5 +123,6 @@ def describe(plugin_set: PluginSet) -> str:
                       for kind, names in sorted(p.components.items())]
         if p.config_groups:
             lines.append("  config groups:")
-            lines += [f"    {group + '=':18} {', '.join(options)}" for group, options in p.config_groups.items()]
+            lines += [f"    {group + '=':18} {', '.join(options)}"
+                      for group, options in p.config_groups.items()]
     return "\n".join(lines) + "\n"
