@@ -49,6 +49,7 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, monkey
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path):
     model, optimizer = model_and_optimizer()
+    (tmp_path / ".step_000001-killed").mkdir(parents=True)  # a save that was killed -9
     for step in (1, 2, 3):
         save(tmp_path, step, model, optimizer, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_000002", "step_000003"]

@@ -225,3 +225,7 @@ def _prune(checkpoints_dir: Path, *, keep: int, protect: Path) -> None:
     for old in steps[: max(len(steps) - max(keep, 1), 0)]:
         if old != protect:
             shutil.rmtree(old, ignore_errors=True)
+    # Half-written directories of a process killed mid-save (one writer per run).
+    for debris in checkpoints_dir.glob(".step_*"):
+        if debris.is_dir():
+            shutil.rmtree(debris, ignore_errors=True)
