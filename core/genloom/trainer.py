@@ -417,9 +417,9 @@ def evaluate(
     """
     was_training = generator.training
     generator.eval()
-    order = epoch_batches(len(data), 1, seed=0, epoch=0, rank=placement.rank,
-                          world_size=placement.world_size, shuffle=False)
-    indices = [i for batch in order for i in batch]
+    # Rank r scores examples r, r + world, ...: the same shards as training, in order.
+    per_rank = len(data) // placement.world_size
+    indices = list(range(placement.rank, len(data), placement.world_size))[:per_rank]
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     totals: dict[str, float] = {}
     count = 0
