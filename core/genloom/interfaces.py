@@ -27,6 +27,7 @@ Batches are ``dict[str, Tensor]`` whose tensors share their first (batch) dimens
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -65,9 +66,36 @@ class Decoder(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SampleSpec:
+    """What one generated example looks like, declared by its generator.
+
+    ``shape`` leaves out the batch dimension; ``None`` marks a dimension whose size varies
+    between examples or calls (the length of a text that may stop early).
+    """
+
+    shape: tuple[int | None, ...]
+    dtype: torch.dtype
+
+    def describe(self) -> str:
+        dims = ", ".join("*" if d is None else str(d) for d in self.shape)
+        return f"({dims}) {str(self.dtype).removeprefix('torch.')}"
+
+    def matches(self, tensor: Tensor) -> bool:
+        """Whether one example (no batch dimension) has this shape and dtype."""
+        return (
+            tensor.dtype == self.dtype
+            and tensor.dim() == len(self.shape)
+            and all(d is None or d == s for d, s in zip(self.shape, tensor.shape, strict=True))
+        )
+
+
 @runtime_checkable
 class Generator(Protocol):
     """A trainable model of a distribution over encoded tensors; also an ``nn.Module``."""
+
+    sample_spec: SampleSpec
+    """The shape (without batch) and dtype of each example :meth:`generate` returns."""
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         """Score a batch.
@@ -82,8 +110,8 @@ class Generator(Protocol):
     ) -> Tensor | Sequence[Tensor]:
         """Draw ``n`` examples, optionally under a condition.
 
-        Returns a tensor ``(n, ...)``, or a list of ``n`` tensors when examples differ in
-        length (text that stopped early).
+        Returns a tensor ``(n, *sample_spec.shape)``, or a list of ``n`` tensors when
+        examples differ in length (text that stopped early); each of ``sample_spec.dtype``.
 
         Generators may accept further keyword-only sampling options (``temperature``,
         ``top_k``...); the sampler passes those a user sets and rejects the rest.

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from genloom.interfaces import SampleSpec
 from torch import nn
 
 
@@ -36,6 +37,7 @@ class Bigram(nn.Module):
     def __init__(self, *, vocab_size: int = 10, length: int = 8) -> None:
         super().__init__()
         self.vocab_size, self.length = vocab_size, length
+        self.sample_spec = SampleSpec(shape=(None,), dtype=torch.long)
         self.logits = nn.Embedding(vocab_size, vocab_size)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from genloom.interfaces import SampleSpec
 from PIL import Image
 from torch import Tensor, nn
 
@@ -101,6 +102,7 @@ class VAE(nn.Module):
         self.decoder = VAEDecoder(**architecture)
         self.log_sigma = nn.Parameter(torch.tensor(math.log(0.1)))  # the decoder's pixel noise
         self.resolution, self.channels = resolution, channels
+        self.sample_spec = SampleSpec(shape=(channels, resolution, resolution), dtype=torch.float32)
         self.latent_shape = (latent_channels, *(2 * [resolution // 2 ** len(widths)]))
         self.beta = beta
         self.condition = condition

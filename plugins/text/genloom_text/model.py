@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
+from genloom.interfaces import SampleSpec
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Transformer(nn.Module):
             )
         self.vocab_size = vocab_size
         self.block_size = block_size
+        self.sample_spec = SampleSpec(shape=(None,), dtype=torch.long)  # the new token ids
         self.start_token = start_token
         self.tok_emb = nn.Embedding(vocab_size, n_embd)
         self.pos_emb = nn.Embedding(block_size, n_embd)
