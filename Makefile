@@ -26,12 +26,16 @@ demo: setup
 		'prompt="The "' hydra.run.dir=$(DEMO_DIR)/text/sample
 	$(GENLOOM) train pipeline=glyphs hydra.run.dir=$(DEMO_DIR)/image
 	$(GENLOOM) sample checkpoint=$(DEMO_DIR)/image n=16 label=7 hydra.run.dir=$(DEMO_DIR)/image/sample
+	$(GENLOOM) train pipeline=notes hydra.run.dir=$(DEMO_DIR)/audio
+	$(GENLOOM) sample checkpoint=$(DEMO_DIR)/audio n=8 label=12 hydra.run.dir=$(DEMO_DIR)/audio/sample
 	@echo
 	@echo "text:  checkpoint $(DEMO_DIR)/text/checkpoints, samples $(DEMO_DIR)/text/sample/samples"
 	@echo "image: checkpoint $(DEMO_DIR)/image/checkpoints, grid $(DEMO_DIR)/image/sample/samples/grid.png"
+	@echo "audio: checkpoint $(DEMO_DIR)/audio/checkpoints, WAVs (C5) and spectrograms.png in $(DEMO_DIR)/audio/sample/samples"
 
 bench: setup
 	$(PY) benchmarks/image.py
+	$(PY) benchmarks/audio.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache

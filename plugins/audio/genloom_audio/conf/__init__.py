@@ -1,0 +1,2 @@
+"""Hydra config groups of the audio plugin: generator/, encoder/, condition_encoder/, decoder/,
+dataset/, trainer/, pipeline/."""
