@@ -27,6 +27,7 @@ from pathlib import Path
 import soundfile
 import torch
 import torchaudio
+from genloom.folders import find_files, split_every
 from genloom.interfaces import Encoder, Split
 from torch import Tensor
 
@@ -94,7 +95,8 @@ class AudioFolder:
         self.val_fraction = val_fraction
         self.every = round(1 / val_fraction)
         self.condition = condition
-        self.files = _find_files(self.root)
+        self.files = find_files(self.root, what="audio files", suffixes=SUFFIXES,
+                                hint="put WAV, FLAC or OGG files in it")
         self.classes: list[str] = []
         if labels:
             folders = {f.relative_to(self.root).parts[0] for f in self.files if f.parent != self.root}
@@ -173,7 +175,7 @@ class AudioFolder:
                 "(anything libsndfile reads)"
             )
         examples = {}
-        for name, members in self._assign(clips).items():
+        for name, members in self._split(clips).items():
             waveforms = torch.stack([waveform for _, waveform in members])
             labels = [label for label, _ in members] if self.labels else None
             mels = encode_clips(encoder, waveforms)
@@ -184,44 +186,7 @@ class AudioFolder:
         )
         return examples
 
-    def _assign(self, clips: list[tuple[int | None, Tensor]]) -> dict[str, list]:
-        """Every k-th clip of each class (in path order) to validation, the rest to training."""
-        splits: dict[str, list] = {"train": [], "val": []}
-        groups: dict[int | None, list] = {}
-        for item in clips:
-            groups.setdefault(item[0], []).append(item)
-        for members in groups.values():
-            for i, item in enumerate(members):
-                splits["val" if i % self.every == self.every - 1 else "train"].append(item)
-        if not splits["train"] or not splits["val"]:
-            raise ValueError(
-                f"dataset.path {str(self.root)!r} has {len(clips)} readable file(s): too few for "
-                f"both splits with dataset.val_fraction={self.val_fraction} (validation takes every "
-                f"{self.every}th file{' of each class' if self.labels else ''}); add files or "
-                "raise dataset.val_fraction"
-            )
-        return splits
-
-
-def _find_files(root: Path) -> list[Path]:
-    if not root.exists():
-        raise FileNotFoundError(
-            f"dataset.path {str(root)!r} does not exist (looked for {root.resolve()}); "
-            "set it to a folder of audio files"
-        )
-    if not root.is_dir():
-        raise NotADirectoryError(f"dataset.path {str(root)!r} is a file; set it to a folder of audio files")
-    files = [
-        p
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and p.suffix.lower() in SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    if not files:
-        raise ValueError(
-            f"dataset.path {str(root)!r} holds no audio files (searched recursively for "
-            f"{', '.join(SUFFIXES)}); put WAV, FLAC or OGG files in it"
-        )
-    return files
-
+    def _split(self, items: list[tuple[int | None, Tensor]]) -> dict[str, list]:
+        """Every k-th item of each class (in path order) to validation, the rest to training."""
+        return split_every(items, every=self.every, group=lambda item: item[0], what="clips",
+                           root=self.root, val_fraction=self.val_fraction)

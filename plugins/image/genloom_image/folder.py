@@ -18,6 +18,7 @@ import logging
 import time
 from pathlib import Path
 
+from genloom.folders import find_files, split_every
 from genloom.interfaces import Encoder, Split
 from PIL import Image
 from torch import Tensor
@@ -69,7 +70,7 @@ class ImageFolder:
         self.val_fraction = val_fraction
         self.every = round(1 / val_fraction)
         self.condition = condition
-        self.files = _find_files(self.root)
+        self.files = find_files(self.root, what="images", hint="put images in it")
         self.classes: list[str] = []
         if labels:
             folders = {f.relative_to(self.root).parts[0] for f in self.files if f.parent != self.root}
@@ -146,7 +147,7 @@ class ImageFolder:
                 condition=self.condition,
                 condition_encoder=condition_encoder,
             )
-            for name, members in self._assign(images).items()
+            for name, members in self._split(images).items()
         }
         log.info(
             "image_folder: %d train / %d val images from %s in %.1f s",
@@ -157,41 +158,10 @@ class ImageFolder:
         )
         return examples
 
-    def _assign(self, images: list[tuple[int | None, Tensor]]) -> dict[str, list]:
-        """Every k-th image of each class (in path order) to validation, the rest to training."""
-        splits: dict[str, list] = {"train": [], "val": []}
-        groups: dict[int | None, list] = {}
-        for item in images:
-            groups.setdefault(item[0], []).append(item)
-        for members in groups.values():
-            for i, item in enumerate(members):
-                splits["val" if i % self.every == self.every - 1 else "train"].append(item)
-        if not splits["train"] or not splits["val"]:
-            raise ValueError(
-                f"dataset.path {str(self.root)!r} has {len(images)} readable image(s): too few for "
-                f"both splits with dataset.val_fraction={self.val_fraction} (validation takes every "
-                f"{self.every}th image{' of each class' if self.labels else ''}); add images or "
-                "raise dataset.val_fraction"
-            )
-        return splits
-
-
-def _find_files(root: Path) -> list[Path]:
-    if not root.exists():
-        raise FileNotFoundError(
-            f"dataset.path {str(root)!r} does not exist (looked for {root.resolve()}); "
-            "set it to a folder of images"
-        )
-    if not root.is_dir():
-        raise NotADirectoryError(f"dataset.path {str(root)!r} is a file; set it to a folder of images")
-    files = [
-        p
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    if not files:
-        raise ValueError(f"dataset.path {str(root)!r} is empty: put images in it (searched recursively)")
-    return files
+    def _split(self, items: list[tuple[int | None, Tensor]]) -> dict[str, list]:
+        """Every k-th item of each class (in path order) to validation, the rest to training."""
+        return split_every(items, every=self.every, group=lambda item: item[0], what="images",
+                           root=self.root, val_fraction=self.val_fraction)
 
 
 def _open(file: Path) -> Image.Image:
