@@ -34,6 +34,7 @@ def test_the_groups_hold_the_expected_files() -> None:
         "pipeline/glyphs.yaml",
         "pipeline/image_debug.yaml",
         "pipeline/shapes.yaml",
+        "pipeline/shapes_debug.yaml",
     ]
 
 

@@ -1,0 +1,461 @@
+"""The plugin contract kit: the rules every plugin's components must keep, as pytest tests.
+
+A plugin author points the kit at the plugin's hook module and at the small pipeline
+presets that exercise its components, in any test file of the plugin::
+
+    from genloom.testing import PluginContract
+
+    class TestContract(PluginContract):
+        plugin = "genloom_text.plugin"   # the module your entry point names
+        pipelines = ["text_debug"]       # tiny presets that together use every component
+
+pytest then runs one test per rule and pipeline. The rules:
+
+``light_hook_module``
+    the hook module imports without importing torch (``genloom plugins`` stays fast).
+``coverage``
+    every component the plugin registers is used by one of ``pipelines`` (or waived in
+    ``not_covered`` with a reason), so that every component is checked.
+``configs_compose``
+    every option of every config group the plugin ships composes with Hydra, and a
+    component's config keys are all accepted by its factory.
+``builds``
+    each pipeline builds from its preset, every component satisfying its protocol.
+``loss``
+    ``generator.loss`` on a batch of real examples returns ``"loss"`` and metrics that are
+    finite scalars.
+``gradients``
+    every trainable parameter receives a finite gradient within a few batches.
+``sample_spec``
+    ``generate`` returns ``n`` examples of the declared ``sample_spec`` shape and dtype.
+``seeded``
+    the same seed gives the same samples.
+``round_trip``
+    after a checkpoint save and load into a freshly built pipeline, the same seed gives
+    the same samples and the same batch the same loss.
+``decoder``
+    the decoder turns a sample into its declared ``media_type`` and writes files.
+
+The checks are also plain functions (``check_loss(built, batch)``...) that raise
+:class:`ContractViolation`, for use outside pytest. Requires pytest to run as tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from genloom import checkpoint, pipeline, plugins
+from genloom.pipeline import Pipeline
+from genloom.plugins import PluginSet, PluginSource, load_plugins
+from genloom.registry import RegistryError, check_options
+from genloom.trainer import collate
+
+COMPONENT_GROUPS = {**{k: k for k in pipeline.COMPONENTS}, "condition_encoder": "encoder"}
+GRADIENT_BATCHES = 4  # batches over which every parameter must have received a gradient
+
+
+class ContractViolation(AssertionError):
+    """A component broke a rule of the plugin contract."""
+
+    def __init__(self, rule: str, where: str, why: str) -> None:
+        super().__init__(f"contract rule {rule!r} broken by {where}: {why}")
+        self.rule, self.where, self.why = rule, where, why
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_only(modules: Sequence[str]) -> PluginSet:
+    """These plugin modules alone, loaded as genloom loads any plugin, whatever is installed."""
+    sources = [
+        PluginSource(name=m.split(".")[0], load=lambda m=m: importlib.import_module(m), module=m)
+        for m in modules
+    ]
+    return load_plugins(sources, strict=True, disabled=())
+
+
+@contextlib.contextmanager
+def active_plugins(plugin_set: PluginSet) -> Iterator[PluginSet]:
+    """Make ``plugin_set`` the process's plugins (what Hydra's search path and jobs see)."""
+    previous = plugins._active
+    plugins.set_active(plugin_set)
+    try:
+        yield plugin_set
+    finally:
+        plugins.set_active(previous)
+
+
+def compose(plugin_set: PluginSet, overrides: Sequence[str], config_name: str = "train") -> DictConfig:
+    """Compose a genloom config with Hydra, as ``genloom train OVERRIDES --cfg job`` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+
+    from genloom.config import PluginConfigSearchPath
+
+    Plugins.instance().register(PluginConfigSearchPath)
+    GlobalHydra.instance().clear()
+    with active_plugins(plugin_set), initialize_config_module("genloom.conf", version_base=None):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+@dataclass
+class Built:
+    """A pipeline built from a preset, with what the checks need around it."""
+
+    name: str
+    config: DictConfig
+    pipeline: Pipeline
+    train: torch.utils.data.Dataset
+    sample_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        names = pipeline.component_names(self.config)
+        return f"generator {names['generator']!r} in pipeline {self.name!r}"
+
+    def batch(self, index: int = 0, size: int = 4) -> dict[str, torch.Tensor]:
+        """Batch ``index`` of ``size`` consecutive training examples."""
+        count = len(self.train)
+        if count == 0:
+            raise ContractViolation("builds", f"pipeline {self.name!r}", "the train split is empty")
+        start = index * size
+        return collate([self.train[(start + i) % count] for i in range(size)])
+
+    def condition(self) -> torch.Tensor | None:
+        """The condition of the first training example, as the sampler would pass one."""
+        example = self.train[0]
+        return example.get("condition")
+
+
+def build(plugin_set: PluginSet, name: str, overrides: Sequence[str] = (), seed: int = 0) -> Built:
+    """Build the pipeline preset ``name`` (plus overrides) and its training split."""
+    config = compose(plugin_set, [f"pipeline={name}", *overrides])
+    torch.manual_seed(seed)
+    try:
+        built = pipeline.build(config, plugin_set.registry)
+        train = built.dataset.split("train", built.encoder, built.condition_encoder)
+    except Exception as err:
+        raise ContractViolation("builds", f"pipeline {name!r}", f"{type(err).__name__}: {err}") from err
+    return Built(name, config, built, train)
+
+
+# ---------------------------------------------------------------------------- the rules
+
+
+def check_light_hook_module(module: str) -> None:
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # as this process
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    if result.returncode != 0:
+        raise ContractViolation("light_hook_module", module, f"it does not import:\n{result.stderr}")
+    if result.stdout.strip() != "False":
+        raise ContractViolation(
+            "light_hook_module", module,
+            "importing it imports torch; register components by import path "
+            "('pkg.model:Class') so that `genloom plugins` does not load model code",
+        )
+
+
+def check_coverage(plugin_set: PluginSet, configs: Mapping[str, DictConfig],
+                   not_covered: Mapping[str, str]) -> None:
+    used = {
+        (COMPONENT_GROUPS[key], str(cfg[key]["name"]))
+        for cfg in configs.values()
+        for key in COMPONENT_GROUPS
+        if cfg.get(key) is not None
+    }
+    registered = {(kind, name) for p in plugin_set.plugins for kind, names in p.components.items()
+                  for name in names}
+    missing = sorted(
+        f"{kind}:{name}" for kind, name in registered - used if f"{kind}:{name}" not in not_covered
+    )
+    if missing:
+        raise ContractViolation(
+            "coverage", f"pipelines {sorted(configs)}",
+            f"no pipeline uses {', '.join(missing)}; add a small preset that does, or list it in "
+            "not_covered = {'kind:name': 'why, and where it is tested'}",
+        )
+
+
+def check_configs_compose(plugin_set: PluginSet, base_pipeline: str) -> None:
+    for info in plugin_set.plugins:
+        for group, options in info.config_groups.items():
+            for option in options:
+                where = f"config {group}/{option}.yaml of plugin {info.name!r}"
+                cfg = _compose_option(plugin_set, base_pipeline, group, option, where)
+                if group not in COMPONENT_GROUPS:
+                    continue
+                spec = OmegaConf.to_container(cfg[group], resolve=True)
+                assert isinstance(spec, dict)
+                name = spec.pop("name", None)
+                try:
+                    factory = plugin_set.registry.factory(COMPONENT_GROUPS[group], str(name))
+                    check_options(factory, spec, where=f"{group}/{option}.yaml", prefix=f"{group}.")
+                except RegistryError as err:
+                    raise ContractViolation("configs_compose", where, str(err)) from err
+
+
+def _compose_option(plugin_set: PluginSet, base_pipeline: str, group: str, option: str,
+                    where: str) -> DictConfig:
+    """Compose one group option: a preset alone, another group's option into a base preset."""
+    if group == "pipeline":
+        attempts = [[f"pipeline={option}"]]
+    else:  # a group the base preset does not select is appended: +group=option
+        attempts = [[f"pipeline={base_pipeline}", f"{group}={option}"],
+                    [f"pipeline={base_pipeline}", f"+{group}={option}"]]
+    error: Exception | None = None
+    for overrides in attempts:
+        try:
+            return compose(plugin_set, overrides)
+        except Exception as err:  # noqa: PERF203 - Hydra's errors differ by cause; keep the first
+            error = error or err
+    raise ContractViolation("configs_compose", where,
+                            f"`{' '.join(attempts[0])}` does not compose: {error}")
+
+
+def check_loss(built: Built, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    generator = built.pipeline.generator
+    out = generator.loss(batch)
+    if not isinstance(out, Mapping) or "loss" not in out:
+        raise ContractViolation("loss", built.where,
+                                f"loss() must return a dict with a 'loss' entry, got {type(out).__name__}")
+    for key, value in out.items():
+        if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
+            raise ContractViolation("loss", built.where,
+                                    f"{key!r} is not a floating-point scalar tensor: {value!r}")
+        if not torch.isfinite(value):
+            raise ContractViolation("loss", built.where,
+                                    f"{key!r} is {value.item()} on a batch of real examples")
+    if not out["loss"].requires_grad:
+        raise ContractViolation("loss", built.where, "'loss' does not require grad: nothing would train")
+    return dict(out)
+
+
+def check_gradients(built: Built, batches: int = GRADIENT_BATCHES) -> None:
+    generator = built.pipeline.generator
+    generator.train()
+    generator.zero_grad(set_to_none=True)
+    for index in range(batches):
+        check_loss(built, built.batch(index))["loss"].backward()
+    params = [(n, p) for n, p in generator.named_parameters() if p.requires_grad]
+    if not params:
+        raise ContractViolation("gradients", built.where, "it has no trainable parameters")
+    missing = [n for n, p in params if p.grad is None]
+    if missing:
+        raise ContractViolation(
+            "gradients", built.where,
+            f"{len(missing)} trainable parameters got no gradient in {batches} batches: "
+            f"{', '.join(missing[:8])}; use them in the loss or set requires_grad=False",
+        )
+    broken = [n for n, p in params if not torch.isfinite(p.grad).all()]
+    if broken:
+        raise ContractViolation("gradients", built.where, f"non-finite gradients in {', '.join(broken[:8])}")
+
+
+def generate(built: Built, n: int, seed: int) -> list[torch.Tensor]:
+    """``n`` samples under the first training example's condition, as a list of examples."""
+    generator = built.pipeline.generator
+    generator.eval()
+    rng = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        out = generator.generate(n, condition=built.condition(), rng=rng, **built.sample_options)
+    return list(out)
+
+
+def check_sample_spec(built: Built, n: int = 2) -> list[torch.Tensor]:
+    spec = getattr(built.pipeline.generator, "sample_spec", None)
+    from genloom.interfaces import SampleSpec
+
+    if not isinstance(spec, SampleSpec):
+        raise ContractViolation("sample_spec", built.where,
+                                "it declares no sample_spec = genloom.interfaces.SampleSpec(shape, dtype)")
+    samples = generate(built, n, seed=0)
+    if len(samples) != n:
+        raise ContractViolation("sample_spec", built.where, f"generate({n}) returned {len(samples)} examples")
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, torch.Tensor) or not spec.matches(sample):
+            got = (f"{tuple(sample.shape)} {str(sample.dtype).removeprefix('torch.')}"
+                   if isinstance(sample, torch.Tensor) else type(sample).__name__)
+            raise ContractViolation("sample_spec", built.where,
+                                    f"example {i} is {got}; sample_spec declares {spec.describe()}")
+        if sample.is_floating_point() and not torch.isfinite(sample).all():
+            raise ContractViolation("sample_spec", built.where, f"example {i} holds non-finite values")
+    return samples
+
+
+def check_seeded(built: Built) -> None:
+    first, second = generate(built, 2, seed=1234), generate(built, 2, seed=1234)
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        if a.shape != b.shape or not torch.equal(a, b):
+            raise ContractViolation("seeded", built.where,
+                                    f"example {i} differs between two calls with the same seed; "
+                                    "draw all randomness from the rng argument")
+
+
+def check_round_trip(plugin_set: PluginSet, built: Built, directory: Path) -> None:
+    generator = built.pipeline.generator
+    step_dir = checkpoint.save(directory, step=1, model=generator, config=built.config,
+                               plugins=plugin_set.versions())
+    fresh = build(plugin_set, built.name, seed=99)  # different initial weights
+    fresh.sample_options = built.sample_options
+    try:
+        checkpoint.load_weights(fresh.pipeline.generator, step_dir)
+    except checkpoint.CheckpointError as err:
+        raise ContractViolation("round_trip", built.where, str(err)) from err
+    before, after = generate(built, 2, seed=7), generate(fresh, 2, seed=7)
+    if any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(before, after, strict=True)):
+        raise ContractViolation("round_trip", built.where,
+                                "samples differ after a save and load; is some state outside "
+                                "parameters and buffers (or a non-persistent buffer) used?")
+    batch = built.batch()
+    with torch.no_grad():
+        built.pipeline.generator.eval()
+        fresh.pipeline.generator.eval()
+        torch.manual_seed(0)
+        loss_before = built.pipeline.generator.loss(batch)["loss"]
+        torch.manual_seed(0)
+        loss_after = fresh.pipeline.generator.loss(batch)["loss"]
+    if not torch.allclose(loss_before, loss_after):
+        raise ContractViolation("round_trip", built.where,
+                                f"the loss of one batch changed from {loss_before.item()} to "
+                                f"{loss_after.item()} after a save and load")
+
+
+def check_decoder(built: Built, directory: Path) -> None:
+    decoder = built.pipeline.decoder
+    where = f"decoder {pipeline.component_names(built.config)['decoder']!r} in pipeline {built.name!r}"
+    media = [decoder.decode(sample) for sample in generate(built, 2, seed=0)]
+    for item in media:
+        problem = media_problem(decoder.media_type, item)
+        if problem:
+            raise ContractViolation("decoder", where, f"media_type is {decoder.media_type!r} but {problem}")
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = decoder.write(media, directory)
+    if not paths:
+        raise ContractViolation("decoder", where, "write() wrote no files")
+    for path in map(Path, paths):
+        inside = directory.resolve() in path.resolve().parents
+        if not path.is_file() or path.stat().st_size == 0 or not inside:
+            raise ContractViolation("decoder", where,
+                                    f"write() returned {path}, which is not a non-empty file in {directory}")
+
+
+def media_problem(media_type: str, item: Any) -> str | None:
+    """Why ``item`` is not media of ``media_type``, or None when it is."""
+    if media_type == "text":
+        return None if isinstance(item, str) else f"decode() returned {type(item).__name__}, not str"
+    if media_type == "image":
+        if type(item).__module__.startswith("PIL."):
+            return None
+        shape, dtype = getattr(item, "shape", None), str(getattr(item, "dtype", ""))
+        if shape is not None and len(shape) in (2, 3) and dtype.endswith("uint8"):
+            return None
+        return f"decode() returned {type(item).__name__}, not a PIL image or an (H, W[, C]) uint8 array"
+    if media_type == "audio":
+        samples = getattr(item, "samples", item)
+        shape = getattr(samples, "shape", None)
+        if shape is not None and len(shape) in (1, 2) and "float" in str(getattr(samples, "dtype", "")):
+            return None
+        return f"decode() returned {type(item).__name__}, not a float waveform (1-D, or channels x time)"
+    return None if item is not None else "decode() returned None"
+
+
+# ---------------------------------------------------------------------------- pytest
+
+
+class PluginContract:
+    """Subclass as ``Test...`` in a plugin's tests to run every rule on its components.
+
+    Attributes to set:
+
+    * ``plugin``: the hook module your ``genloom`` entry point names;
+    * ``pipelines``: small pipeline presets (seconds to build) that together use every
+      component the plugin registers;
+    * ``also_load``: hook modules of other plugins your pipelines need (default none);
+    * ``not_covered``: ``{"kind:name": "reason"}`` for components no small preset can use
+      (a dataset that needs a user's folder), with where they are tested instead;
+    * ``sample_options``: keyword options for ``generate`` that keep samples small
+      (``{"max_new_tokens": 8}``).
+    """
+
+    plugin: ClassVar[str] = ""
+    pipelines: ClassVar[Sequence[str]] = ()
+    also_load: ClassVar[Sequence[str]] = ()
+    not_covered: ClassVar[Mapping[str, str]] = {}
+    sample_options: ClassVar[Mapping[str, Any]] = {}
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "contract_pipeline" in metafunc.fixturenames:
+            metafunc.parametrize("contract_pipeline", list(self.pipelines), scope="class")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_plugins(cls) -> PluginSet:
+        if not cls.plugin or not cls.pipelines:
+            pytest.fail(f"{cls.__name__} must set plugin = 'pkg.hooks' and pipelines = [...]",
+                        pytrace=False)
+        return load_only([cls.plugin, *cls.also_load])
+
+    @pytest.fixture
+    def built(self, contract_plugins: PluginSet, contract_pipeline: str) -> Built:
+        built = _violations_fail(build, contract_plugins, contract_pipeline)
+        built.sample_options = dict(self.sample_options)
+        return built
+
+    def test_light_hook_module(self) -> None:
+        _violations_fail(check_light_hook_module, self.plugin)
+
+    def test_coverage(self, contract_plugins: PluginSet) -> None:
+        own = load_only([self.plugin])
+        configs = {name: _violations_fail(compose, contract_plugins, [f"pipeline={name}"])
+                   for name in self.pipelines}
+        _violations_fail(check_coverage, own, configs, self.not_covered)
+
+    def test_configs_compose(self, contract_plugins: PluginSet) -> None:
+        _violations_fail(check_configs_compose, contract_plugins, self.pipelines[0])
+
+    def test_builds(self, built: Built) -> None:
+        assert built.pipeline.generator is not None
+
+    def test_loss(self, built: Built) -> None:
+        _violations_fail(check_loss, built, built.batch())
+
+    def test_gradients(self, built: Built) -> None:
+        _violations_fail(check_gradients, built)
+
+    def test_sample_spec(self, built: Built) -> None:
+        _violations_fail(check_sample_spec, built)
+
+    def test_seeded(self, built: Built) -> None:
+        _violations_fail(check_seeded, built)
+
+    def test_round_trip(self, contract_plugins: PluginSet, built: Built, tmp_path: Path) -> None:
+        _violations_fail(check_round_trip, contract_plugins, built, tmp_path)
+
+    def test_decoder(self, built: Built, tmp_path: Path) -> None:
+        _violations_fail(check_decoder, built, tmp_path)
+
+
+def _violations_fail(check: Any, *args: Any) -> Any:
+    """Run a check; a broken rule fails the test with its message alone, no traceback."""
+    try:
+        return check(*args)
+    except ContractViolation as violation:
+        message = str(violation)
+    pytest.fail(message, pytrace=False)

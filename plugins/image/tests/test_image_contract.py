@@ -1,0 +1,13 @@
+"""The plugin contract kit, run on this plugin's components."""
+
+from genloom.testing import PluginContract
+
+
+class TestImageContract(PluginContract):
+    plugin = "genloom_image.plugin"
+    pipelines = ["image_debug", "shapes_debug"]
+    not_covered = {
+        "dataset:image_folder": "needs a user's folder of images; tested in test_folder.py",
+        "encoder:vae_latents": "the VAE's encoder half, for latent pipelines; tested in test_image_plugin.py",
+        "decoder:vae_latents": "the VAE's decoder half, for latent pipelines; tested in test_image_plugin.py",
+    }

@@ -1,0 +1,10 @@
+"""The plugin contract kit, run on this plugin's components."""
+
+from genloom.testing import PluginContract
+
+
+class TestTextContract(PluginContract):
+    plugin = "genloom_text.plugin"
+    pipelines = ["text_debug"]
+    not_covered = {"dataset:text_files": "needs a user's folder of text; tested in test_corpus.py"}
+    sample_options = {"max_new_tokens": 8}

@@ -1,0 +1,168 @@
+"""The contract kit: a good plugin passes every rule, and each rule catches what it is for."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from fake_plugin.components import Bigram, DigitDecoder
+from genloom import testing
+from genloom.interfaces import SampleSpec
+from genloom.testing import Built, ContractViolation, PluginContract
+from omegaconf import OmegaConf
+from torch import nn
+
+
+class TestFakePluginContract(PluginContract):
+    plugin = "fake_plugin.hooks"
+    pipelines = ["counting"]
+
+
+@pytest.fixture(scope="module")
+def plugin_set():
+    return testing.load_only(["fake_plugin.hooks"])
+
+
+@pytest.fixture
+def built(plugin_set) -> Built:
+    return testing.build(plugin_set, "counting")
+
+
+def broken(built: Built, generator: nn.Module) -> Built:
+    built.pipeline.generator = generator
+    return built
+
+
+def violation(check, *args) -> ContractViolation:
+    with pytest.raises(ContractViolation) as caught:
+        check(*args)
+    return caught.value
+
+
+class UnusedParameter(Bigram):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgotten = nn.Parameter(torch.zeros(3))
+
+
+class WrongSpec(Bigram):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sample_spec = SampleSpec(shape=(4, None), dtype=torch.float32)
+
+
+class Unseeded(Bigram):
+    def generate(self, n, *, condition=None, rng=None, **options):
+        return torch.randint(0, self.vocab_size, (n, 8))
+
+
+class NanMetric(Bigram):
+    def loss(self, batch):
+        return {**super().loss(batch), "perplexity": torch.tensor(float("nan"))}
+
+
+class HiddenState(Bigram):
+    """Samples depend on a plain attribute that no checkpoint stores."""
+
+    made = 0
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        HiddenState.made += 1
+        self.offset = HiddenState.made
+
+    def generate(self, n, *, condition=None, rng=None, **options):
+        return (super().generate(n, condition=condition, rng=rng, **options) + self.offset) % self.vocab_size
+
+
+class BytesDecoder(DigitDecoder):
+    def decode(self, tensor):
+        return super().decode(tensor).encode()
+
+
+def test_unused_parameter_is_named(built) -> None:
+    found = violation(testing.check_gradients, broken(built, UnusedParameter()))
+    assert found.rule == "gradients" and "forgotten" in found.why
+
+
+def test_wrong_shape_is_reported_against_the_declaration(built) -> None:
+    found = violation(testing.check_sample_spec, broken(built, WrongSpec()))
+    assert found.rule == "sample_spec"
+    assert "(8,) int64" in found.why and "(4, *) float32" in found.why
+
+
+def test_missing_declaration_is_reported(built) -> None:
+    generator = Bigram()
+    del generator.sample_spec
+    found = violation(testing.check_sample_spec, broken(built, generator))
+    assert "declares no sample_spec" in found.why
+
+
+def test_randomness_outside_the_rng_is_caught(built) -> None:
+    found = violation(testing.check_seeded, broken(built, Unseeded()))
+    assert found.rule == "seeded" and "same seed" in found.why
+
+
+def test_non_finite_metric_is_caught(built) -> None:
+    found = violation(testing.check_loss, broken(built, NanMetric()), built.batch())
+    assert found.rule == "loss" and "'perplexity' is nan" in found.why
+
+
+def test_state_outside_the_checkpoint_is_caught(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("fake_plugin.components.Bigram", HiddenState)  # what the registry builds
+    plugin_set = testing.load_only(["fake_plugin.hooks"])
+    built = testing.build(plugin_set, "counting")
+    found = violation(testing.check_round_trip, plugin_set, broken(built, HiddenState()), tmp_path)
+    assert found.rule == "round_trip" and "after a save and load" in found.why
+
+
+def test_decoder_of_the_wrong_media_type_is_caught(built, tmp_path: Path) -> None:
+    built.pipeline.decoder = BytesDecoder()
+    found = violation(testing.check_decoder, built, tmp_path)
+    assert found.rule == "decoder" and "bytes, not str" in found.why
+
+
+def test_a_component_no_pipeline_uses_is_caught(plugin_set) -> None:
+    config = testing.compose(plugin_set, ["pipeline=counting"])
+    OmegaConf.set_struct(config, False)
+    config.dataset = None
+    found = violation(testing.check_coverage, plugin_set, {"counting": config}, {})
+    assert found.rule == "coverage" and "dataset:counting" in found.why
+    testing.check_coverage(plugin_set, {"counting": config}, {"dataset:counting": "tested elsewhere"})
+
+
+def test_a_hook_module_that_imports_torch_is_caught(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "heavy_hooks.py").write_text(textwrap.dedent("""
+        import torch  # the mistake: model code at the top of the hook module
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = violation(testing.check_light_hook_module, "heavy_hooks")
+    assert found.rule == "light_hook_module" and "imports torch" in found.why
+    assert "heavy_hooks" not in sys.modules
+
+
+def test_a_config_with_an_unknown_key_is_caught(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "typo_plugin"
+    (package / "conf" / "generator").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "conf" / "__init__.py").write_text("")
+    (package / "conf" / "generator" / "bigram_typo.yaml").write_text("name: bigram\nvocab_sise: 10\n")
+    (package / "hooks.py").write_text(textwrap.dedent("""
+        from genloom import hookimpl
+
+        @hookimpl
+        def genloom_register_config(register):
+            register("typo_plugin.conf")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin_set = testing.load_only(["fake_plugin.hooks", "typo_plugin.hooks"])
+    found = violation(testing.check_configs_compose, plugin_set, "counting")
+    assert found.rule == "configs_compose" and "bigram_typo" in found.where and "vocab_sise" in found.why
+
+
+def test_violations_read_as_one_sentence() -> None:
+    found = ContractViolation("seeded", "generator 'x' in pipeline 'p'", "example 0 differs")
+    assert str(found) == "contract rule 'seeded' broken by generator 'x' in pipeline 'p': example 0 differs"
