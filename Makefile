@@ -1,8 +1,9 @@
 # The commands the README names. Each sets itself up on a fresh clone: `.venv` is created
-# when absent and the core plus every plugin under plugins/ are installed in editable mode.
+# when absent and the core, every plugin under plugins/ and the third-party example plugin
+# under examples/ are installed in editable mode.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml))
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .PHONY: setup test demo bench clean

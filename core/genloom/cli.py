@@ -28,7 +28,9 @@ commands:
   train     {HYDRA_COMMANDS["train"]}
   sample    {HYDRA_COMMANDS["sample"]}
   eval      {HYDRA_COMMANDS["eval"]}
-  plugins   list installed plugins and what they provide: genloom plugins [--json]
+  plugins   list installed plugins and what they provide: genloom plugins [--json] [--check]
+  hooks     the hook reference for plugin authors
+  new-plugin  write a ready-to-install plugin: genloom new-plugin NAME [--modality text|image|audio|other]
 
 `genloom COMMAND --help` shows a command's config groups and options.
 Distributed: torchrun --nproc-per-node N -m genloom train ...
@@ -46,10 +48,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "plugins":
         return plugins_command(rest)
+    if command == "hooks":
+        from genloom.hookspecs import reference
+
+        print(reference(), end="")
+        return 0
+    if command == "new-plugin":
+        from genloom.scaffold import main as new_plugin
+
+        return new_plugin(rest)
     if command in HYDRA_COMMANDS:
         return run_hydra(command, rest)
-    print(f"genloom: unknown command {command!r}; commands: {', '.join([*HYDRA_COMMANDS, 'plugins'])}",
-          file=sys.stderr)
+    commands = ", ".join([*HYDRA_COMMANDS, "plugins", "hooks", "new-plugin"])
+    print(f"genloom: unknown command {command!r}; commands: {commands}", file=sys.stderr)
     return 2
 
 
@@ -94,12 +105,21 @@ def _job(command: str, started: list[bool]):  # noqa: ANN202 - Hydra inspects th
 
 
 def plugins_command(args: list[str]) -> int:
-    unknown = [a for a in args if a not in ("--json",)]
+    unknown = [a for a in args if a not in ("--json", "--check")]
     if unknown:
-        print(f"genloom plugins: unknown argument {unknown[0]!r}; usage: genloom plugins [--json]",
-              file=sys.stderr)
+        print(f"genloom plugins: unknown argument {unknown[0]!r}; "
+              "usage: genloom plugins [--json] [--check]", file=sys.stderr)
         return 2
     plugin_set = active()
+    if "--check" in args:  # the doctor: imports every component, so it loads torch
+        from genloom import doctor
+
+        report = doctor.check(plugin_set)
+        if "--json" in args:
+            print(json.dumps(report.as_dict(), indent=2))
+        else:
+            print(doctor.describe(report), end="")
+        return 1 if report.problems else 0
     if "--json" in args:
         print(json.dumps([p.as_dict() for p in plugin_set.plugins], indent=2))
     else:

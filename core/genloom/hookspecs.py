@@ -13,10 +13,18 @@ code. Components are registered by import path and imported only when first buil
 Registration hooks hand you a ``register`` callback; call it once per thing you add.
 Runtime events are called on every plugin that implements them, on the process of rank 0
 only, after the event has happened; their return value is ignored.
+
+Declare the genloom versions your plugin supports as its distribution's requirement,
+``dependencies = ["genloom>=0.1,<0.2"]``: outside that range it is quarantined with a
+message naming both versions. Check your components with the contract kit,
+:class:`genloom.testing.PluginContract`, and your installation with
+``genloom plugins --check``. ``genloom new-plugin NAME`` writes a plugin that passes both.
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,3 +91,15 @@ def genloom_checkpoint_saved(step: int, path: Path) -> None:
 @hookspec
 def genloom_sample_written(path: Path, media_type: str, info: Mapping[str, Any]) -> None:
     """After the sampler wrote one file of output (a sample or a gallery)."""
+
+
+def reference() -> str:
+    """The hook reference (``genloom hooks``), written from this module's docstrings."""
+    module = sys.modules[__name__]
+    parts = ["# genloom hook reference", "", inspect.getdoc(module) or "", ""]
+    specs = [f for _, f in inspect.getmembers(module, inspect.isfunction) if hasattr(f, f"{PROJECT}_spec")]
+    for function in sorted(specs, key=lambda f: f.__code__.co_firstlineno):
+        name = function.__name__
+        signature = str(inspect.signature(function)).replace("'", "")
+        parts += [f"## {name}{signature}", "", inspect.getdoc(function) or "", ""]
+    return "\n".join(parts)

@@ -9,6 +9,10 @@ Environment:
 * ``GENLOOM_STRICT_PLUGINS=1`` makes a broken plugin fatal;
 * ``GENLOOM_DISABLE_PLUGINS=a,b`` skips plugins by entry-point or distribution name.
 
+A plugin's distribution declares the core versions it supports the way pip reads them, as
+a requirement on ``genloom`` (``dependencies = ["genloom>=0.1,<0.2"]``). A plugin whose
+range excludes the running core is quarantined before it is imported.
+
 Nothing here imports torch or a plugin's model code.
 """
 
@@ -24,7 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
 
+import genloom
 from genloom import hookspecs
 from genloom.registry import Registry, RegistryError
 
@@ -36,15 +43,21 @@ class PluginLoadError(RuntimeError):
     """A plugin could not be loaded while ``GENLOOM_STRICT_PLUGINS=1``."""
 
 
+class IncompatiblePlugin(RuntimeError):
+    """A plugin declares a genloom version range that excludes the running core."""
+
+
 @dataclass
 class PluginInfo:
     name: str
     module: str
     distribution: str | None = None
     version: str | None = None
+    requires: str | None = None
     status: str = "ok"  # ok | broken | disabled
     error: str | None = None
     import_seconds: float = 0.0
+    hooks: list[str] = field(default_factory=list)
     components: dict[str, list[str]] = field(default_factory=dict)
     config_modules: list[str] = field(default_factory=list)
     config_groups: dict[str, list[str]] = field(default_factory=dict)
@@ -62,6 +75,8 @@ class PluginSource:
     module: str
     distribution: str | None = None
     version: str | None = None
+    requires: str | None = None
+    """The genloom versions the plugin supports, as a specifier: ``">=0.1,<0.2"``."""
 
 
 @dataclass
@@ -94,9 +109,40 @@ def entry_point_sources() -> list[PluginSource]:
                 module=ep.value,
                 distribution=dist.metadata["Name"] if dist else None,
                 version=dist.version if dist else None,
+                requires=core_requirement(dist.requires or []) if dist else None,
             )
         )
     return sorted(sources, key=lambda s: s.name)
+
+
+def core_requirement(requirements: Iterable[str]) -> str | None:
+    """The specifier a distribution's ``Requires-Dist`` puts on genloom, if any."""
+    for line in requirements:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.name.lower() == "genloom" and not req.marker:
+            return str(req.specifier) or None
+    return None
+
+
+def incompatibility(source: PluginSource, core_version: str = genloom.__version__) -> str | None:
+    """Why ``source`` cannot run on this core, or None when it can."""
+    if not source.requires:
+        return None
+    try:
+        supported = SpecifierSet(source.requires)
+    except ValueError:
+        return f"it declares an unreadable genloom requirement {source.requires!r}"
+    if supported.contains(core_version, prereleases=True):
+        return None
+    dist = f"{source.distribution} {source.version}" if source.distribution else source.name
+    return (
+        f"{dist} supports genloom {source.requires}, but this is genloom {core_version}; "
+        f"install a release of {source.distribution or source.name} made for genloom {core_version}, "
+        "or a genloom in the supported range"
+    )
 
 
 def load_plugins(
@@ -126,17 +172,21 @@ def load_plugins(
             module=source.module,
             distribution=source.distribution,
             version=source.version,
+            requires=source.requires,
         )
         infos.append(info)
         if source.name in disabled or source.distribution in disabled:
             info.status = "disabled"
             continue
         try:
+            problem = incompatibility(source)
+            if problem:
+                raise IncompatiblePlugin(problem)
             _load_one(source, info, manager, registry)
         except Exception as err:  # a broken plugin must not take the platform down
             info.status = "broken"
             info.error = f"{type(err).__name__}: {err}"
-            info.components, info.config_modules, info.config_groups = {}, [], {}
+            info.components, info.config_modules, info.config_groups, info.hooks = {}, [], {}, []
             registry.remove_plugin(source.name)
             if manager.has_plugin(source.name):
                 manager.unregister(name=source.name)
@@ -169,6 +219,7 @@ def _load_one(
         info.config_groups.update(config_groups(module))
         info.config_modules.append(module)
 
+    info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin) or [])
     caller = manager.subset_hook_caller
     others = [p for p in manager.get_plugins() if p is not plugin]
     caller("genloom_register_components", others)(register=register_component)
