@@ -34,7 +34,15 @@ demo: setup
 	@echo "image: checkpoint $(DEMO_DIR)/image/checkpoints, grid $(DEMO_DIR)/image/sample/samples/grid.png"
 	@echo "audio: checkpoint $(DEMO_DIR)/audio/checkpoints, WAVs (C5) and spectrograms.png in $(DEMO_DIR)/audio/sample/samples"
 
+# About 45 minutes on 2 CPU cores (docs/benchmarks.md has the figures). The peers the
+# benchmarks compare with (transformers) are installed here, never by `make test`.
 bench: setup
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/text_train.py
+	$(PY) benchmarks/text_sample.py
+	$(PY) benchmarks/runtime_overhead.py
+	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/image.py
 	$(PY) benchmarks/audio.py
 

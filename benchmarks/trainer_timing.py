@@ -1,0 +1,93 @@
+"""Time genloom's Trainer from the outside, on the path ``genloom train`` takes.
+
+The config is composed by Hydra with every plugin's config package on the search path, the
+pipeline is built by the registry, and :class:`genloom.trainer.Trainer` runs ``fit``. The
+Trainer reports (one host sync) every ``trainer.log_every`` steps and calls the
+``genloom_train_step_end`` hook there; the time between two such reports is pure training.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+LOG_EVERY = 10  # the trainer's default report interval
+
+
+def compose_train_config(overrides: list[str]):  # noqa: ANN201 - omegaconf is imported lazily
+    """``genloom train OVERRIDES``'s config, composed as the CLI composes it."""
+    from genloom.config import PluginConfigSearchPath
+    from hydra import compose, initialize_config_module
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(PluginConfigSearchPath)
+    with initialize_config_module("genloom.conf", version_base=None):
+        return compose("train", overrides=overrides)
+
+
+def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
+    """Examples per second of ``Trainer.fit`` over ``steps`` steps after ``warmup`` steps.
+
+    Both counts must be multiples of :data:`LOG_EVERY`. Evaluation and the checkpoint
+    come after the last timed report, so they are not counted.
+    """
+    import torch
+    from genloom import pipeline
+    from genloom.distributed import Placement
+    from genloom.plugins import active
+    from genloom.trainer import Trainer, TrainerSettings
+    from omegaconf import OmegaConf
+
+    total = warmup + steps
+    cfg = compose_train_config(
+        [
+            *overrides,
+            f"trainer.max_steps={total}",
+            f"trainer.log_every={LOG_EVERY}",
+            f"trainer.eval_every={total}",
+            f"trainer.checkpoint_every={total}",
+            "trainer.eval_batches=1",
+        ]
+    )
+    plugin_set = active()
+    torch.manual_seed(cfg.seed)
+    built = pipeline.build(cfg, plugin_set.registry)
+    reported: dict[int, float] = {}
+
+    class ReportTimes:
+        """The plugins' hooks, plus the time of each report."""
+
+        def __getattr__(self, name: str) -> Callable:
+            return getattr(plugin_set.manager.hook, name)
+
+        def genloom_train_step_end(self, *, step: int, metrics: dict) -> None:
+            reported[step] = time.perf_counter()
+            plugin_set.manager.hook.genloom_train_step_end(step=step, metrics=metrics)
+
+    split = {
+        name: built.dataset.split(name, built.encoder, built.condition_encoder) for name in ("train", "val")
+    }
+    with tempfile.TemporaryDirectory(prefix="genloom-bench-") as run_dir:
+        Trainer(
+            built.generator,
+            train_data=split["train"],
+            val_data=split["val"],
+            settings=TrainerSettings(**OmegaConf.to_container(cfg.trainer)),
+            placement=Placement(torch.device("cpu")),
+            run_dir=Path(run_dir),
+            config=cfg,
+            plugin_versions=plugin_set.versions(),
+            hooks=ReportTimes(),
+            unit=built.dataset.unit,
+            units_per_example=built.dataset.units_per_example,
+            seed=cfg.seed,
+        ).fit()
+    return steps * cfg.trainer.batch_size / (reported[total] - reported[warmup])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,63 @@
+"""The benchmarks' quick modes still run, so that `make bench` cannot rot unnoticed.
+
+The peers (transformers) are benchmark-only dependencies: what needs them is skipped
+when they are absent, and everything else runs genloom against itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+HAVE_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+
+pytestmark = pytest.mark.slow
+
+
+def bench(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_startup_lists_plugins_without_importing_torch() -> None:
+    out = bench("startup.py", "--quick")
+    plugins_row = next(line for line in out.splitlines() if line.startswith("genloom plugins"))
+    assert plugins_row.split()[-1] == "no"
+
+
+def test_text_train_times_the_trainer_and_the_bare_loop() -> None:
+    out = bench("text_train.py", "--quick", "--contenders", "trainer", "bare")
+    row = next(line for line in out.splitlines() if line.startswith("tiny"))
+    assert row.rstrip().endswith("%")  # the trainer's overhead over the bare loop
+
+
+def test_text_train_compares_with_hugging_face() -> None:
+    pytest.importorskip("transformers")
+    out = bench("text_train.py", "--quick", "--contenders", "bare", "hf", "trainer")
+    assert "trainer/HF" in out
+
+
+def test_text_sample_outputs_agree_token_for_token() -> None:
+    # The script exits non-zero when the cached, recomputed (and HF) greedy tokens differ.
+    out = bench("text_sample.py", "--quick")
+    assert "identical token for token" in out
+    assert ("genloom/HF" in out) == HAVE_TRANSFORMERS
+
+
+def test_runtime_overhead_reports_both_generators_and_griffin_lim() -> None:
+    out = bench("runtime_overhead.py", "--quick")
+    assert "image (image_debug)" in out and "audio (audio_debug)" in out
+    assert "real-time factor" in out
+
+
+def test_gpu_benchmark_runs_tiny_on_cpu() -> None:
+    out = bench("gpu.py", "--tiny")
+    assert "MFU" in out and "decoding" in out
