@@ -54,24 +54,35 @@ def save(
     checkpoints_dir: Path,
     *,
     step: int,
-    model: torch.nn.Module,
+    model: torch.nn.Module | None = None,
     config: DictConfig,
     plugins: dict[str, str | None],
     optimizer: torch.optim.Optimizer | None = None,
     extra_state: dict[str, Any] | None = None,
     keep: int = 2,
+    weights: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``checkpoints_dir/step_{step}`` atomically and point ``latest`` at it."""
+    """Write ``checkpoints_dir/step_{step}`` atomically and point ``latest`` at it.
+
+    The weights come from ``model``, or ready-made from ``weights`` (a sharded model's,
+    gathered); the optimizer state likewise from ``optimizer`` or ``optimizer_state``.
+    """
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / f"step_{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=checkpoints_dir))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        if weights is not None:
+            save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            save_model(model, str(tmp / "model.safetensors"))
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(config, resolve=True))
         meta = {"format": FORMAT_VERSION, "step": step, "genloom": genloom.__version__, "plugins": plugins}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        if optimizer is not None:
-            tensors, state = _trainer_state(optimizer, extra_state or {})
+        if optimizer_state is None and optimizer is not None:
+            optimizer_state = optimizer.state_dict()
+        if optimizer_state is not None:
+            tensors, state = _trainer_state(optimizer_state, extra_state or {})
             save_file(tensors, str(tmp / "trainer.safetensors"))
             (tmp / "trainer.json").write_text(json.dumps(state))
         _fsync_dir(tmp)
@@ -146,10 +157,27 @@ def load_weights(model: torch.nn.Module, step_dir: Path, device: torch.device | 
         )
 
 
+def read_weights(step_dir: Path) -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint as a flat dict of CPU tensors."""
+    try:
+        return load_file(str(step_dir / "model.safetensors"))
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"weights in {step_dir} cannot be read: {err}") from err
+
+
 def load_trainer_state(
     step_dir: Path, optimizer: torch.optim.Optimizer, device: torch.device
 ) -> dict[str, Any]:
     """Restore the optimizer and RNG states in place; return the rest of the trainer state."""
+    optimizer_state, extra = read_trainer_state(step_dir, device)
+    optimizer.load_state_dict(optimizer_state)
+    return extra
+
+
+def read_trainer_state(
+    step_dir: Path, device: torch.device | str = "cpu"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(optimizer state dict, the rest of the trainer state)``; restores the RNG states."""
     if not (step_dir / "trainer.json").is_file():
         raise CheckpointError(f"{step_dir} holds weights only (no trainer state); it cannot be resumed")
     tensors = load_file(str(step_dir / "trainer.safetensors"))
@@ -162,20 +190,19 @@ def load_trainer_state(
         if key.startswith("optim."):
             index, _, name = key[len("optim.") :].partition(".")
             optim_state.setdefault(int(index), {})[name] = tensor.to(device)
-    optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer"]["param_groups"]})
+    optimizer_state = {"state": optim_state, "param_groups": state["optimizer"]["param_groups"]}
     torch.set_rng_state(tensors["rng.cpu"])
     cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
     version, internal, gauss = state["python_rng"]
     random.setstate((version, tuple(internal), gauss))
-    return state["extra"]
+    return optimizer_state, state["extra"]
 
 
 def _trainer_state(
-    optimizer: torch.optim.Optimizer, extra: dict[str, Any]
+    optim: dict[str, Any], extra: dict[str, Any]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    optim = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):

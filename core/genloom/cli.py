@@ -9,7 +9,9 @@ installed plugin registers. ``plugins`` imports neither torch nor Hydra.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 
 from genloom import __version__
@@ -72,6 +74,7 @@ def run_hydra(command: str, overrides: list[str]) -> int:
     from genloom.config import PluginConfigSearchPath, unknown_key_hint
 
     Plugins.instance().register(PluginConfigSearchPath)
+    overrides = _distributed_overrides(command, overrides)
     started = []
     task = hydra.main(version_base=None, config_path="conf", config_name=command)(
         _job(command, started)
@@ -91,6 +94,27 @@ def run_hydra(command: str, overrides: list[str]) -> int:
         if hint:
             print(hint, file=sys.stderr)
     return status
+
+
+def _distributed_overrides(command: str, overrides: list[str]) -> list[str]:
+    """Under torchrun every rank uses rank 0's run directory, and only rank 0 writes to it.
+
+    Hydra names the run directory after the time; ranks that start a second apart would
+    disagree, so rank 0's time is broadcast first. The other ranks write neither Hydra's
+    ``.hydra/`` record nor a log file there: their log goes to the terminal.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return overrides  # (and torch is not imported: --help and --cfg stay fast)
+    from genloom import distributed
+
+    rank, _ = distributed.launched_ranks()
+    distributed.join()
+    stamp = distributed.broadcast_from_main(time.strftime("%Y-%m-%d/%H-%M-%S"))
+    extra = [] if any(o.startswith("hydra.run.dir=") for o in overrides) else [
+        f"hydra.run.dir=outputs/{command}/{stamp}"]
+    if rank > 0:
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    return [*overrides, *extra]
 
 
 def _job(command: str, started: list[bool]):  # noqa: ANN202 - Hydra inspects the function

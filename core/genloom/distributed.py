@@ -1,7 +1,8 @@
 """Where this process runs: its device, its precision, and its place among torchrun ranks.
 
-Under ``torchrun`` the environment names the rank and world size; the process group is
-initialised from it (NCCL on CUDA, gloo otherwise). A plain ``genloom train`` is rank 0 of
+Under ``torchrun`` (or a multi-task SLURM job from submitit) the environment names the rank
+and world size; the process group is initialised from it (NCCL for CUDA tensors, gloo for
+CPU ones). A plain ``genloom train`` is rank 0 of
 a world of one, and every rank check below holds trivially.
 """
 
@@ -12,6 +13,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -55,16 +57,50 @@ def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def launched_ranks() -> tuple[int, int]:
+    """``(rank, world_size)`` from the launcher's environment; ``(0, 1)`` without one.
+
+    torchrun sets ``RANK`` and ``WORLD_SIZE``. A SLURM job started by submitit (Hydra's
+    ``hydra/launcher=slurm``) with several tasks sets neither; submitit's own helper
+    exports them (and the rendezvous address) from SLURM's variables.
+    """
+    if "RANK" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR") == "slurm" \
+            and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join() -> None:
+    """Join the process group torchrun's environment describes (once; idempotent).
+
+    The group carries CPU tensors over gloo and, where CUDA exists, CUDA tensors over NCCL,
+    so it can be joined before the config has chosen a device.
+    """
+    if dist.is_initialized() or launched_ranks()[1] == 1:
+        return
+    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a plain return in one process)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def setup(device_spec: str = "auto") -> Placement:
     """Choose the device and, under torchrun, join the process group."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size = launched_ranks()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # set by launched_ranks under submitit too
     device = select_device(device_spec, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1:
+        join()
         log.info("rank %d of %d on %s", rank, world_size, device)
     return Placement(device, rank, world_size, local_rank)
 

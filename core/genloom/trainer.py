@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from genloom import checkpoint
+from genloom import checkpoint, sharding
 from genloom.distributed import Placement, all_reduce_mean, autocast
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,16 @@ class TrainerSettings:
     precision: str = "auto"
     num_workers: int = 0
     progress: bool = True
+    strategy: str = "ddp"
+
+    STRATEGIES = ("ddp", "fsdp")
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key}={getattr(self, key)} must be at least 1")
+        if self.strategy not in self.STRATEGIES:
+            raise ValueError(f"trainer.strategy={self.strategy!r}; use one of {', '.join(self.STRATEGIES)}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"trainer.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
 
@@ -181,9 +187,12 @@ class Trainer:
         if len(val_data) == 0:
             raise TrainingError("the validation split is empty; add data or raise dataset.val_fraction")
 
+        self.sharded = placement.distributed and s.strategy == "fsdp"
+        if self.sharded:  # before the optimizer: it must hold the sharded parameters
+            sharding.shard(self.generator)
         self.optimizer = self._make_optimizer()
         self.model: nn.Module = LossModule(self.generator)
-        if placement.distributed:
+        if placement.distributed and not self.sharded:
             ddp_kwargs = {"device_ids": [placement.device.index]} if placement.device.type == "cuda" else {}
             self.model = nn.parallel.DistributedDataParallel(self.model, **ddp_kwargs)
         if s.compile:
@@ -204,7 +213,7 @@ class Trainer:
             [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=s.lr,
             betas=tuple(s.betas),
-            fused=self.placement.device.type in ("cuda", "cpu"),
+            fused=self.placement.device.type in ("cuda", "cpu") and not self.sharded,
         )
 
     def _resume(self) -> None:
@@ -220,8 +229,13 @@ class Trainer:
                 )
         else:
             step_dir = checkpoint.resolve(resume)
-        checkpoint.load_weights(self.generator, step_dir, self.placement.device)
-        extra = checkpoint.load_trainer_state(step_dir, self.optimizer, self.placement.device)
+        if self.sharded:  # every rank reads the full checkpoint and keeps its shard
+            optimizer_state, extra = checkpoint.read_trainer_state(step_dir)
+            weights = checkpoint.read_weights(step_dir)
+            sharding.load_full(self.generator, self.optimizer, weights, optimizer_state)
+        else:
+            checkpoint.load_weights(self.generator, step_dir, self.placement.device)
+            extra = checkpoint.load_trainer_state(step_dir, self.optimizer, self.placement.device)
         self.step = int(extra["step"])
         self.last_checkpoint = step_dir
         log.info("resumed from %s at step %d", step_dir, self.step)
@@ -250,6 +264,7 @@ class Trainer:
             stack.enter_context(self._bar)
             while self.step < s.max_steps:
                 self._train_step(batches)
+                self._agree_on_stop()
                 done = self.step == s.max_steps
                 if self.step % s.log_every == 0:
                     self._report()
@@ -278,7 +293,8 @@ class Trainer:
             (loss / s.grad_accum).backward()
             self._window.loss_sum += loss.detach().float() / s.grad_accum
         if s.grad_clip > 0:
-            self._window.grad_norm = nn.utils.clip_grad_norm_(self.generator.parameters(), s.grad_clip)
+            norm = nn.utils.clip_grad_norm_(self.generator.parameters(), s.grad_clip)
+            self._window.grad_norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -286,12 +302,25 @@ class Trainer:
         self._window.lr = lr
         self._bar.update(1)
 
+    def _agree_on_stop(self) -> None:
+        """Under torchrun a signal may reach the ranks a step apart: all stop at the same step."""
+        if not self.placement.distributed:
+            return
+        flag = torch.tensor([self._stop_signal or 0], dtype=torch.int64, device=self.placement.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self._stop_signal = int(flag.item()) or None
+
     def _report(self) -> None:
         """Log the steps since the last report; stop here if their loss is not finite."""
         window = self._window
         if window.steps == 0:
             return
-        mean_loss = (window.loss_sum / window.steps).item()  # the one host sync per report
+        loss_sum = window.loss_sum
+        if self.placement.distributed:  # every rank's batches, as one process would log them
+            loss_sum = loss_sum.clone()
+            dist.all_reduce(loss_sum)
+            loss_sum /= self.placement.world_size
+        mean_loss = (loss_sum / window.steps).item()  # the one host sync per report
         if not math.isfinite(mean_loss):
             raise TrainingError(
                 f"the loss became non-finite ({mean_loss}) between steps "
@@ -327,8 +356,16 @@ class Trainer:
         return means
 
     def save(self) -> Path | None:
-        """Write a checkpoint (rank 0); every rank returns after it is in place."""
+        """Write a checkpoint (rank 0); every rank returns after it is in place.
+
+        Sharded weights and optimizer state are first gathered to rank 0 (every rank takes
+        part), so the checkpoint is the one a single process would write.
+        """
         path = None
+        gathered = {}
+        if self.sharded:
+            gathered = {"weights": sharding.full_weights(self.generator),
+                        "optimizer_state": sharding.full_optimizer_state(self.generator, self.optimizer)}
         if self.placement.is_main:
             path = checkpoint.save(
                 self.checkpoints_dir,
@@ -337,6 +374,7 @@ class Trainer:
                 config=self.config,
                 plugins=self.plugin_versions,
                 optimizer=self.optimizer,
+                **gathered,
                 extra_state={"step": self.step, "seed": self.seed},
                 keep=self.settings.keep_checkpoints,
             )
@@ -370,7 +408,10 @@ class Trainer:
         return {k: v.to(self.placement.device, non_blocking=True) for k, v in batch.items()}
 
     def _no_sync(self, skip_sync: bool) -> contextlib.AbstractContextManager:
-        # Under DDP only the last micro-batch of an accumulated step all-reduces gradients.
+        # Under DDP (FSDP) only the last micro-batch of an accumulated step all-reduces
+        # (reduce-scatters) gradients.
+        if skip_sync and self.sharded:
+            return self._fsdp_no_sync()
         if skip_sync and hasattr(self.model, "no_sync"):
             return self.model.no_sync()
         return contextlib.nullcontext()
@@ -379,6 +420,14 @@ class Trainer:
         if self._metrics_file is not None:
             self._metrics_file.write(json.dumps({"step": self.step, "split": split, **values}) + "\n")
             self._metrics_file.flush()
+
+    @contextlib.contextmanager
+    def _fsdp_no_sync(self) -> Iterator[None]:
+        sharding.gradient_sync(self.generator, False)
+        try:
+            yield
+        finally:
+            sharding.gradient_sync(self.generator, True)
 
     @contextlib.contextmanager
     def _signals_handled(self) -> Iterator[None]:
