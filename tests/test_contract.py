@@ -166,3 +166,15 @@ def test_a_config_with_an_unknown_key_is_caught(tmp_path: Path, monkeypatch) -> 
 def test_violations_read_as_one_sentence() -> None:
     found = ContractViolation("seeded", "generator 'x' in pipeline 'p'", "example 0 differs")
     assert str(found) == "contract rule 'seeded' broken by generator 'x' in pipeline 'p': example 0 differs"
+
+
+def test_a_component_missing_part_of_its_interface_is_caught(built) -> None:
+    class Mute:
+        media_type = "text"
+
+        def decode(self, tensor):
+            return ""
+
+    built.pipeline.decoder = Mute()  # no write()
+    found = violation(testing.check_builds, built)
+    assert found.rule == "builds" and "decoder Mute" in found.where and "not a Decoder" in found.why

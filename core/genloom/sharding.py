@@ -24,7 +24,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
 GATHERED = StateDictOptions(full_state_dict=True, cpu_offload=True)
 # Generator methods the runtime calls in place of forward: each must gather the root's shards.
@@ -43,10 +43,6 @@ def shard(generator: nn.Module) -> nn.Module:
         if callable(getattr(generator, method, None)):
             register_fsdp_forward_method(generator, method)
     return generator
-
-
-def is_sharded(module: nn.Module) -> bool:
-    return isinstance(module, FSDPModule)
 
 
 def gradient_sync(generator: nn.Module, enabled: bool) -> None:

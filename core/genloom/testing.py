@@ -57,6 +57,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from genloom import checkpoint, pipeline, plugins
+from genloom.interfaces import kind_protocol
 from genloom.pipeline import Pipeline
 from genloom.plugins import PluginSet, PluginSource, load_plugins
 from genloom.registry import RegistryError, check_options
@@ -227,6 +228,18 @@ def _compose_option(plugin_set: PluginSet, base_pipeline: str, group: str, optio
             error = error or err
     raise ContractViolation("configs_compose", where,
                             f"`{' '.join(attempts[0])}` does not compose: {error}")
+
+
+def check_builds(built: Built) -> None:
+    """Every component of the built pipeline satisfies its kind's protocol."""
+    for key, kind in COMPONENT_GROUPS.items():
+        component = getattr(built.pipeline, key)
+        if component is None:
+            continue
+        protocol = kind_protocol(kind)
+        if not isinstance(component, protocol):
+            raise ContractViolation("builds", f"{key} {type(component).__name__} in pipeline {built.name!r}",
+                                    f"it is not a {protocol.__name__}")
 
 
 def check_loss(built: Built, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -431,7 +444,7 @@ class PluginContract:
         _violations_fail(check_configs_compose, contract_plugins, self.pipelines[0])
 
     def test_builds(self, built: Built) -> None:
-        assert built.pipeline.generator is not None
+        _violations_fail(check_builds, built)
 
     def test_loss(self, built: Built) -> None:
         _violations_fail(check_loss, built, built.batch())

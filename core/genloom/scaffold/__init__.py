@@ -23,7 +23,6 @@ from string import Template
 
 import genloom
 
-MODALITIES = ("text", "image", "audio", "other")
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
@@ -111,6 +110,9 @@ MODALITIES_SPEC = {
         sample_condition='"label=1"',
     ),
 }
+
+
+MODALITIES = tuple(MODALITIES_SPEC)
 
 
 def class_prefix(name: str) -> str:
