@@ -1,12 +1,19 @@
 """The command line, driven in-process with only the fake plugin installed."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import fake_plugin
+import misbehaving
 import pytest
-from genloom import cli
+from genloom import cli, plugins
+from genloom.plugins import PluginSource
+from hydra.core.global_hydra import GlobalHydra
 
 DEBUG = ["pipeline=counting", "trainer=debug", "trainer.progress=false"]
 
@@ -140,3 +147,120 @@ def test_multirun_sweep_gives_each_job_its_own_run_dir(fake_plugins, tmp_path):
         assert (tmp_path / job / "checkpoints" / "latest").is_file()
     lrs = [json.loads((tmp_path / job / "metrics.jsonl").read_text().splitlines()[0])["lr"] for job in "01"]
     assert lrs == pytest.approx([0.01, 0.1])
+
+
+# ---------------------------------------------------------------------------- a misbehaving plugin
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Make ``entry_point_sources`` answer these sources, as if they were installed."""
+
+    def install(*sources):
+        monkeypatch.setattr(plugins, "entry_point_sources", lambda: list(sources))
+        plugins.set_active(None)
+
+    yield install
+    plugins.set_active(None)
+    GlobalHydra.instance().clear()
+
+
+def test_a_plugin_exiting_at_import_does_not_end_the_command(installed, tmp_path, capsys):
+    installed(misbehaving.source("exits_at_import"), fake_plugin.source())
+    assert cli.main(["plugins"]) == 0
+    listing = capsys.readouterr().out
+    assert "exits_at_import (misbehaving.exits_at_import): broken" in listing
+    assert "error: SystemExit: the plugin called sys.exit()" in listing
+    assert train(tmp_path / "run") == 0
+    assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
+
+
+def test_a_runtime_hook_calling_sys_exit_is_quarantined_and_training_goes_on(installed, tmp_path, capsys):
+    installed(fake_plugin.source(), misbehaving.source("exits_in_event", "logger"))
+    assert train(tmp_path / "run") == 0
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step_000004"
+    out = said(capsys)
+    assert out.count("plugin 'logger' failed in genloom_train_step_end (SystemExit: the plugin called "
+                     "sys.exit(3)) and is quarantined for the rest of this run") == 1
+
+
+def test_strict_mode_makes_a_failing_runtime_hook_fatal_in_one_message(installed, monkeypatch, tmp_path,
+                                                                       capsys):
+    monkeypatch.setenv("GENLOOM_STRICT_PLUGINS", "1")
+    installed(fake_plugin.source(), misbehaving.source("exits_in_event", "logger"))
+    assert train(tmp_path / "run") == 1
+    out = said(capsys)
+    assert ("plugin 'logger' failed in genloom_train_step_end (SystemExit: the plugin called sys.exit(3)); "
+            "fatal because GENLOOM_STRICT_PLUGINS is set") in out
+    assert "Traceback" not in out
+
+
+def test_a_preset_two_plugins_ship_is_refused_naming_both(installed, tmp_path, capsys):
+    installed(fake_plugin.source(), misbehaving.source("shadow", "shadow", "genloom-shadow"))
+    assert train(tmp_path / "run") == 1
+    out = said(capsys)
+    assert ("config option pipeline=counting is shipped by 2 plugins, so genloom uses neither: "
+            "'fake' (genloom-fake 0.0.1, fake_plugin.conf) and 'shadow' (genloom-shadow 6.6.6, "
+            "misbehaving.shadow_conf)") in out
+    assert "GENLOOM_DISABLE_PLUGINS=genloom-fake or GENLOOM_DISABLE_PLUGINS=genloom-shadow" in out
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert cli.main(["train", *DEBUG, "--cfg", "job"]) == 1
+    assert "config option pipeline=counting is shipped by 2 plugins" in said(capsys)
+
+
+def test_a_clash_the_composition_does_not_use_is_only_a_warning(installed, tmp_path, capsys):
+    installed(fake_plugin.source(), misbehaving.source("wide_shadow", "wide", "genloom-wide"))
+    assert train(tmp_path / "run") == 0
+    assert train(tmp_path / "wide", "generator=bigram_wide") == 1
+    assert "config option generator=bigram_wide is shipped by 2 plugins" in said(capsys)
+    assert not (tmp_path / "wide" / "checkpoints").exists()
+
+
+def interrupted():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("args", [["plugins"], ["plugins", "--check"], ["train", *DEBUG], ["sample", "n=1"]])
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(installed, capsys, args):
+    installed(PluginSource("slow", interrupted, "slow.hooks"))
+    assert cli.main(args) == 130
+    assert capsys.readouterr().err == "genloom: interrupted\n"
+
+
+def test_a_genuine_bug_keeps_its_traceback(installed, monkeypatch):
+    installed(fake_plugin.source())
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug in genloom")
+
+    monkeypatch.setattr(cli, "describe", bug)
+    with pytest.raises(ZeroDivisionError, match="a bug in genloom"):
+        cli.main(["plugins"])
+
+
+SLOW_PLUGIN = """
+import os, pathlib, time
+pathlib.Path(os.environ["READY_FILE"]).touch()
+time.sleep(60)
+"""
+
+
+def test_sigint_while_a_plugin_loads_prints_interrupted(tmp_path):
+    """A real SIGINT to a real ``genloom`` process, while an installed plugin is being imported."""
+    site = tmp_path / "site"
+    (site / "genloom_slow-1.0.dist-info").mkdir(parents=True)
+    (site / "genloom_slow-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: genloom-slow\nVersion: 1.0\n")
+    (site / "genloom_slow-1.0.dist-info" / "entry_points.txt").write_text("[genloom]\nslow = slow_plugin\n")
+    (site / "slow_plugin.py").write_text(SLOW_PLUGIN)
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(site), "READY_FILE": str(ready)}
+    env.pop("GENLOOM_DISABLE_PLUGINS", None)
+    process = subprocess.Popen([sys.executable, "-m", "genloom", "plugins"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert (process.returncode, err, out) == (130, "genloom: interrupted\n", "")

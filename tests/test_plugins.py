@@ -5,10 +5,12 @@ import sys
 from pathlib import Path
 
 import fake_plugin
+import misbehaving
 import pytest
 from genloom import cli, doctor, hookimpl, plugins
 from genloom.cli import describe
 from genloom.plugins import PluginLoadError, PluginSource, core_requirement, incompatibility, load_plugins
+from genloom.registry import RegistryError
 
 
 def broken_source(name="broken"):
@@ -166,13 +168,16 @@ def test_the_doctor_reports_clashes_and_components_that_do_not_import(capsys):
     ]
     report = doctor.check(load_plugins(sources, strict=False, disabled=[]))
     problems = "\n".join(report.problems)
-    assert "plugin 'fake_again' is broken" in problems
-    assert "registered twice: by plugin 'fake'" in problems and "by plugin 'fake_again'" in problems
-    assert "config option generator=bigram is shipped by plugins 'fake', 'copycat'" in problems
-    assert "generator 'ghost' of plugin 'ghostly' does not import: No module named 'no_such_package'" in (
-        problems)
-    checks = {c.name: c for c in report.components["fake"]}
-    assert checks["bigram"].error is None and checks["bigram"].import_seconds >= 0
+    assert ("generator 'bigram' is registered by 2 plugins, so genloom uses neither: 'fake' (genloom-fake "
+            "0.0.1, fake_plugin.components:Bigram) and 'fake_again' (fake_plugin.components:Bigram)"
+            ) in problems
+    assert ("config option generator=bigram is shipped by 2 plugins, so genloom uses neither: 'copycat' "
+            "(fake_plugin.conf) and 'fake' (genloom-fake 0.0.1, fake_plugin.conf)") in problems
+    assert ("generator 'ghost' of plugin 'ghostly' does not import: ModuleNotFoundError: No module named "
+            "'no_such_package'") in problems
+    checks = {c.name: c for c in report.components[("fake", "genloom-fake")]}
+    assert "bigram" not in checks  # it belongs to nobody: the clash above is its report
+    assert checks["counting"].error is None and checks["counting"].import_seconds >= 0
     text = doctor.describe(report)
     assert "hooks:         genloom_register_components, genloom_register_config" in text
     assert f"{len(report.problems)} problem(s):" in text
@@ -201,3 +206,134 @@ def test_the_hook_reference_lists_every_hook_in_order(capsys):
         "genloom_evaluated", "genloom_checkpoint_saved", "genloom_sample_written",
     ]
     assert "register(kind, name, target" in out
+
+
+# ---------------------------------------------------------------------------- a misbehaving plugin
+
+
+def fake_as(name: str, distribution: str = "genloom-fake") -> PluginSource:
+    source = fake_plugin.source(name)
+    return PluginSource(name, source.load, source.module, distribution, source.version)
+
+
+def test_sys_exit_at_import_quarantines_the_plugin_instead_of_ending_the_process():
+    plugin_set = load_plugins([misbehaving.source("exits_at_import"), fake_plugin.source()], strict=False,
+                              disabled=[])
+    exiting, fake = plugin_set.plugins
+    assert exiting.status == "broken" and fake.status == "ok"
+    assert exiting.error == "SystemExit: the plugin called sys.exit()"
+    assert plugin_set.registry.names("generator") == ["bigram"]
+
+
+def test_sys_exit_in_a_hook_quarantines_the_plugin_and_strict_mode_reports_it():
+    sources = [misbehaving.source("exits_in_hook"), fake_plugin.source()]
+    exiting, fake = load_plugins(sources, strict=False, disabled=[]).plugins
+    assert (exiting.status, exiting.error) == ("broken", "SystemExit: the plugin called sys.exit(3)")
+    assert exiting.components == {}
+    with pytest.raises(PluginLoadError, match=r"plugin 'exits_in_hook' .*called sys.exit\(3\)"):
+        load_plugins(sources, strict=True, disabled=[])
+
+
+def test_ctrl_c_while_a_plugin_loads_is_not_taken_for_a_broken_plugin():
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        load_plugins([PluginSource("slow", interrupted, "slow.hooks")], strict=False, disabled=[])
+
+
+@pytest.mark.parametrize("twin_name", ["aaa_twin", "zzz_twin"])  # sorting first or last: same result
+def test_a_component_name_two_plugins_register_goes_to_neither(twin_name):
+    sources = sorted([fake_plugin.source("fake"), misbehaving.source("twin", twin_name, "genloom-twin")],
+                     key=lambda s: s.name)
+    plugin_set = load_plugins(sources, strict=False, disabled=[])
+    assert {p.name: p.status for p in plugin_set.plugins} == {"fake": "ok", twin_name: "ok"}
+    # Each plugin keeps every registration nobody else claims.
+    assert plugin_set.registry.names("generator") == ["twin_only"]
+    assert plugin_set.registry.names("encoder") == ["digits"]
+    with pytest.raises(RegistryError) as caught:
+        plugin_set.registry.entry("generator", "bigram")
+    message = str(caught.value)
+    assert "generator 'bigram' is registered by 2 plugins, so genloom uses neither:" in message
+    assert "'fake' (genloom-fake 0.0.1, fake_plugin.components:Bigram)" in message
+    assert f"'{twin_name}' (genloom-twin 6.6.6, fake_plugin.components:Bigram)" in message
+    assert "disable the others: GENLOOM_DISABLE_PLUGINS=genloom-" in message
+    assert "=genloom-fake" in message and "=genloom-twin" in message
+    by_name = {p.name: p for p in plugin_set.plugins}
+    assert by_name["fake"].clashes == by_name[twin_name].clashes == [message]
+
+
+def test_strict_mode_makes_a_component_clash_fatal():
+    sources = [fake_plugin.source("fake"), misbehaving.source("twin", "twin", "genloom-twin")]
+    with pytest.raises(PluginLoadError, match="generator 'bigram' is registered by 2 plugins"):
+        load_plugins(sources, strict=True, disabled=[])
+
+
+def test_two_distributions_with_one_entry_point_name_keep_their_own_components():
+    sources = [fake_as("shared", "genloom-first"), misbehaving.source("twin", "shared", "genloom-second")]
+    plugin_set = load_plugins(sources, strict=False, disabled=[])
+    assert [(p.distribution, p.status, p.error) for p in plugin_set.plugins] == [
+        ("genloom-first", "ok", None), ("genloom-second", "ok", None)]
+    assert plugin_set.registry.names("generator") == ["twin_only"]
+    assert plugin_set.registry.names("dataset") == ["counting"]
+    assert len(plugin_set.manager.get_plugins()) == 2
+
+
+def test_quarantining_a_plugin_never_withdraws_one_of_the_same_name():
+    sources = [fake_as("shared", "genloom-first"), PluginSource("shared", HalfwayPlugin, "halfway.hooks")]
+    plugin_set = load_plugins(sources, strict=False, disabled=[])
+    assert [p.status for p in plugin_set.plugins] == ["ok", "broken"]
+    assert plugin_set.registry.names("generator") == ["bigram"]
+    assert plugin_set.registry.entry("generator", "bigram").plugin == "shared"
+    assert len(plugin_set.manager.get_plugins()) == 1
+
+
+def test_the_doctor_survives_a_component_that_raises_at_import():
+    sources = [fake_plugin.source(), misbehaving.source("raises_at_component_import", "fragile")]
+    report = doctor.check(load_plugins(sources, strict=False, disabled=[]))
+    assert report.problems == [
+        "generator 'fragile' of plugin 'fragile' does not import: RuntimeError: fragile: no GPU driver found"]
+
+
+CHECK_AS_JSON = """
+import json, sys
+import fake_plugin, misbehaving
+from genloom import cli, plugins
+plugins.set_active(None)
+plugins.entry_point_sources = lambda: [fake_plugin.source(), misbehaving.source("chatty")]
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("args", [["plugins", "--json"], ["plugins", "--check", "--json"]])
+def test_a_plugin_printing_to_stdout_does_not_break_the_json(tmp_path, args):
+    tests_dir = str(Path(__file__).parent)
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_AS_JSON, *args], capture_output=True, text=True, cwd=tmp_path,
+        env={"PYTHONPATH": tests_dir, "PATH": ""},
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    names = [p["name"] for p in (report["plugins"] if "--check" in args else report)]
+    assert names == ["fake", "chatty"]
+    assert "chatty: registering my components" in out.stderr
+
+
+def test_strict_mode_prints_one_message_and_still_reports(monkeypatch, capsys):
+    monkeypatch.setenv("GENLOOM_STRICT_PLUGINS", "1")
+    monkeypatch.setattr(plugins, "entry_point_sources", lambda: [broken_source(), fake_plugin.source()])
+    plugins.set_active(None)
+    try:
+        assert cli.main(["train", "pipeline=counting"]) == 1
+        err = capsys.readouterr().err
+        assert err == (
+            "genloom: plugin 'broken' (broken_plugin.hooks) failed to load: ImportError: No module named "
+            "'missing_dependency' (fatal because GENLOOM_STRICT_PLUGINS is set; unset it to carry on "
+            "without what is broken)\n")
+        assert cli.main(["plugins", "--check", "--json"]) == 1
+        captured = capsys.readouterr()
+        report = json.loads(captured.out)
+        assert [p["status"] for p in report["plugins"]] == ["broken", "ok"]
+        assert "Traceback" not in captured.err
+    finally:
+        plugins.set_active(None)

@@ -10,11 +10,27 @@ def test_unknown_name_lists_what_is_available():
         registry.entry("generator", "nope")
 
 
-def test_duplicate_name_names_both_plugins():
+@pytest.mark.parametrize("order", [("first", "second"), ("second", "first")])
+def test_a_duplicate_name_belongs_to_neither_plugin_in_either_order(order):
     registry = Registry()
-    registry.add("generator", "bigram", "fake_plugin.components:Bigram", plugin="first")
-    with pytest.raises(RegistryError, match="registered twice: by plugin 'first'.*by plugin 'second'"):
-        registry.add("generator", "bigram", "elsewhere:Bigram", plugin="second")
+    targets = {"first": "fake_plugin.components:Bigram", "second": "elsewhere:Bigram"}
+    for plugin in order:
+        registry.add("generator", "bigram", targets[plugin], plugin=plugin, distribution=f"genloom-{plugin}")
+    registry.add("generator", "other", "fake_plugin.components:Bigram", plugin="second")
+    assert registry.names("generator") == ["other"]
+    expected = (r"generator 'bigram' is registered by 2 plugins, so genloom uses neither: 'first' "
+                r"\(genloom-first, fake_plugin.components:Bigram\) and "
+                r"'second' \(genloom-second, elsewhere:Bigram\)")
+    with pytest.raises(RegistryError, match=expected):
+        registry.build("generator", "bigram")
+    assert list(registry.clashes()) == [("generator", "bigram")]
+    assert registry.clash_message("generator", "bigram") == registry_error(registry, "generator", "bigram")
+
+
+def registry_error(registry: Registry, kind: str, name: str) -> str:
+    with pytest.raises(RegistryError) as caught:
+        registry.entry(kind, name)
+    return str(caught.value)
 
 
 def test_unknown_kind_and_bad_target_are_rejected():
@@ -49,11 +65,3 @@ def test_unimportable_target_says_which_plugin():
     with pytest.raises(RegistryError, match=expected):
         registry.build("dataset", "ghost")
 
-
-def test_removing_a_plugin_forgets_its_entries():
-    registry = Registry()
-    registry.add("generator", "bigram", "fake_plugin.components:Bigram", plugin="fake")
-    registry.add("encoder", "digits", "fake_plugin.components:DigitEncoder", plugin="other")
-    registry.remove_plugin("fake")
-    assert registry.names("generator") == []
-    assert registry.names("encoder") == ["digits"]

@@ -4,10 +4,17 @@
 is a Hydra override, and ``--cfg job``, ``--help`` and ``-m`` sweeps work as in any Hydra
 app. Their config search path is genloom's own ``conf/`` plus the config package each
 installed plugin registers. ``plugins`` imports neither torch nor Hydra.
+
+Plugins are loaded before a command runs, with anything they print sent to stderr (so
+``genloom plugins --json`` stays valid JSON). Under ``GENLOOM_STRICT_PLUGINS=1`` a broken
+plugin ends the command with one message (``genloom plugins`` still prints its report).
+Ctrl-C before training starts (while torch, plugins or Hydra load) ends any command with
+``genloom: interrupted`` and status 130; every other exception keeps its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -15,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from genloom import __version__
-from genloom.plugins import PluginSet, active
+from genloom.plugins import PluginLoadError, PluginSet, active
 
 HYDRA_COMMANDS = {
     "train": "train a pipeline: genloom train pipeline=text [overrides]",
@@ -40,7 +47,14 @@ Distributed: torchrun --nproc-per-node N -m genloom train ...
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # training handles SIGINT itself (checkpoint first); this is start-up
+        print("genloom: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
@@ -50,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "plugins":
         return plugins_command(rest)
+    if command in HYDRA_COMMANDS:
+        try:
+            load_plugins_quietly()
+        except PluginLoadError as err:
+            print(f"genloom: {err}", file=sys.stderr)
+            return 1
     if command == "hooks":
         from genloom.hookspecs import reference
 
@@ -134,21 +154,33 @@ def plugins_command(args: list[str]) -> int:
         print(f"genloom plugins: unknown argument {unknown[0]!r}; "
               "usage: genloom plugins [--json] [--check]", file=sys.stderr)
         return 2
-    plugin_set = active()
+    status = 0
+    try:
+        plugin_set = load_plugins_quietly()
+    except PluginLoadError as err:  # strict mode: still report, then fail
+        assert err.plugin_set is not None
+        plugin_set, status = err.plugin_set, 1
     if "--check" in args:  # the doctor: imports every component, so it loads torch
         from genloom import doctor
 
-        report = doctor.check(plugin_set)
+        with contextlib.redirect_stdout(sys.stderr):  # a component module may print when imported
+            report = doctor.check(plugin_set)
         if "--json" in args:
             print(json.dumps(report.as_dict(), indent=2))
         else:
             print(doctor.describe(report), end="")
-        return 1 if report.problems else 0
+        return 1 if report.problems else status
     if "--json" in args:
         print(json.dumps([p.as_dict() for p in plugin_set.plugins], indent=2))
     else:
         print(describe(plugin_set), end="")
-    return 0
+    return status
+
+
+def load_plugins_quietly() -> PluginSet:
+    """The process's plugins, with whatever they print while loading sent to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return active()
 
 
 def describe(plugin_set: PluginSet) -> str:
@@ -161,6 +193,7 @@ def describe(plugin_set: PluginSet) -> str:
         lines.append(f"{p.name} ({dist}): {p.status}")
         if p.error:
             lines.append(f"  error: {p.error}")
+        lines += [f"  clash: {clash}" for clash in p.clashes]
         if p.components:
             lines.append("  components:")
             lines += [f"    {kind + ':':18} {', '.join(sorted(names))}"

@@ -1,10 +1,10 @@
 """``genloom plugins --check``: a doctor's report on every installed plugin.
 
 Unlike the plain listing, the check imports each component's target (so it loads torch
-and model code) to prove that what a plugin registered can be built, and it looks for
-clashes between plugins: a component name registered twice (the second plugin is
-quarantined, with an error naming both) and a config option two plugins ship under the
-same group and name (Hydra would silently use the first on its search path).
+and model code) to prove that what a plugin registered can be built, whatever that import
+raises, and it reports clashes between plugins: a component name registered twice, or a
+config option two plugins ship under the same group and name. Such a name belongs to
+neither plugin (see :meth:`genloom.plugins.PluginSet.clashes`).
 """
 
 from __future__ import annotations
@@ -30,22 +30,23 @@ class ComponentCheck:
 @dataclass
 class Report:
     plugin_set: PluginSet
-    components: dict[str, list[ComponentCheck]] = field(default_factory=dict)  # by plugin
-    config_clashes: list[str] = field(default_factory=list)
+    components: dict[tuple[str, str | None], list[ComponentCheck]] = field(default_factory=dict)
+    """By plugin: (entry-point name, distribution)."""
+    clashes: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
         found = [f"plugin {p.name!r} is {p.status}: {p.error}" for p in self.plugin_set.plugins
                  if p.status == "broken"]
         found += [f"{c.kind} {c.name!r} of plugin {plugin!r} does not import: {c.error}"
-                  for plugin, checks in self.components.items() for c in checks if c.error]
-        return found + self.config_clashes
+                  for (plugin, _), checks in self.components.items() for c in checks if c.error]
+        return found + self.clashes
 
     def as_dict(self) -> dict[str, Any]:
         plugins = []
         for p in self.plugin_set.plugins:
             entry = p.as_dict()
-            entry["component_checks"] = [vars(c) for c in self.components.get(p.name, [])]
+            entry["component_checks"] = [vars(c) for c in self.components.get((p.name, p.distribution), [])]
             plugins.append(entry)
         return {"genloom": genloom.__version__, "plugins": plugins, "problems": self.problems}
 
@@ -58,20 +59,12 @@ def check(plugin_set: PluginSet) -> Report:
         try:
             plugin_set.registry.factory(entry.kind, entry.name)
         except RegistryError as err:
-            error = str(err.__cause__ or err)
-        report.components.setdefault(entry.plugin, []).append(
+            cause = err.__cause__ or err
+            error = f"{type(cause).__name__}: {cause}"
+        report.components.setdefault((entry.plugin, entry.distribution), []).append(
             ComponentCheck(entry.kind, entry.name, entry.target, time.perf_counter() - start, error)
         )
-    owners: dict[tuple[str, str], list[str]] = {}
-    for p in plugin_set.plugins:
-        for group, options in p.config_groups.items():
-            for option in options:
-                owners.setdefault((group, option), []).append(p.name)
-    report.config_clashes = [
-        f"config option {group}={option} is shipped by plugins {', '.join(map(repr, names))}; "
-        f"Hydra uses {names[0]!r}'s. Rename one, or disable a plugin with GENLOOM_DISABLE_PLUGINS"
-        for (group, option), names in sorted(owners.items()) if len(names) > 1
-    ]
+    report.clashes = [clash.message for clash in plugin_set.clashes()]
     return report
 
 
@@ -86,7 +79,7 @@ def describe(report: Report) -> str:
         if p.status == "ok":
             lines.append(f"  hook module:   {p.module}, imported in {p.import_seconds * 1e3:.0f} ms")
             lines.append(f"  hooks:         {', '.join(p.hooks) or 'none'}")
-        checks = report.components.get(p.name, [])
+        checks = report.components.get((p.name, p.distribution), [])
         if checks:
             lines.append("  components (import times add up: the first to import torch pays for it):")
             for c in checks:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genloom import checkpoint, distributed, pipeline, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
-from genloom.plugins import PluginSet, active
+from genloom.plugins import PluginLoadError, PluginSet, active
 from genloom.registry import RegistryError
 from genloom.trainer import (
     Trainer,
@@ -33,7 +33,7 @@ log = logging.getLogger("genloom")
 # Errors that mean "the input or config is wrong": reported as a message, exit status 1.
 USER_ERRORS = (
     RegistryError, TrainingError, checkpoint.CheckpointError, ValueError, FileNotFoundError,
-    NotADirectoryError,
+    NotADirectoryError, PluginLoadError,
 )
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_k", "top_p", "stop")
 
@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> float | None:
             run_dir=out,
             config=cfg,
             plugin_versions=plugins.versions(),
-            hooks=plugins.manager.hook,
+            hooks=plugins.events,
             unit=built.dataset.unit,
             units_per_example=built.dataset.units_per_example,
             seed=cfg.seed,
@@ -108,7 +108,7 @@ def sample(cfg: DictConfig) -> None:
     log.info("loaded %s (step %d)", model.checkpoint.path, model.checkpoint.step)
     out = run_dir()
     _record_run(out, plugins)
-    paths = sampler.Sampler(model, hooks=plugins.manager.hook).run(
+    paths = sampler.Sampler(model, hooks=plugins.events).run(
         n=cfg.n,
         batch_size=cfg.batch_size,
         seed=cfg.seed,

@@ -33,14 +33,21 @@ from packaging.specifiers import SpecifierSet
 
 import genloom
 from genloom import hookspecs
-from genloom.registry import Registry, RegistryError
+from genloom.registry import Registry, RegistryError, check_entry, clash_remedy
 
 ENTRY_POINT_GROUP = "genloom"
 log = logging.getLogger(__name__)
 
 
 class PluginLoadError(RuntimeError):
-    """A plugin could not be loaded while ``GENLOOM_STRICT_PLUGINS=1``."""
+    """A plugin could not be loaded (or clashed with another) while ``GENLOOM_STRICT_PLUGINS=1``.
+
+    ``plugin_set`` holds what did load, so that ``genloom plugins`` can still report it.
+    """
+
+    def __init__(self, message: str, plugin_set: PluginSet | None = None) -> None:
+        super().__init__(message)
+        self.plugin_set = plugin_set
 
 
 class IncompatiblePlugin(RuntimeError):
@@ -61,6 +68,8 @@ class PluginInfo:
     components: dict[str, list[str]] = field(default_factory=dict)
     config_modules: list[str] = field(default_factory=list)
     config_groups: dict[str, list[str]] = field(default_factory=dict)
+    clashes: list[str] = field(default_factory=list)
+    """Messages about names this plugin and another both provide (neither gets them)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -86,16 +95,124 @@ class PluginSet:
     manager: pluggy.PluginManager
     registry: Registry
     plugins: list[PluginInfo]
+    strict: bool = False
+    hook_names: dict[str, PluginInfo] = field(default_factory=dict, repr=False)
+    """The name each loaded plugin is registered under with pluggy -> its report."""
+    _owners: dict[tuple[str, str], list[tuple[PluginInfo, str]]] | None = field(default=None, repr=False)
 
     @property
     def config_modules(self) -> list[str]:
         return [m for p in self.plugins if p.status == "ok" for m in p.config_modules]
+
+    def clashes(self) -> list[Clash]:
+        """Every component name and config option that several plugins provide.
+
+        Such a name belongs to none of them, whichever order the plugins were found in:
+        building the component, or composing a config that chooses the option, fails with
+        the clash's message. The plugins' other registrations are unaffected.
+        """
+        ok = [p for p in self.plugins if p.status == "ok"]
+        found = []
+        for (kind, name), claims in self.registry.clashes().items():
+            claimants = {(e.plugin, e.distribution) for e in claims}
+            found.append(Clash(f"{kind} {name!r}", self.registry.clash_message(kind, name),
+                               [p for p in ok if (p.name, p.distribution) in claimants]))
+        for (group, option), owners in sorted(self._config_owners().items()):
+            if len(owners) > 1:
+                message = self.config_clash(group, option)
+                assert message is not None
+                found.append(Clash(f"config option {group}={option}", message,
+                                   [p for p in ok if any(p is o for o, _ in owners)]))
+        return found
+
+    def config_clash(self, group: str, option: str) -> str | None:
+        """Why ``group=option`` cannot be composed (several plugins ship it), or None if it can."""
+        owners = sorted(self._config_owners().get((group, option), []),
+                        key=lambda owner: (owner[0].name, owner[0].distribution or "", owner[1]))
+        if len(owners) < 2:
+            return None
+        described = [f"{p.name!r} ({_distribution(p) + ', ' if p.distribution else ''}{module})"
+                     for p, module in owners]
+        return (
+            f"config option {group}={option} is shipped by {len(owners)} plugins, so genloom uses "
+            f"{'neither' if len(owners) == 2 else 'none of them'}: {', '.join(described[:-1])} and "
+            f"{described[-1]}. {clash_remedy(_Claimant(p.name, p.distribution) for p, _ in owners)}"
+        )
+
+    def _config_owners(self) -> dict[tuple[str, str], list[tuple[PluginInfo, str]]]:
+        if self._owners is None:
+            self._owners = {}
+            for p in self.plugins:
+                for module in p.config_modules if p.status == "ok" else []:
+                    for group, options in config_groups(module).items():
+                        for option in options:
+                            self._owners.setdefault((group, option), []).append((p, module))
+        return self._owners
+
+    @property
+    def events(self) -> EventRelay:
+        """Runtime events (``events.genloom_train_step_end(step=..., metrics=...)``), plugin by plugin.
+
+        A plugin whose event hook raises, ``SystemExit`` included, is quarantined for the
+        rest of the run with an error in the log, and the others still receive the event;
+        in strict mode the failure is fatal (:class:`PluginLoadError`).
+        """
+        return EventRelay(self)
 
     def versions(self) -> dict[str, str | None]:
         """Distribution -> version of every plugin in use (recorded in checkpoints)."""
         return {
             (p.distribution or p.name): p.version for p in self.plugins if p.status == "ok"
         }
+
+
+class EventRelay:
+    """What :attr:`PluginSet.events` returns: pluggy's hook relay, with each plugin called on its own."""
+
+    def __init__(self, plugin_set: PluginSet) -> None:
+        self._plugin_set = plugin_set
+
+    def __getattr__(self, hook: str) -> Any:
+        caller = getattr(self._plugin_set.manager.hook, hook)
+
+        def call(**kwargs: Any) -> None:
+            for impl in reversed(caller.get_hookimpls()):  # pluggy's order: last registered first
+                try:
+                    impl.function(*[kwargs[arg] for arg in impl.argnames])
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as err:  # noqa: BLE001 - one plugin's failure must not end the run
+                    self._quarantine(impl.plugin_name, hook, err)
+
+        return call
+
+    def _quarantine(self, hook_name: str, hook: str, err: BaseException) -> None:
+        info = self._plugin_set.hook_names[hook_name]
+        info.status, info.error = "broken", f"in {hook}: {describe_failure(err)}"
+        message = f"plugin {info.name!r} failed in {hook} ({describe_failure(err)})"
+        if self._plugin_set.strict:
+            raise PluginLoadError(f"{message}; fatal because GENLOOM_STRICT_PLUGINS is set") from err
+        self._plugin_set.manager.unregister(name=hook_name)
+        log.error("%s and is quarantined for the rest of this run", message)
+
+
+@dataclass
+class Clash:
+    """A component name or config option that several plugins provide, so that none of them has it."""
+
+    subject: str  # "generator 'bigram'", "config option pipeline=text_debug"
+    message: str  # who provides it and what to do
+    plugins: list[PluginInfo]
+
+
+@dataclass(frozen=True)
+class _Claimant:
+    plugin: str
+    distribution: str | None
+
+
+def _distribution(p: PluginInfo) -> str:
+    return " ".join(part for part in (p.distribution, p.version) if part)
 
 
 def entry_point_sources() -> list[PluginSource]:
@@ -151,7 +268,14 @@ def load_plugins(
     strict: bool | None = None,
     disabled: Iterable[str] | None = None,
 ) -> PluginSet:
-    """Load plugins (by default every installed entry point) and fill a fresh registry."""
+    """Load plugins (by default every installed entry point) and fill a fresh registry.
+
+    Whatever a plugin's code raises while it loads, ``SystemExit`` included, quarantines
+    that plugin alone; only ``KeyboardInterrupt`` goes through. A plugin's registrations
+    reach the registry only once it has loaded completely, so quarantining one never
+    touches another's. In strict mode, any broken plugin or clash raises
+    :class:`PluginLoadError` once every plugin has been tried.
+    """
     if sources is None:
         sources = entry_point_sources()
     if strict is None:
@@ -166,6 +290,8 @@ def load_plugins(
     manager.add_hookspecs(hookspecs)
     registry = Registry()
     infos = []
+    failures = []
+    hook_names: dict[str, PluginInfo] = {}
     for source in sources:
         info = PluginInfo(
             name=source.name,
@@ -182,48 +308,89 @@ def load_plugins(
             problem = incompatibility(source)
             if problem:
                 raise IncompatiblePlugin(problem)
-            _load_one(source, info, manager, registry)
-        except Exception as err:  # a broken plugin must not take the platform down
-            info.status = "broken"
-            info.error = f"{type(err).__name__}: {err}"
+            hook_name, components = _load_one(source, info, manager)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: BLE001 - a plugin must neither take the platform down nor exit it
+            info.status, info.error = "broken", describe_failure(err)
             info.components, info.config_modules, info.config_groups, info.hooks = {}, [], {}, []
-            registry.remove_plugin(source.name)
-            if manager.has_plugin(source.name):
-                manager.unregister(name=source.name)
-            if strict:
-                raise PluginLoadError(
-                    f"plugin {source.name!r} ({source.module}) failed to load: {info.error}"
-                ) from err
+            failures.append(f"plugin {source.name!r} ({source.module}) failed to load: {info.error}")
             log.warning(
                 "plugin %r is quarantined (%s); `genloom plugins` shows details, "
                 "GENLOOM_STRICT_PLUGINS=1 makes this fatal",
                 source.name,
                 info.error,
             )
-    return PluginSet(manager, registry, infos)
+            continue
+        hook_names[hook_name] = info
+        for kind, name, target, summary in components:
+            registry.add(kind, name, target, plugin=source.name, summary=summary,
+                         distribution=source.distribution, version=source.version)
+    plugin_set = PluginSet(manager, registry, infos, strict, hook_names)
+    clashes = plugin_set.clashes()
+    for clash in clashes:
+        log.warning(
+            "%s is provided by plugins %s, so genloom uses neither's; `genloom plugins --check` says more",
+            clash.subject, " and ".join(repr(p.name) for p in clash.plugins),
+        )
+        for info in clash.plugins:
+            info.clashes.append(clash.message)
+    problems = failures + [clash.message for clash in clashes]
+    if strict and problems:
+        raise PluginLoadError(
+            "; ".join(problems) + " (fatal because GENLOOM_STRICT_PLUGINS is set; unset it to carry on "
+            "without what is broken)",
+            plugin_set,
+        )
+    return plugin_set
+
+
+def describe_failure(err: BaseException) -> str:
+    """What a plugin's code raised, in one line: ``"SystemExit: the plugin called sys.exit(3)"``."""
+    if isinstance(err, SystemExit):
+        code = "" if err.code is None else repr(err.code)
+        return f"SystemExit: the plugin called sys.exit({code})"
+    return f"{type(err).__name__}: {err}"
 
 
 def _load_one(
-    source: PluginSource, info: PluginInfo, manager: pluggy.PluginManager, registry: Registry
-) -> None:
+    source: PluginSource, info: PluginInfo, manager: pluggy.PluginManager
+) -> tuple[str, list[tuple[str, str, str, str]]]:
+    """Import one plugin and run its registration hooks: its name with pluggy, what it registered."""
     start = time.perf_counter()
     plugin = source.load()
     info.import_seconds = time.perf_counter() - start
-    manager.register(plugin, name=source.name)
+    if manager.is_registered(plugin):
+        raise PluginLoadError(
+            f"its hook module {source.module} is already loaded by another plugin; "
+            "two entry points name the same module"
+        )
+    # Two distributions may use the same entry-point name: pluggy's name must still be unique.
+    hook_name = f"{source.distribution}:{source.name}" if source.distribution else source.name
+    while manager.has_plugin(hook_name):
+        hook_name += "'"
+    manager.register(plugin, name=hook_name)
+    components: list[tuple[str, str, str, str]] = []
 
     def register_component(kind: str, name: str, target: str, summary: str = "") -> None:
-        registry.add(kind, name, target, plugin=source.name, summary=summary)
+        check_entry(kind, name, target, plugin=source.name)
+        components.append((kind, name, target, summary))
         info.components.setdefault(kind, []).append(name)
 
     def register_config(module: str) -> None:
         info.config_groups.update(config_groups(module))
         info.config_modules.append(module)
 
-    info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin) or [])
-    caller = manager.subset_hook_caller
-    others = [p for p in manager.get_plugins() if p is not plugin]
-    caller("genloom_register_components", others)(register=register_component)
-    caller("genloom_register_config", others)(register=register_config)
+    try:
+        info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin) or [])
+        caller = manager.subset_hook_caller
+        others = [p for p in manager.get_plugins() if p is not plugin]
+        caller("genloom_register_components", others)(register=register_component)
+        caller("genloom_register_config", others)(register=register_config)
+    except BaseException:
+        manager.unregister(name=hook_name)
+        raise
+    return hook_name, components
 
 
 def config_groups(module: str) -> dict[str, list[str]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,35 +26,54 @@ class Entry:
     target: str
     plugin: str
     summary: str = ""
+    distribution: str | None = None
+    version: str | None = None
+
+    def owner(self) -> str:
+        """``'text' (genloom-text 0.1.0, genloom_text.model:Transformer)``: who provides it, for messages."""
+        dist = " ".join(p for p in (self.distribution, self.version) if p)
+        return f"{self.plugin!r} ({dist + ', ' if dist else ''}{self.target})"
 
 
 class Registry:
+    """Entries by ``(kind, name)``. A name two plugins claim belongs to neither (see :meth:`add`)."""
+
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], Entry] = {}
+        self._claims: dict[tuple[str, str], list[Entry]] = {}
 
-    def add(self, kind: str, name: str, target: str, *, plugin: str, summary: str = "") -> None:
-        if kind not in KINDS:
-            raise RegistryError(
-                f"plugin {plugin!r} registers {name!r} as unknown kind {kind!r}; "
-                f"kinds are: {', '.join(KINDS)}"
-            )
-        if not isinstance(target, str) or ":" not in target:
-            raise RegistryError(
-                f"plugin {plugin!r} registers {kind} {name!r} with target {target!r}; "
-                "a target is an import path 'package.module:factory'"
-            )
-        existing = self._entries.get((kind, name))
-        if existing is not None:
-            raise RegistryError(
-                f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} "
-                f"({existing.target}) and by plugin {plugin!r} ({target}); "
-                "uninstall one of them or disable it with GENLOOM_DISABLE_PLUGINS"
-            )
-        self._entries[(kind, name)] = Entry(kind, name, target, plugin, summary)
+    def add(
+        self, kind: str, name: str, target: str, *, plugin: str, summary: str = "",
+        distribution: str | None = None, version: str | None = None,
+    ) -> None:
+        """Record that ``plugin`` provides ``kind``/``name``.
 
-    def remove_plugin(self, plugin: str) -> None:
-        """Forget everything ``plugin`` registered (used when it is quarantined)."""
-        self._entries = {k: e for k, e in self._entries.items() if e.plugin != plugin}
+        A name claimed more than once is given to none of its claimants, whatever order the
+        plugins load in; building it fails with a message naming all of them. Nothing else a
+        claimant registered is affected.
+        """
+        check_entry(kind, name, target, plugin=plugin)
+        claims = self._claims.setdefault((kind, name), [])
+        claims.append(Entry(kind, name, target, plugin, summary, distribution, version))
+        if len(claims) == 1:
+            self._entries[(kind, name)] = claims[0]
+        else:
+            self._entries.pop((kind, name), None)
+
+    def clashes(self) -> dict[tuple[str, str], list[Entry]]:
+        """``(kind, name)`` -> claimants, for each name several plugins registered (none of them has it)."""
+        return {key: claims for key, claims in sorted(self._claims.items()) if len(claims) > 1}
+
+    def _clashing(self, kind: str, name: str) -> bool:
+        return len(self._claims.get((kind, name), [])) > 1
+
+    def clash_message(self, kind: str, name: str) -> str:
+        claims = sorted(self._claims[(kind, name)], key=lambda e: (e.plugin, e.distribution or ""))
+        owners = ", ".join(e.owner() for e in claims[:-1]) + f" and {claims[-1].owner()}"
+        return (
+            f"{kind} {name!r} is registered by {len(claims)} plugins, so genloom uses "
+            f"{'neither' if len(claims) == 2 else 'none of them'}: {owners}. {clash_remedy(claims)}"
+        )
 
     def names(self, kind: str) -> list[str]:
         return sorted(name for (k, name) in self._entries if k == kind)
@@ -66,6 +85,8 @@ class Registry:
         try:
             return self._entries[(kind, name)]
         except KeyError:
+            if self._clashing(kind, name):
+                raise RegistryError(self.clash_message(kind, name)) from None
             available = ", ".join(self.names(kind)) or "none (is the plugin installed?)"
             raise RegistryError(
                 f"no {kind} named {name!r}; available {kind}s: {available}. "
@@ -83,6 +104,11 @@ class Registry:
                 f"{kind} {name!r} from plugin {entry.plugin!r} points at {entry.target!r}, "
                 f"which cannot be imported: {err}"
             ) from err
+        except (Exception, SystemExit) as err:  # the plugin's module is broken, not genloom
+            raise RegistryError(
+                f"{kind} {name!r} from plugin {entry.plugin!r} points at {entry.target!r}, "
+                f"whose import raised {type(err).__name__}: {err}"
+            ) from err
 
     def build(self, kind: str, name: str, options: Mapping[str, Any] | None = None) -> Any:
         """Build ``kind``/``name`` from flat keyword options and check what comes back."""
@@ -99,6 +125,26 @@ class Registry:
                 f"it lacks {', '.join(missing)}"
             )
         return component
+
+
+def check_entry(kind: str, name: str, target: str, *, plugin: str) -> None:
+    """Reject a registration of an unknown kind or whose target is not an import path."""
+    if kind not in KINDS:
+        raise RegistryError(
+            f"plugin {plugin!r} registers {name!r} as unknown kind {kind!r}; kinds are: {', '.join(KINDS)}"
+        )
+    if not isinstance(target, str) or ":" not in target:
+        raise RegistryError(
+            f"plugin {plugin!r} registers {kind} {name!r} with target {target!r}; "
+            "a target is an import path 'package.module:factory'"
+        )
+
+
+def clash_remedy(claimants: Iterable[Any]) -> str:
+    """What to do about a name several plugins provide; each claimant has ``plugin``/``distribution``."""
+    names = dict.fromkeys(c.distribution or c.plugin for c in claimants)
+    return "Uninstall all but one, or disable the others: " + " or ".join(
+        f"GENLOOM_DISABLE_PLUGINS={n}" for n in names)
 
 
 def check_options(
