@@ -337,3 +337,35 @@ def test_strict_mode_prints_one_message_and_still_reports(monkeypatch, capsys):
         assert "Traceback" not in captured.err
     finally:
         plugins.set_active(None)
+
+
+def install_distribution(site: Path, name: str, entry_points: dict[str, str]) -> None:
+    """A hand-written ``*.dist-info``: a real installed distribution to importlib.metadata, no pip."""
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = "".join(f"{ep} = {module}\n" for ep, module in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[genloom]\n{lines}")
+
+
+def test_installed_misbehaving_distributions_are_each_reported_and_never_take_others_down(tmp_path):
+    site = tmp_path / "site"
+    install_distribution(site, "genloom-first", {"shared": "fake_plugin.hooks"})
+    install_distribution(site, "genloom-second", {"shared": "misbehaving.twin"})
+    install_distribution(site, "genloom-exiter", {"aaa_exiter": "misbehaving.exits_at_import"})
+    tests_dir = str(Path(__file__).parent)
+    env = {"PYTHONPATH": f"{site}:{tests_dir}", "PATH": ""}
+    out = subprocess.run([sys.executable, "-m", "genloom", "plugins", "--json"], capture_output=True,
+                         text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    ours = {p["distribution"]: p for p in json.loads(out.stdout) if p["distribution"] in (
+        "genloom-first", "genloom-second", "genloom-exiter")}
+    assert {d: p["status"] for d, p in ours.items()} == {
+        "genloom-exiter": "broken", "genloom-first": "ok", "genloom-second": "ok"}
+    assert ours["genloom-exiter"]["error"] == "SystemExit: the plugin called sys.exit()"
+    assert ours["genloom-first"]["components"]["dataset"] == ["counting"]
+    assert ours["genloom-second"]["components"]["generator"] == ["bigram", "twin_only"]
+    (clash,) = ours["genloom-first"]["clashes"]
+    assert clash == ours["genloom-second"]["clashes"][0]
+    assert "'shared' (genloom-first 1.0, fake_plugin.components:Bigram) and 'shared' (genloom-second" in clash
+    assert "GENLOOM_DISABLE_PLUGINS=genloom-first or GENLOOM_DISABLE_PLUGINS=genloom-second" in clash
