@@ -14,6 +14,19 @@ Registration hooks hand you a ``register`` callback; call it once per thing you 
 Runtime events are called on every plugin that implements them, on the process of rank 0
 only, after the event has happened; their return value is ignored.
 
+If your hook module or a registration hook raises anything, ``sys.exit()`` included, your
+plugin is quarantined: it is left out, with its error in ``genloom plugins``, and every
+command goes on without it. A runtime event hook that raises quarantines it for the rest
+of that run. Log through :mod:`logging`; do not print (``genloom plugins --json`` sends a
+plugin's stdout to stderr to keep its output JSON).
+
+Names are shared by every installed plugin. A component name (per kind) or a config option
+(``pipeline/text_debug.yaml``) that two plugins provide belongs to **neither**, whichever
+is found first: building that component, or composing a config that chooses that option,
+fails with a message naming both plugins and how to disable one
+(``GENLOOM_DISABLE_PLUGINS=<distribution>``). Everything else both plugins register keeps
+working. So prefix names that might be common (``sketches_unet``, not ``unet``).
+
 Declare the genloom versions your plugin supports as its distribution's requirement,
 ``dependencies = ["genloom>=0.1,<0.2"]``: outside that range it is quarantined with a
 message naming both versions. Check your components with the contract kit,
@@ -43,8 +56,9 @@ def genloom_register_components(register: Callable[..., None]) -> None:
     Call ``register(kind, name, target, summary="")`` for each component:
 
     * ``kind``: ``"encoder"``, ``"decoder"``, ``"generator"`` or ``"dataset"``;
-    * ``name``: what configs select it by (``generator: {name: transformer}``); unique
-      per kind across all installed plugins;
+    * ``name``: what configs select it by (``generator: {name: transformer}``). It must be
+      unique per kind across all installed plugins: a name another plugin registers too
+      belongs to neither of you (see the top of this reference);
     * ``target``: ``"package.module:factory"``, a class or function that takes the
       component's config keys as keyword arguments. It is imported only when built;
     * ``summary``: one line shown by ``genloom plugins``.
@@ -66,6 +80,8 @@ def genloom_register_config(register: Callable[[str], None]) -> None:
     ``__init__.py``) whose sub-folders are config groups: ``generator/``, ``dataset/``,
     ``encoder/``, ``decoder/``, ``pipeline/``... Each YAML file in them becomes a choice
     (``generator=transformer``). A preset in ``pipeline/`` selects a whole composition.
+    An option another plugin ships too (same group, same file name) cannot be composed:
+    choosing it fails with a message naming both plugins.
     """
 
 

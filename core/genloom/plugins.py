@@ -1,12 +1,17 @@
 """Finding plugins, loading them safely, and describing what they provide.
 
 Every plugin, the built-in ones included, is named by an entry point in the ``genloom``
-group. A plugin that fails to import or to register is *quarantined*: it is left out,
-every command keeps working, and ``genloom plugins`` shows it as broken with its error.
+group. A plugin whose code raises while it is imported or registers (``SystemExit``
+included; ``KeyboardInterrupt`` is let through) is *quarantined*: it is left out, every
+command keeps working, and ``genloom plugins`` shows it as broken with its error.
+
+A component name or config option that several plugins provide belongs to none of them,
+independently of the order plugins are found in (see :meth:`PluginSet.clashes`); each
+keeps its other registrations.
 
 Environment:
 
-* ``GENLOOM_STRICT_PLUGINS=1`` makes a broken plugin fatal;
+* ``GENLOOM_STRICT_PLUGINS=1`` makes a broken plugin or a clash fatal;
 * ``GENLOOM_DISABLE_PLUGINS=a,b`` skips plugins by entry-point or distribution name.
 
 A plugin's distribution declares the core versions it supports the way pip reads them, as
