@@ -176,9 +176,15 @@ def test_a_plugin_exiting_at_import_does_not_end_the_command(installed, tmp_path
 
 
 def test_a_runtime_hook_calling_sys_exit_is_quarantined_and_training_goes_on(installed, tmp_path, capsys):
-    installed(fake_plugin.source(), misbehaving.source("exits_in_event", "logger"))
+    from misbehaving import recorder
+
+    recorder.steps.clear()
+    # The recorder is registered first, so pluggy's order calls it after the failing logger.
+    installed(fake_plugin.source(), misbehaving.source("recorder"),
+              misbehaving.source("exits_in_event", "logger"))
     assert train(tmp_path / "run") == 0
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step_000004"
+    assert recorder.steps == [1, 2, 3, 4]  # the other plugin heard every event, the first one included
     out = said(capsys)
     assert out.count("plugin 'logger' failed in genloom_train_step_end (SystemExit: the plugin called "
                      "sys.exit(3)) and is quarantined for the rest of this run") == 1

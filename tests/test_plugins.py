@@ -261,6 +261,7 @@ def test_a_component_name_two_plugins_register_goes_to_neither(twin_name):
     assert "=genloom-fake" in message and "=genloom-twin" in message
     by_name = {p.name: p for p in plugin_set.plugins}
     assert by_name["fake"].clashes == by_name[twin_name].clashes == [message]
+    assert f"  clash: {message}" in describe(plugin_set)
 
 
 def test_strict_mode_makes_a_component_clash_fatal():

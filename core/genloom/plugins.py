@@ -178,16 +178,19 @@ class EventRelay:
         self._plugin_set = plugin_set
 
     def __getattr__(self, hook: str) -> Any:
-        caller = getattr(self._plugin_set.manager.hook, hook)
+        manager = self._plugin_set.manager
+        caller = getattr(manager.hook, hook)
 
         def call(**kwargs: Any) -> None:
-            for impl in reversed(caller.get_hookimpls()):  # pluggy's order: last registered first
+            implementing = {impl.plugin_name: impl.plugin for impl in reversed(caller.get_hookimpls())}
+            for hook_name, plugin in implementing.items():  # pluggy's order: last registered first
+                others = [p for p in manager.get_plugins() if p is not plugin]
                 try:
-                    impl.function(*[kwargs[arg] for arg in impl.argnames])
+                    manager.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
                 except KeyboardInterrupt:
                     raise
                 except BaseException as err:  # noqa: BLE001 - one plugin's failure must not end the run
-                    self._quarantine(impl.plugin_name, hook, err)
+                    self._quarantine(hook_name, hook, err)
 
         return call
 
