@@ -141,7 +141,7 @@ class PluginSet:
         return (
             f"config option {group}={option} is shipped by {len(owners)} plugins, so genloom uses "
             f"{'neither' if len(owners) == 2 else 'none of them'}: {', '.join(described[:-1])} and "
-            f"{described[-1]}. {clash_remedy(_Claimant(p.name, p.distribution) for p, _ in owners)}"
+            f"{described[-1]}. {clash_remedy((p.name, p.distribution) for p, _ in owners)}"
         )
 
     def _config_owners(self) -> dict[tuple[str, str], list[tuple[PluginInfo, str]]]:
@@ -211,12 +211,6 @@ class Clash:
     subject: str  # "generator 'bigram'", "config option pipeline=text_debug"
     message: str  # who provides it and what to do
     plugins: list[PluginInfo]
-
-
-@dataclass(frozen=True)
-class _Claimant:
-    plugin: str
-    distribution: str | None
 
 
 def _distribution(p: PluginInfo) -> str:
@@ -338,7 +332,7 @@ def load_plugins(
     clashes = plugin_set.clashes()
     for clash in clashes:
         log.warning(
-            "%s is provided by plugins %s, so genloom uses neither's; `genloom plugins --check` says more",
+            "%s is provided by plugins %s, so none of them gets it; `genloom plugins --check` says more",
             clash.subject, " and ".join(repr(p.name) for p in clash.plugins),
         )
         for info in clash.plugins:
@@ -374,9 +368,11 @@ def _load_one(
             "two entry points name the same module"
         )
     # Two distributions may use the same entry-point name: pluggy's name must still be unique.
-    hook_name = f"{source.distribution}:{source.name}" if source.distribution else source.name
+    base = f"{source.distribution}:{source.name}" if source.distribution else source.name
+    hook_name, copies = base, 1
     while manager.has_plugin(hook_name):
-        hook_name += "'"
+        copies += 1
+        hook_name = f"{base}#{copies}"
     manager.register(plugin, name=hook_name)
     components: list[tuple[str, str, str, str]] = []
 

@@ -70,9 +70,10 @@ class Registry:
     def clash_message(self, kind: str, name: str) -> str:
         claims = sorted(self._claims[(kind, name)], key=lambda e: (e.plugin, e.distribution or ""))
         owners = ", ".join(e.owner() for e in claims[:-1]) + f" and {claims[-1].owner()}"
+        remedy = clash_remedy((e.plugin, e.distribution) for e in claims)
         return (
             f"{kind} {name!r} is registered by {len(claims)} plugins, so genloom uses "
-            f"{'neither' if len(claims) == 2 else 'none of them'}: {owners}. {clash_remedy(claims)}"
+            f"{'neither' if len(claims) == 2 else 'none of them'}: {owners}. {remedy}"
         )
 
     def names(self, kind: str) -> list[str]:
@@ -140,9 +141,9 @@ def check_entry(kind: str, name: str, target: str, *, plugin: str) -> None:
         )
 
 
-def clash_remedy(claimants: Iterable[Any]) -> str:
-    """What to do about a name several plugins provide; each claimant has ``plugin``/``distribution``."""
-    names = dict.fromkeys(c.distribution or c.plugin for c in claimants)
+def clash_remedy(claimants: Iterable[tuple[str, str | None]]) -> str:
+    """What to do about a name several plugins provide, given their ``(plugin, distribution)``."""
+    names = dict.fromkeys(distribution or plugin for plugin, distribution in claimants)
     return "Uninstall all but one, or disable the others: " + " or ".join(
         f"GENLOOM_DISABLE_PLUGINS={n}" for n in names)
 
