@@ -157,8 +157,9 @@ def plugins_command(args: list[str]) -> int:
     status = 0
     try:
         plugin_set = load_plugins_quietly()
-    except PluginLoadError as err:  # strict mode: still report, then fail
+    except PluginLoadError as err:  # strict mode: the message, the report as usual, then fail
         assert err.plugin_set is not None
+        print(f"genloom: {err}", file=sys.stderr)
         plugin_set, status = err.plugin_set, 1
     if "--check" in args:  # the doctor: imports every component, so it loads torch
         from genloom import doctor

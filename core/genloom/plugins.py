@@ -317,12 +317,13 @@ def load_plugins(
             info.status, info.error = "broken", describe_failure(err)
             info.components, info.config_modules, info.config_groups, info.hooks = {}, [], {}, []
             failures.append(f"plugin {source.name!r} ({source.module}) failed to load: {info.error}")
-            log.warning(
-                "plugin %r is quarantined (%s); `genloom plugins` shows details, "
-                "GENLOOM_STRICT_PLUGINS=1 makes this fatal",
-                source.name,
-                info.error,
-            )
+            if not strict:  # (strict mode reports every problem at once, below)
+                log.warning(
+                    "plugin %r is quarantined (%s); `genloom plugins` shows details, "
+                    "GENLOOM_STRICT_PLUGINS=1 makes this fatal",
+                    source.name,
+                    info.error,
+                )
             continue
         hook_names[hook_name] = info
         for kind, name, target, summary in components:
@@ -331,10 +332,11 @@ def load_plugins(
     plugin_set = PluginSet(manager, registry, infos, strict, hook_names)
     clashes = plugin_set.clashes()
     for clash in clashes:
-        log.warning(
-            "%s is provided by plugins %s, so none of them gets it; `genloom plugins --check` says more",
-            clash.subject, " and ".join(repr(p.name) for p in clash.plugins),
-        )
+        if not strict:
+            log.warning(
+                "%s is provided by plugins %s, so none of them gets it; `genloom plugins --check` says more",
+                clash.subject, " and ".join(repr(p.name) for p in clash.plugins),
+            )
         for info in clash.plugins:
             info.clashes.append(clash.message)
     problems = failures + [clash.message for clash in clashes]
