@@ -233,6 +233,15 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(installed, capsys, args
     assert capsys.readouterr().err == "genloom: interrupted\n"
 
 
+def test_ctrl_c_inside_a_hydra_job_before_training_is_one_line_too(fake_plugins, monkeypatch, tmp_path,
+                                                                    capsys):
+    from genloom import jobs
+
+    monkeypatch.setattr(jobs, "run", lambda command, cfg: interrupted())  # e.g. while a corpus is read
+    assert train(tmp_path / "run") == 130
+    assert capsys.readouterr().err == "genloom: interrupted\n"
+
+
 def test_a_genuine_bug_keeps_its_traceback(installed, monkeypatch):
     installed(fake_plugin.source())
 
