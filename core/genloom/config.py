@@ -41,7 +41,12 @@ class PluginConfigSearchPath(SearchPathPlugin):
 
 class PluginConfigSource(ImportlibResourcesConfigSource):
     """A plugin's config package (``genloom://genloom_text.conf``), as Hydra's ``pkg://`` reads it,
-    except that an option another plugin ships as well is refused instead of shadowed."""
+    except that an option another plugin ships as well is refused instead of shadowed.
+
+    (Hydra's ``pkg://`` source lives in ``hydra._internal``; a config source is otherwise a
+    public Hydra plugin type. ``tests/test_cli.py`` composes through it, so a Hydra release
+    that moves it fails there first.)
+    """
 
     @staticmethod
     def scheme() -> str:
