@@ -112,12 +112,14 @@ def check_options(
     """Reject options ``factory`` does not take, or whose values its annotations exclude.
 
     Values come from YAML or the command line, so an ``int`` is taken for a ``float`` and a
-    list for a tuple or sequence; an annotation genloom does not know (a class of the
-    plugin's own) is not checked.
+    list for a tuple or sequence. Not checked: an annotation genloom does not know (a class
+    of the plugin's own), and a value not known yet (raw YAML's ``${...}`` or ``???``).
     """
     params = inspect.signature(factory).parameters
     hints = _annotations(factory)
     for name, value in options.items():
+        if isinstance(value, str) and ("${" in value or value == "???"):
+            continue
         if name in hints and (expected := _expected(value, hints[name])) is not None:
             shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
             raise RegistryError(
