@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -354,3 +355,20 @@ def test_a_sound_checkpoint_still_samples(fakes, tmp_path, capsys):
     status, said, _ = run("sample", step_dir, tmp_path, capsys, "n=2", "stream=false")
     assert status == 0, said
     assert len(list((tmp_path / "out" / "samples").glob("*.txt"))) == 2
+
+
+def test_the_meta_build_initialises_nothing_and_imports_no_compiler():
+    """Random init on meta would import torch._dynamo: seconds added to every `genloom sample`."""
+    script = (
+        "import sys, torch\n"
+        "from genloom.sampler import _NoDataOnMeta\n"
+        "with torch.device('meta'), _NoDataOnMeta():\n"
+        "    layers = [torch.nn.Embedding(9, 4), torch.nn.Linear(4, 4), torch.nn.Conv2d(3, 4, 3),\n"
+        "              torch.nn.LayerNorm(4), torch.nn.ConvTranspose1d(4, 4, 3)]\n"
+        "    torch.nn.init.trunc_normal_(layers[1].weight)\n"
+        "assert all(p.is_meta for layer in layers for p in layer.parameters())\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from genloom import checkpoint, pipeline
 from genloom.distributed import select_device
@@ -91,7 +92,7 @@ def _check_generator_fits(ckpt: checkpoint.Checkpoint, registry: Registry, devic
     name, options = pipeline.component_spec(ckpt.config, "generator")
     memory = _memory(device)
     try:
-        with _budget(header, memory), torch.device("meta"):
+        with _budget(header, memory), torch.device("meta"), _NoDataOnMeta():
             model = registry.build("generator", name, options)
     except _OverBudget as err:
         raise checkpoint.CheckpointError(
@@ -161,6 +162,28 @@ def _budget(header: checkpoint.WeightsHeader, memory: int | None) -> Iterator[No
     finally:
         for handle in handles:
             handle.remove()
+
+
+class _NoDataOnMeta(TorchFunctionMode):
+    """Initialising a meta tensor's values is a no-op: it has none.
+
+    Left to PyTorch, random initialisation on meta goes through Python decompositions
+    that import ``torch._dynamo`` (seconds) on every ``genloom sample``.
+    """
+
+    OPS = frozenset({
+        "normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
+        "xavier_uniform_", "orthogonal_", "sparse_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+        "bernoulli_", "exponential_", "geometric_", "log_normal_", "cauchy_", "random_", "fill_", "zero_",
+    })
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in self.OPS:
+            target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
 
 
 def _bytes(model: torch.nn.Module) -> int:
