@@ -193,11 +193,13 @@ def read_bytes(path: Path, limit: int) -> bytes:
     Symbolic links are followed, but what they reach must be a regular file too: a FIFO
     would block the read forever and ``/dev/zero`` would never end.
     """
+    too_large = CheckpointError(f"{path} is larger than {limit:,} bytes, far more than genloom writes there")
     with _open_regular(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        data = f.read(limit + 1) if size <= limit else b""
-    if size > limit or len(data) > limit:
-        raise CheckpointError(f"{path} is larger than {limit:,} bytes, far more than genloom writes there")
+        if os.fstat(f.fileno()).st_size > limit:
+            raise too_large
+        data = f.read(limit + 1)  # (it may have grown since)
+    if len(data) > limit:
+        raise too_large
     return data
 
 
@@ -267,17 +269,17 @@ def read_header(path: Path) -> WeightsHeader:
 
 def _tensor_info(entry: Any, path: Path, name: str, data_size: int) -> TensorInfo:
     def bad(why: str) -> CheckpointError:
-        return CheckpointError(f"{path} is damaged: tensor {name!r} {why}")
+        return CheckpointError(f"{path} is damaged: tensor {_show(name)} {why}")
 
     if not isinstance(entry, dict):
         raise bad("has no dtype, shape and offsets")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if dtype not in DTYPE_SIZES:
-        raise bad(f"has dtype {dtype!r}; known dtypes: {', '.join(DTYPE_SIZES)}")
+        raise bad(f"has dtype {_show(dtype)}; known dtypes: {', '.join(DTYPE_SIZES)}")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise bad(f"has shape {shape!r}, not a list of sizes")
+        raise bad(f"has shape {_show(shape)}, not a list of sizes")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
-        raise bad(f"has data_offsets {offsets!r}, not [start, end]")
+        raise bad(f"has data_offsets {_show(offsets)}, not [start, end]")
     start, end = offsets
     info = TensorInfo(dtype, tuple(shape))
     if not start <= end <= data_size:
@@ -316,20 +318,20 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} must hold a JSON object, not {type(meta).__name__}")
     if meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} says format {meta.get('format')!r}; this genloom "
+            f"{path} says format {_show(meta.get('format'))}; this genloom "
             f"({genloom.__version__}) reads format {FORMAT_VERSION}"
         )
     if "step" not in meta:
         raise CheckpointError(f"{path} has no 'step': the checkpoint is damaged")
     if not _is_count(meta["step"]):
-        raise CheckpointError(f"{path} has step {meta['step']!r}; a step is a whole number, 0 or more")
+        raise CheckpointError(f"{path} has step {_show(meta['step'])}; a step is a whole number, 0 or more")
     plugins = meta.get("plugins", {})
     if not isinstance(plugins, dict) or not all(
         isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in plugins.items()
     ):
-        raise CheckpointError(f"{path} has 'plugins' {plugins!r}; expected {{distribution: version}}")
+        raise CheckpointError(f"{path} has 'plugins' {_show(plugins)}; expected {{distribution: version}}")
     if not isinstance(meta.get("genloom", ""), str):
-        raise CheckpointError(f"{path} has 'genloom' {meta['genloom']!r}; expected a version string")
+        raise CheckpointError(f"{path} has 'genloom' {_show(meta['genloom'])}; expected a version string")
     return meta
 
 
@@ -375,7 +377,14 @@ def _escape(node: Any) -> Any:
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
+    text = " ".join(str(err).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, cut short: a stranger's file may hold a megabyte where a number goes."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_weights(model: torch.nn.Module, step_dir: Path, device: torch.device | str = "cpu") -> None:
