@@ -28,7 +28,7 @@ import re
 import shutil
 import stat
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ STEP_DIR = re.compile(r"^step_(\d+)$")
 # Size bounds for what a checkpoint's small files may hold (a saved one is a few KiB).
 CONFIG_LIMIT = 1 << 20
 META_LIMIT = 1 << 20
-STATE_LIMIT = 64 << 20  # trainer.json: optimizer scalars and hyper-parameters, RNG state
 HEADER_LIMIT = 100_000_000  # the safetensors library's own bound on a header
 # Bytes per element of each safetensors dtype that torch can load.
 DTYPE_SIZES = {
@@ -80,7 +79,7 @@ class WeightsHeader:
     """What a safetensors file holds, read from its header alone: name -> dtype and shape."""
 
     path: Path
-    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    tensors: dict[str, TensorInfo]
 
     @property
     def numel(self) -> int:
@@ -92,7 +91,7 @@ class Checkpoint:
     path: Path
     config: DictConfig
     meta: dict[str, Any]
-    weights: WeightsHeader | None = None
+    weights: WeightsHeader
 
     @property
     def step(self) -> int:

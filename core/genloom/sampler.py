@@ -88,7 +88,6 @@ def _check_generator_fits(ckpt: checkpoint.Checkpoint, registry: Registry, devic
     knows tensors, not what the options mean.
     """
     header = ckpt.weights
-    assert header is not None
     name, options = pipeline.component_spec(ckpt.config, "generator")
     memory = _memory(device)
     try:
