@@ -96,7 +96,7 @@ def _check_generator_fits(ckpt: checkpoint.Checkpoint, registry: Registry, devic
     except _OverBudget as err:
         raise checkpoint.CheckpointError(
             f"{ckpt.path / 'config.yaml'}: generator {name!r} with these options {err}; "
-            "the config does not belong to these weights; refusing to build it"
+            "refusing to build it"
         ) from None
     except RegistryError:
         raise
@@ -122,7 +122,8 @@ def _budget(header: checkpoint.WeightsHeader, memory: int | None) -> Iterator[No
     thread = threading.get_ident()
     max_params, max_numel = 4 * len(header.tensors) + 64, 4 * header.numel + (1 << 20)
     max_modules = 16 * max_params
-    holds = f"while {header.path} holds {header.numel:,} values in {len(header.tensors)} tensors"
+    holds = (f"while {header.path} holds {header.numel:,} values in {len(header.tensors)} tensors: "
+             "the config does not belong to these weights")
     seen: set[int] = set()
     counts = {"params": 0, "numel": 0, "buffer_bytes": 0, "modules": 0}
 
