@@ -1,5 +1,9 @@
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
 import pytest
-from genloom.registry import Registry, RegistryError
+from genloom.registry import Registry, RegistryError, check_options
 
 
 def test_unknown_name_lists_what_is_available():
@@ -65,3 +69,54 @@ def test_unimportable_target_says_which_plugin():
     with pytest.raises(RegistryError, match=expected):
         registry.build("dataset", "ghost")
 
+
+def typed(  # a factory as plugins write them: keyword-only, annotated
+    *, n_layer: int = 2, dropout: float = 0.0, bias: bool = False, name: str = "x",
+    widths: Sequence[int] = (16, 32), pair: tuple[int, int] = (1, 2), f_max: float | None = None,
+    condition: Literal["none", "label"] = "none", path: Path = Path("."), table: dict[str, int] | None = None,
+    anything=None, custom: "Unresolvable" = None,  # noqa: F821 - an annotation genloom cannot resolve
+):
+    return None
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"n_layer": "abc"}, "generator.n_layer='abc': expected an integer (here declares n_layer: int)"),
+    ({"n_layer": True}, "generator.n_layer=True: expected an integer"),
+    ({"n_layer": 2.5}, "generator.n_layer=2.5: expected an integer"),
+    ({"dropout": "high"}, "generator.dropout='high': expected a number"),
+    ({"bias": 1}, "generator.bias=1: expected true or false"),
+    ({"bias": {"_target_": "os.system"}}, "generator.bias={'_target_': 'os.system'}: expected true or false"),
+    ({"name": 3}, "generator.name=3: expected a string"),
+    ({"widths": "16"}, "generator.widths='16': expected a list"),
+    ({"widths": [16, "x"]}, "generator.widths=[16, 'x']: expected a list of integers"),
+    ({"pair": [1]}, "generator.pair=[1]: expected a list of 2 (an integer, an integer)"),
+    ({"f_max": "x"}, "generator.f_max='x': expected a number or null"),
+    ({"condition": "caption"}, "generator.condition='caption': expected one of 'none', 'label'"),
+    ({"path": 3}, "generator.path=3: expected a path"),
+    ({"table": {"a": "b"}}, "generator.table={'a': 'b'}: expected a mapping of strings to integers or null"),
+])
+def test_option_values_must_have_the_types_the_factory_declares(options, expected):
+    with pytest.raises(RegistryError) as caught:
+        check_options(typed, options, where="here", prefix="generator.")
+    assert expected in str(caught.value)
+
+
+def test_option_values_from_yaml_or_the_command_line_are_taken_as_their_declared_types():
+    check_options(typed, {
+        "n_layer": 3, "dropout": 0, "bias": True, "name": "y", "widths": [8, 8, 8], "pair": [3, 4],
+        "f_max": 12000, "condition": "label", "path": "data/", "table": {"a": 1}, "anything": object(),
+        "custom": object(),
+    }, where="here", prefix="generator.")
+    # Raw YAML, not yet composed: what an interpolation will be is not known, so not judged.
+    check_options(typed, {"n_layer": "${generator.depth}", "name": "???"}, where="here")
+
+
+def test_a_wrong_type_on_the_command_line_is_one_message(fake_plugins, tmp_path, capsys):
+    from genloom import cli
+
+    args = ["train", "pipeline=counting", "trainer=debug", "+generator.length=abc",
+            f"hydra.run.dir={tmp_path}"]
+    assert cli.main(args) == 1
+    said = "".join(capsys.readouterr())
+    assert "generator.length='abc': expected an integer (generator 'bigram' declares length: int)" in said
+    assert "Traceback" not in said

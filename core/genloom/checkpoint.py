@@ -10,22 +10,34 @@ A checkpoint is a directory ``checkpoints/step_000500/`` holding
 
 It is written under a temporary name and renamed into place, then ``checkpoints/latest``
 is replaced atomically, so a crash mid-save leaves the previous checkpoint untouched.
+
+Reading treats every file as a stranger's: only regular files are read, each within a size
+bound; ``config.yaml`` is parsed with YAML aliases and OmegaConf interpolations refused
+(configs are saved resolved, with a literal ``${`` escaped); ``meta.json`` and the
+safetensors header are checked field by field. Whatever the files hold, reading ends in
+the data or in one :class:`CheckpointError` that names the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf._utils import get_yaml_loader
+from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 import genloom
@@ -34,9 +46,44 @@ FORMAT_VERSION = 1
 LATEST = "latest"
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
+# Size bounds for what a checkpoint's small files may hold (a saved one is a few KiB).
+CONFIG_LIMIT = 1 << 20
+META_LIMIT = 1 << 20
+HEADER_LIMIT = 100_000_000  # the safetensors library's own bound on a header
+# Bytes per element of each safetensors dtype that torch can load.
+DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E5M2FNUZ": 1, "F8_E4M3FNUZ": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8,
+    "F64": 8, "C64": 8,
+}
+# A run of backslashes, then "${": an interpolation when the run is even (OmegaConf's rule).
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint directory is missing, incomplete or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    """What a safetensors file holds, read from its header alone: name -> dtype and shape."""
+
+    path: Path
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def numel(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
 
 
 @dataclass
@@ -44,6 +91,7 @@ class Checkpoint:
     path: Path
     config: DictConfig
     meta: dict[str, Any]
+    weights: WeightsHeader
 
     @property
     def step(self) -> int:
@@ -76,7 +124,7 @@ def save(
             save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         else:
             save_model(model, str(tmp / "model.safetensors"))
-        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(config, resolve=True))
+        (tmp / "config.yaml").write_text(config_yaml(config))
         meta = {"format": FORMAT_VERSION, "step": step, "genloom": genloom.__version__, "plugins": plugins}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if optimizer_state is None and optimizer is not None:
@@ -126,43 +174,279 @@ def latest_in(checkpoints_dir: Path) -> Path | None:
 
 
 def read(path: str | Path) -> Checkpoint:
+    """The checkpoint at ``path``: its config, its metadata and its weights' header.
+
+    Nothing here runs code from the files or trusts their size or kind; a damaged or
+    hostile checkpoint ends in one :class:`CheckpointError` naming the file.
+    """
     step_dir = resolve(path)
+    meta = _read_meta(step_dir / "meta.json")
+    config = read_config(step_dir / "config.yaml")
+    weights = read_header(step_dir / "model.safetensors")
+    return Checkpoint(step_dir, config, meta, weights)
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``limit`` bytes.
+
+    Symbolic links are followed, but what they reach must be a regular file too: a FIFO
+    would block the read forever and ``/dev/zero`` would never end.
+    """
+    too_large = CheckpointError(f"{path} is larger than {limit:,} bytes, far more than genloom writes there")
+    with _open_regular(path) as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise too_large
+        data = f.read(limit + 1)  # (it may have grown since)
+    if len(data) > limit:
+        raise too_large
+    return data
+
+
+def read_text(path: Path, limit: int) -> str:
+    """:func:`read_bytes`, decoded as UTF-8."""
     try:
-        meta = json.loads((step_dir / "meta.json").read_text())
-        config = OmegaConf.load(step_dir / "config.yaml")
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {step_dir} is incomplete or damaged: {err}") from err
+        return read_bytes(path, limit).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def read_config(path: Path) -> DictConfig:
+    """A saved (resolved) config: YAML aliases, unknown tags and interpolations refused."""
+    text = read_text(path, CONFIG_LIMIT)
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader, stricter still
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"{path} is not valid YAML: {_one_line(err)}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} nests too deeply to be a genloom config") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a mapping of config keys, not {type(data).__name__}")
+    _refuse_interpolations(data, path, "")
+    try:
+        return OmegaConf.create(data)
+    except (OmegaConfBaseException, RecursionError) as err:
+        raise CheckpointError(f"{path} is not a valid config: {_one_line(err)}") from None
+
+
+def config_yaml(config: DictConfig) -> str:
+    """``config`` resolved, as YAML that :func:`read_config` reads back value for value.
+
+    A value that holds a literal ``${`` (written ``\\${...}`` in training) is saved
+    escaped, so that it stays literal rather than reading as an interpolation.
+    """
+    return OmegaConf.to_yaml(OmegaConf.create(_escape(OmegaConf.to_container(config, resolve=True))))
+
+
+def read_header(path: Path) -> WeightsHeader:
+    """The dtype and shape of each tensor in a safetensors file, checked against its size."""
+    with _open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{path} is empty or truncated ({size} bytes): not a safetensors file")
+        length = int.from_bytes(prefix, "little")
+        if length > min(size - 8, HEADER_LIMIT):
+            raise CheckpointError(
+                f"{path} is damaged or truncated: its header claims {length:,} bytes of "
+                f"a {size:,}-byte file"
+            )
+        raw = f.read(length)
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path} is not a safetensors file: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a safetensors file: its header is not a JSON object")
+    data_size = size - 8 - length
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        tensors[name] = _tensor_info(entry, path, name, data_size)
+    return WeightsHeader(path, tensors)
+
+
+def _tensor_info(entry: Any, path: Path, name: str, data_size: int) -> TensorInfo:
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{path} is damaged: tensor {_show(name)} {why}")
+
+    if not isinstance(entry, dict):
+        raise bad("has no dtype, shape and offsets")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_SIZES:
+        raise bad(f"has dtype {_show(dtype)}; known dtypes: {', '.join(DTYPE_SIZES)}")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise bad(f"has shape {_show(shape)}, not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+        raise bad(f"has data_offsets {_show(offsets)}, not [start, end]")
+    start, end = offsets
+    info = TensorInfo(dtype, tuple(shape))
+    if not start <= end <= data_size:
+        raise bad(f"lies at bytes {start:,}..{end:,} of {data_size:,}: the file is truncated")
+    if end - start != info.numel * DTYPE_SIZES[dtype]:
+        raise bad(f"has shape {tuple(shape)} of {dtype} but {end - start:,} bytes")
+    return info
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _open_regular(path: Path):  # noqa: ANN202 - a binary file object
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete") from None
+    except OSError as err:
+        raise CheckpointError(f"{path} cannot be read: {err.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else (
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or special file")
+        raise CheckpointError(f"{path} is {kind}, not a regular file; a checkpoint holds only regular files")
+    return os.fdopen(fd, "rb")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(read_text(path, META_LIMIT))
+    except (ValueError, RecursionError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {_one_line(err)}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not {type(meta).__name__}")
     if meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {step_dir} has format {meta.get('format')!r}; this genloom "
+            f"{path} says format {_show(meta.get('format'))}; this genloom "
             f"({genloom.__version__}) reads format {FORMAT_VERSION}"
         )
-    assert isinstance(config, DictConfig)
-    return Checkpoint(step_dir, config, meta)
+    if "step" not in meta:
+        raise CheckpointError(f"{path} has no 'step': the checkpoint is damaged")
+    if not _is_count(meta["step"]):
+        raise CheckpointError(f"{path} has step {_show(meta['step'])}; a step is a whole number, 0 or more")
+    plugins = meta.get("plugins", {})
+    if not isinstance(plugins, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in plugins.items()
+    ):
+        raise CheckpointError(f"{path} has 'plugins' {_show(plugins)}; expected {{distribution: version}}")
+    if not isinstance(meta.get("genloom", ""), str):
+        raise CheckpointError(f"{path} has 'genloom' {_show(meta['genloom'])}; expected a version string")
+    return meta
+
+
+class _ConfigLoader(get_yaml_loader()):
+    """OmegaConf's own YAML loader (a SafeLoader), refusing aliases.
+
+    A saved config never holds an alias; a stranger's could be a "billion laughs" that
+    expands to millions of nodes when the config object is built.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found the alias *{event.anchor}; genloom configs hold no YAML aliases",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def _refuse_interpolations(node: Any, path: Path, key: str) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _refuse_interpolations(v, path, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _refuse_interpolations(v, path, f"{key}[{i}]")
+    elif isinstance(node, str) and any(len(m.group(1)) % 2 == 0 for m in _INTERPOLATION.finditer(node)):
+        raise CheckpointError(
+            f"{path}: {key} holds an interpolation ('${{...}}'); configs are saved resolved, so a "
+            "checkpoint's config is never interpolated (a literal '${' is saved as '\\${')"
+        )
+
+
+def _escape(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _escape(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_escape(v) for v in node]
+    if isinstance(node, str):  # n backslashes before "${" are written 2n+1: literal again
+        return _INTERPOLATION.sub(lambda m: "\\" * (2 * len(m.group(1)) + 1) + "${", node)
+    return node
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, cut short: a stranger's file may hold a megabyte where a number goes."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_weights(model: torch.nn.Module, step_dir: Path, device: torch.device | str = "cpu") -> None:
+    """Load ``step_dir/model.safetensors`` into ``model``, checking that it fits first."""
+    path = step_dir / "model.safetensors"
+    check_fits(model, read_header(path))
     try:
-        missing, unexpected = load_model(
-            model, str(step_dir / "model.safetensors"), strict=False, device=str(device)
-        )
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"weights in {step_dir} do not fit the model built from its config: {err}"
-        ) from err
+        load_model(model, str(path), strict=True, device=str(device))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"{path} cannot be loaded into the model: {_one_line(err)}") from None
+    check_finite(model, path)
+
+
+def check_fits(model: torch.nn.Module, header: WeightsHeader) -> None:
+    """Refuse weights whose names or shapes differ from ``model``'s (which may be on meta).
+
+    Tied tensors (one parameter under two names) are saved once, under either name.
+    """
+    groups: dict[int, list[str]] = {}
+    shapes: dict[int, tuple[int, ...]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append(name)
+        shapes[id(tensor)] = tuple(tensor.shape)
+    known = {name for names in groups.values() for name in names}
+    missing = sorted(names[0] for names in groups.values() if not any(n in header.tensors for n in names))
+    unexpected = sorted(set(header.tensors) - known)
     if missing or unexpected:
         raise CheckpointError(
-            f"weights in {step_dir} do not fit the model: missing {sorted(missing)}, "
-            f"unexpected {sorted(unexpected)}"
+            f"weights in {header.path} do not fit the model: missing {_few(missing)}, "
+            f"unexpected {_few(unexpected)}"
         )
+    wrong = [f"{n} is {header.tensors[n].shape} there, {shapes[key]} in the model"
+             for key, names in groups.items() for n in names
+             if n in header.tensors and header.tensors[n].shape != shapes[key]]
+    if wrong:
+        raise CheckpointError(f"weights in {header.path} do not fit the model: {_few(wrong)}")
+
+
+def check_finite(model: torch.nn.Module, path: Path) -> None:
+    """Refuse weights holding NaN (or an infinite parameter): sampling them fails or lies."""
+    bad = [name for name, p in model.named_parameters()
+           if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    bad += [name for name, b in model.named_buffers() if b.is_floating_point() and bool(torch.isnan(b).any())]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds NaN or infinite values in {_few(bad)}: the training run diverged or the "
+            "file is damaged; use an earlier checkpoint"
+        )
+
+
+def _few(names: list[str], count: int = 5) -> str:
+    shown = ", ".join(names[:count]) or "none"
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
 
 
 def read_weights(step_dir: Path) -> dict[str, torch.Tensor]:
     """The weights of a checkpoint as a flat dict of CPU tensors."""
+    path = step_dir / "model.safetensors"
+    read_header(path)
     try:
-        return load_file(str(step_dir / "model.safetensors"))
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"weights in {step_dir} cannot be read: {err}") from err
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"weights in {path} cannot be read: {_one_line(err)}") from err
 
 
 def load_trainer_state(

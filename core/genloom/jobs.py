@@ -123,11 +123,9 @@ def sample(cfg: DictConfig) -> None:
 
 def evaluate_checkpoint(cfg: DictConfig) -> float:
     plugins = active()
-    ckpt = checkpoint.read(cfg.checkpoint)
-    built = pipeline.build(ckpt.config, plugins.registry)
-    placement = distributed.Placement(distributed.select_device(cfg.device))
-    checkpoint.load_weights(built.generator, ckpt.path, placement.device)
-    built.generator.to(placement.device)
+    model = sampler.load(cfg.checkpoint, plugins, cfg.device, with_dataset=True)
+    built, ckpt = model.pipeline, model.checkpoint
+    placement = distributed.Placement(model.device)
     val_data = built.dataset.split("val", built.encoder, built.condition_encoder)
     metrics = evaluate(
         built.generator, val_data, batch_size=cfg.batch_size, max_batches=cfg.max_batches,

@@ -3,7 +3,8 @@
 This is the one boundary where config becomes objects. Each component's config node is
 ``{name: <registry name>, ...keyword arguments}``; the registry builds it. Components are
 only ever built from registry names, never from an import path found in a config, so a
-checkpoint from a stranger cannot make genloom import their code.
+checkpoint from a stranger cannot make genloom import their code: Hydra's instantiation
+keys (``_target_`` and its companions) are refused wherever they appear in a config.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from genloom.interfaces import Dataset, Decoder, Encoder, Generator
 from genloom.registry import Registry, RegistryError
 
 COMPONENTS = ("dataset", "encoder", "generator", "decoder")
+# Hydra's `instantiate` keys: genloom never instantiates, so none belongs in its config.
+INSTANTIATION_KEYS = ("_target_", "_recursive_", "_args_", "_partial_", "_convert_")
 
 
 @dataclass
@@ -52,8 +55,37 @@ def component_spec(config: DictConfig, key: str) -> tuple[str, dict[str, Any]]:
     return str(options.pop("name")), options
 
 
+def refuse_instantiation(config: DictConfig) -> None:
+    """Refuse ``_target_`` (and its companions) anywhere in ``config``, however deep.
+
+    A ``_target_`` nested in an option value would reach a factory as a plain dict, and one
+    elsewhere would lie in wait for whatever instantiates the config: neither belongs here.
+    """
+    found = _instantiation_keys(OmegaConf.to_container(config, resolve=False), "")
+    if found:
+        raise RegistryError(
+            f"config key {found[0]} is a Hydra instantiation key: genloom builds components by "
+            f"registry name only (no {'/'.join(INSTANTIATION_KEYS)} anywhere in a config)"
+        )
+
+
+def _instantiation_keys(node: Any, key: str) -> list[str]:
+    found = []
+    if isinstance(node, dict):
+        for k, value in node.items():
+            here = f"{key}.{k}" if key else str(k)
+            if k in INSTANTIATION_KEYS:
+                found.append(here)
+            found += _instantiation_keys(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _instantiation_keys(value, f"{key}[{i}]")
+    return found
+
+
 def build(config: DictConfig, registry: Registry, *, with_dataset: bool = True) -> Pipeline:
     """Build every component the config names."""
+    refuse_instantiation(config)
     keys = COMPONENTS if with_dataset else COMPONENTS[1:]
     built = {}
     for key in keys:

@@ -6,11 +6,16 @@ code (and no torch). A factory is imported the first time a component is built f
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
+import os
+import types
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import PurePath
+from typing import Any, Literal, Union
 
 from genloom.interfaces import KINDS, kind_protocol
 
@@ -151,8 +156,23 @@ def clash_remedy(claimants: Iterable[tuple[str, str | None]]) -> str:
 def check_options(
     factory: Callable[..., Any], options: Mapping[str, Any], *, where: str, prefix: str = ""
 ) -> None:
-    """Reject option names ``factory`` does not take, listing those it does."""
+    """Reject options ``factory`` does not take, or whose values its annotations exclude.
+
+    Values come from YAML or the command line, so an ``int`` is taken for a ``float`` and a
+    list for a tuple or sequence. Not checked: an annotation genloom does not know (a class
+    of the plugin's own), and a value not known yet (raw YAML's ``${...}`` or ``???``).
+    """
     params = inspect.signature(factory).parameters
+    hints = _annotations(factory)
+    for name, value in options.items():
+        if isinstance(value, str) and ("${" in value or value == "???"):
+            continue
+        if name in hints and (expected := _expected(value, hints[name])) is not None:
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise RegistryError(
+                f"{prefix}{name}={shown}: expected {expected} "
+                f"({where} declares {name}: {inspect.formatannotation(hints[name])})"
+            )
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
@@ -171,6 +191,86 @@ def check_options(
     missing = [n for n in required if n not in options]
     if missing:
         raise RegistryError(f"{where} needs {', '.join(prefix + m for m in missing)}")
+
+
+def _annotations(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The parameter annotations of ``factory`` (a class: its ``__init__``), evaluated."""
+    target = factory.__init__ if isinstance(factory, type) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - one unresolvable name must not cost the others their check
+        namespace = getattr(inspect.unwrap(target), "__globals__", {})
+        hints = {}
+        for name, annotation in getattr(target, "__annotations__", {}).items():
+            try:  # the plugin's own annotation text, as typing.get_type_hints evaluates it
+                hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307
+            except Exception:  # noqa: BLE001, S112 - left unchecked
+                continue
+        return hints
+
+
+_SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.MutableSequence)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+
+
+def _expected(value: Any, hint: Any) -> str | None:
+    """What ``hint`` asks for, when ``value`` is not that; ``None`` when it fits."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return None
+    if hint is None or hint is type(None):
+        return None if value is None else "null"
+    if origin is Union or origin is types.UnionType:
+        wanted = [_expected(value, arm) for arm in args]
+        return None if None in wanted else " or ".join(dict.fromkeys(w for w in wanted if w))
+    if origin is Literal:
+        if any(value == choice and type(value) is type(choice) for choice in args):
+            return None
+        return "one of " + ", ".join(repr(choice) for choice in args)
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if hint in (PurePath, os.PathLike) or (isinstance(hint, type) and issubclass(hint, PurePath)):
+        return None if isinstance(value, (str, PurePath)) else "a path"
+    if hint in _SEQUENCES or origin in _SEQUENCES:
+        return _expected_sequence(value, origin or hint, args)
+    if hint in _MAPPINGS or origin in _MAPPINGS:
+        if not isinstance(value, Mapping):
+            return "a mapping"
+        if len(args) == 2 and any(_expected(k, args[0]) or _expected(v, args[1]) for k, v in value.items()):
+            return f"a mapping of {_plural(args[0])} to {_plural(args[1])}"
+        return None
+    return None  # a class genloom does not know: the factory judges
+
+
+def _expected_sequence(value: Any, origin: Any, args: tuple[Any, ...]) -> str | None:
+    if not isinstance(value, (list, tuple)):
+        return "a list"
+    if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[int, str]: fixed length
+        if len(value) != len(args) or any(_expected(v, a) for v, a in zip(value, args, strict=False)):
+            return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+        return None
+    if args and any(_expected(v, args[0]) for v in value):
+        return f"a list of {_plural(args[0])}"
+    return None
+
+
+def _describe(hint: Any) -> str:
+    """``int`` -> "an integer" (no value fits ``object()``, so it tells what is wanted)."""
+    return _expected(object(), hint) or inspect.formatannotation(hint)
+
+
+def _plural(hint: Any) -> str:
+    """``int`` -> "integers", for "a list of integers"."""
+    described = _describe(hint)
+    words = {"an integer": "integers", "a number": "numbers", "a string": "strings",
+             "true or false": "booleans", "a list": "lists", "a mapping": "mappings", "a path": "paths"}
+    return words.get(described, described)
 
 
 def _protocol_members(protocol: type) -> list[str]:

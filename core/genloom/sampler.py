@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from genloom import checkpoint, pipeline
 from genloom.distributed import select_device
 from genloom.interfaces import StreamingDecoder, StreamingGenerator
 from genloom.plugins import PluginSet
-from genloom.registry import RegistryError
+from genloom.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +41,166 @@ class LoadedModel:
     device: torch.device
 
 
-def load(path: str | Path, plugins: PluginSet, device: str = "auto") -> LoadedModel:
-    """Rebuild the pipeline saved in a checkpoint and load its weights (no pickle)."""
+def load(
+    path: str | Path, plugins: PluginSet, device: str = "auto", *, with_dataset: bool = False
+) -> LoadedModel:
+    """Rebuild the pipeline saved in a checkpoint and load its weights (no pickle).
+
+    This is the one path by which ``sample``, ``eval`` and ``serve`` open a checkpoint, and
+    its files may be a stranger's: the config is read safely (:func:`checkpoint.read`), the
+    generator is first built on the ``meta`` device within a budget the weights file sets,
+    and only a generator whose every tensor matches the file, and that fits in memory, is
+    built for real. Whatever the files hold, the result is the model or one
+    :class:`checkpoint.CheckpointError` that names the file.
+    """
     ckpt = checkpoint.read(path)
     _warn_on_plugin_drift(ckpt, plugins)
-    built = pipeline.build(ckpt.config, plugins.registry, with_dataset=False)
     target = select_device(device)
+    config_file = ckpt.path / "config.yaml"
+    try:
+        pipeline.refuse_instantiation(ckpt.config)
+        _check_generator_fits(ckpt, plugins.registry, target)
+        built = pipeline.build(ckpt.config, plugins.registry, with_dataset=with_dataset)
+    except checkpoint.CheckpointError:
+        raise
+    except RegistryError as err:
+        raise checkpoint.CheckpointError(f"{config_file}: {err}") from None
+    except Exception as err:  # a factory failing on the stranger's option values
+        log.debug("building the pipeline of %s failed", config_file, exc_info=True)
+        raise checkpoint.CheckpointError(
+            f"{config_file} does not build: {type(err).__name__}: {err}"
+        ) from None
     checkpoint.load_weights(built.generator, ckpt.path, target)
     built.generator.to(target).eval()
     return LoadedModel(built, ckpt, target)
+
+
+class _OverBudget(Exception):
+    """Raised from inside a factory built on meta, to stop it as soon as it is too big."""
+
+
+def _check_generator_fits(ckpt: checkpoint.Checkpoint, registry: Registry, device: torch.device) -> None:
+    """Build the generator on the meta device and compare it with the weights file.
+
+    Nothing is allocated on meta, so an absurd size costs nothing; and the build stops as
+    soon as it registers more parameters than the file could hold (with room for tied
+    weights), so ``n_layer=100000`` costs a few layers, not a minute. Modality-blind: it
+    knows tensors, not what the options mean.
+    """
+    header = ckpt.weights
+    name, options = pipeline.component_spec(ckpt.config, "generator")
+    memory = _memory(device)
+    try:
+        with _budget(header, memory), torch.device("meta"), _NoDataOnMeta():
+            model = registry.build("generator", name, options)
+    except _OverBudget as err:
+        raise checkpoint.CheckpointError(
+            f"{ckpt.path / 'config.yaml'}: generator {name!r} with these options {err}; "
+            "refusing to build it"
+        ) from None
+    except RegistryError:
+        raise
+    except Exception:  # noqa: BLE001 - a factory that cannot build on meta: built for real below
+        log.debug("generator %r does not build on the meta device; not pre-checked", name, exc_info=True)
+        return
+    if not isinstance(model, torch.nn.Module):
+        return
+    checkpoint.check_fits(model, header)
+    need = _bytes(model)
+    if memory is not None and need > memory:
+        raise checkpoint.CheckpointError(
+            f"{ckpt.path / 'config.yaml'}: generator {name!r} needs {need / 2**30:,.1f} GiB, more "
+            f"than the {memory / 2**30:,.1f} GiB of {device}; refusing to build it"
+        )
+
+
+@contextmanager
+def _budget(header: checkpoint.WeightsHeader, memory: int | None) -> Iterator[None]:
+    """Stop a module being built in this thread once it outgrows ``header``'s file."""
+    from torch.nn.modules import module as nn_module
+
+    thread = threading.get_ident()
+    max_params, max_numel = 4 * len(header.tensors) + 64, 4 * header.numel + (1 << 20)
+    max_modules = 16 * max_params
+    holds = (f"while {header.path} holds {header.numel:,} values in {len(header.tensors)} tensors: "
+             "the config does not belong to these weights")
+    seen: set[int] = set()
+    counts = {"params": 0, "numel": 0, "buffer_bytes": 0, "modules": 0}
+
+    def on_param(module: torch.nn.Module, name: str, param: torch.Tensor | None) -> None:
+        if threading.get_ident() != thread or param is None or id(param) in seen:
+            return
+        seen.add(id(param))
+        counts["params"] += 1
+        counts["numel"] += param.numel()
+        if counts["params"] > max_params:
+            raise _OverBudget(f"would have more than {max_params:,} parameter tensors, {holds}")
+        if counts["numel"] > max_numel:
+            raise _OverBudget(f"would have more than {max_numel:,} parameters, {holds}")
+
+    def on_buffer(module: torch.nn.Module, name: str, buffer: torch.Tensor | None) -> None:
+        if threading.get_ident() != thread or buffer is None:
+            return
+        counts["buffer_bytes"] += buffer.numel() * buffer.element_size()
+        if memory is not None and counts["buffer_bytes"] > memory:
+            raise _OverBudget(f"would hold buffers larger than all {memory / 2**30:,.1f} GiB of memory")
+
+    def on_module(module: torch.nn.Module, name: str, submodule: torch.nn.Module | None) -> None:
+        if threading.get_ident() != thread:
+            return
+        counts["modules"] += 1
+        if counts["modules"] > max_modules:
+            raise _OverBudget(f"would have more than {max_modules:,} modules, {holds}")
+
+    handles = [
+        nn_module.register_module_parameter_registration_hook(on_param),
+        nn_module.register_module_buffer_registration_hook(on_buffer),
+        nn_module.register_module_module_registration_hook(on_module),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class _NoDataOnMeta(TorchFunctionMode):
+    """Initialising a meta tensor's values is a no-op: it has none.
+
+    Left to PyTorch, random initialisation on meta goes through Python decompositions
+    that import ``torch._dynamo`` (seconds) on every ``genloom sample``.
+    """
+
+    OPS = frozenset({
+        "normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
+        "xavier_uniform_", "orthogonal_", "sparse_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+        "bernoulli_", "exponential_", "geometric_", "log_normal_", "cauchy_", "random_", "fill_", "zero_",
+    })
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in self.OPS:
+            target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
+def _bytes(model: torch.nn.Module) -> int:
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _memory(device: torch.device) -> int | None:
+    """The memory a model built for ``device`` must fit in (it is built in RAM first)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        ram = None
+    if device.type == "cuda":
+        gpu = torch.cuda.mem_get_info(device)[1]
+        return gpu if ram is None else min(ram, gpu)
+    return ram
 
 
 def _warn_on_plugin_drift(ckpt: checkpoint.Checkpoint, plugins: PluginSet) -> None:
