@@ -43,6 +43,10 @@ class ImageFolder:
         val_fraction: the share of images held out for validation.
         condition: what ``example["condition"]`` holds: ``none`` or ``label`` (needs
             ``labels: true``).
+
+    Examples (batch keys): ``"image"``, the encoder's output (``pixels``: float32
+    ``(C, R, R)`` in [0, 1]); with ``labels=true`` ``"label"``, int64 ``()`` in
+    ``0 .. len(classes) - 1``; with ``condition=label`` ``"condition"``, the label again.
     """
 
     unit = "img"

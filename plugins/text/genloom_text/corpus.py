@@ -40,6 +40,9 @@ class PydocCorpus:
 
     It needs no download, which makes it the default corpus of the demo. Topics are joined
     in sorted order with blank lines between them.
+
+    Examples (batch keys): ``"tokens"``, int64 ``(block_size + 1,)``, the encoder's ids
+    (0-255 for ``bytes``): inputs ``[:-1]``, next-token targets ``[1:]``. No condition.
     """
 
     unit = "tok"
@@ -76,6 +79,9 @@ class TextFiles:
     UTF-8 and Latin-1 files is thereby read right with ``encoding=latin-1``. One log line
     says how many files used which encoding and names those that fell back. A file that
     none of these decode (or that holds NUL bytes) is an error naming it and the byte offset.
+
+    Examples (batch keys): ``"tokens"``, int64 ``(block_size + 1,)``, the encoder's ids
+    (0-255 for ``bytes``): inputs ``[:-1]``, next-token targets ``[1:]``. No condition.
 
     Attributes:
         files: the files read, in order.
