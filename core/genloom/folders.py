@@ -125,6 +125,8 @@ def glob_files(pattern: str) -> list[Path]:
         rest.append("*")  # a trailing ** names files at any depth
     if not rest:
         return [base] if base.is_file() else []
+    if not base.is_dir():
+        return []
     if "**" in rest:
         refuse_file_system_root(base, shown=pattern)
     walk = _Walk(base, shown=pattern)

@@ -285,8 +285,6 @@ def _read_text(file: Path, fallback: str | None) -> tuple[str, str]:
             return _refuse_nul(file, text, codec, offset=len(bom)), f"{name} (BOM)"
     try:
         text = data.decode("utf-8")
-        if fallback is None or "\x00" not in text:  # UTF-16 without a mark reads as UTF-8 with NULs
-            return _refuse_nul(file, text, "utf-8"), "utf-8"
     except UnicodeDecodeError as err:
         if fallback is None:
             raise ValueError(
@@ -297,9 +295,16 @@ def _read_text(file: Path, fallback: str | None) -> tuple[str, str]:
                 "with a byte-order mark are still read as such, only the others use it. If it "
                 "is a binary file, leave it out of dataset.path"
             ) from err
+        valid_utf8 = False
+    else:
+        if fallback is None or "\x00" not in text:
+            return _refuse_nul(file, text, "utf-8"), "utf-8"
+        valid_utf8 = True  # with NULs: UTF-16 without a mark, or binary
     try:
         text = data.decode(fallback)
     except UnicodeDecodeError as err:
+        if valid_utf8:
+            _refuse_nul(file, data.decode("utf-8"), "utf-8")  # binary: say so
         raise ValueError(
             f"{file} is neither UTF-8 nor {fallback} text (dataset.encoding): byte offset "
             f"{err.start} holds {data[err.start : err.start + 1]!r} ({err.reason}). Set "

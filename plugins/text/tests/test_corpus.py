@@ -187,6 +187,15 @@ def test_the_error_for_a_legacy_file_suggests_a_fallback_that_spares_the_utf8_fi
     assert corpus_text(corpus).count("d\u00e9j\u00e0 vu") == 21
 
 
+def test_utf16_without_a_mark_is_read_with_the_fallback_and_binary_still_refused(tmp_path: Path) -> None:
+    wide = write(tmp_path / "wide.txt", "plain ASCII in UTF-16 without a mark\n".encode("utf-16-le"))
+    corpus = TextFiles(path=str(wide), block_size=2, encoding="utf-16-le")
+    assert corpus.encodings == {wide: "utf-16-le"} and "plain ASCII" in corpus_text(corpus)
+    binary = write(tmp_path / "blob.txt", b"ab\x00")  # valid UTF-8 with a NUL; odd for UTF-16
+    with pytest.raises(ValueError, match=r"blob\.txt looks binary"):
+        TextFiles(path=str(binary), block_size=2, encoding="utf-16-le")
+
+
 def test_a_broken_file_behind_a_bom_or_not_in_the_fallback_is_named(tmp_path: Path) -> None:
     bad_bom = write(tmp_path / "bom.txt", b"\xef\xbb\xbfok \xff")
     with pytest.raises(ValueError, match=r"bom\.txt starts with a UTF-8 byte-order mark.*byte offset 6"):
