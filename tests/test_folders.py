@@ -70,7 +70,7 @@ def test_symlinked_folders_and_files_are_followed(tmp_path: Path) -> None:
     assert found == ["ant/1.png", "ant/2.png", "bee/1.png", "bee/2.png"]
 
 
-def test_a_symlink_loop_is_cut_with_a_warning(tmp_path: Path, caplog) -> None:
+def test_a_symlink_loop_is_cut_and_a_broken_link_named_in_warnings(tmp_path: Path, caplog) -> None:
     _touch(tmp_path, "a/1.png")
     (tmp_path / "a" / "again").symlink_to(tmp_path, target_is_directory=True)
     (tmp_path / "a" / "dangling").symlink_to(tmp_path / "nowhere")
@@ -78,6 +78,8 @@ def test_a_symlink_loop_is_cut_with_a_warning(tmp_path: Path, caplog) -> None:
         found = find_files(tmp_path, what="images")
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/1.png"]
     assert "a/again" in caplog.text and "loop back" in caplog.text
+    broken = f"1 symbolic link(s) whose target is missing: {tmp_path}/a/dangling -> {tmp_path}/nowhere"
+    assert broken in caplog.text
 
 
 def test_the_file_system_root_is_refused(tmp_path: Path) -> None:

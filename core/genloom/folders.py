@@ -7,7 +7,8 @@ validation with :func:`split_every`, so every folder dataset behaves the same wa
 
 * hidden files and folders (a leading ``.``, such as ``.git``) are skipped;
 * symbolic links to files and folders are followed, as if the target lay there; a link
-  back to a folder being searched (a loop) is cut, with a warning naming it;
+  back to a folder being searched (a loop) is cut, and a link whose target is missing
+  skipped, each with a warning naming it;
 * a search never starts at the root of the file system, and gives up with an error that
   says what to do after :data:`MAX_ENTRIES` directory entries;
 * paths are sorted, and validation takes every k-th example of each class, which keeps a
@@ -164,13 +165,14 @@ def glob_files(pattern: str) -> list[Path]:
 
 
 class _Walk:
-    """One search's bookkeeping: the entry budget, loops cut, folders that could not be read."""
+    """One search's bookkeeping: the entry budget, loops cut, broken links, unreadable folders."""
 
     def __init__(self, root: Path, shown: str | None = None) -> None:
         self.root = root
         self.shown = shown or str(root)
         self.visited = 0
         self.loops: list[Path] = []
+        self.broken: list[Path] = []
         self.unreadable: list[tuple[Path, str]] = []
 
     def entries(self, directory: Path) -> list[tuple[Path, bool]]:
@@ -193,9 +195,11 @@ class _Walk:
             try:  # both follow symlinks; a dangling link, pipe or device is neither
                 is_dir, is_file = entry.is_dir(), entry.is_file()
             except OSError:
-                continue
+                is_dir = is_file = False
             if is_dir or is_file:
                 listed.append((directory / entry.name, is_dir))
+            elif entry.is_symlink() and not entry.name.startswith("."):
+                self.broken.append(directory / entry.name)  # a class folder on an unmounted disk...
         return listed
 
     def ancestry(self, directory: Path, ancestors: frozenset[tuple[int, int]]) -> frozenset | None:
@@ -212,12 +216,19 @@ class _Walk:
         return ancestors | {key}
 
     def report(self) -> None:
-        """One warning for the loops cut and one for the folders that could not be read."""
+        """One warning each for the loops cut, the broken links and the unreadable folders."""
         if self.loops:
             log.warning(
                 "dataset.path %r: skipped %d symbolic link(s) that loop back to a folder "
                 "being searched: %s", self.shown, len(self.loops),
                 ", ".join(str(p) for p in sorted(self.loops)[:3]) + (", ..." if len(self.loops) > 3 else ""),
+            )
+        if self.broken:
+            log.warning(
+                "dataset.path %r: skipped %d symbolic link(s) whose target is missing: %s",
+                self.shown, len(self.broken),
+                ", ".join(f"{p} -> {os.readlink(p)}" for p in sorted(self.broken)[:3])
+                + (", ..." if len(self.broken) > 3 else ""),
             )
         if self.unreadable:
             log.warning(
