@@ -161,6 +161,8 @@ def test_a_symlinked_class_folder_is_a_class_and_classes_are_logged_with_counts(
 
 
 def test_an_mp3_is_read_where_libsndfile_can_and_named_where_it_cannot(tmp_path, caplog, monkeypatch) -> None:
+    if "MP3" not in soundfile.available_formats():
+        pytest.skip(f"libsndfile {soundfile.__libsndfile_version__} has no MP3 (1.1 and later do)")
     write_files(tmp_path, [("a.wav", "PCM_16", RATE, 1), ("b.mp3", "MPEG_LAYER_III", RATE, 1)])
     (tmp_path / "c.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A ")
     with caplog.at_level(logging.WARNING, logger="genloom_audio.folder"):
