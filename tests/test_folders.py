@@ -108,12 +108,16 @@ def test_devices_and_pipes_are_named_for_what_they_are(tmp_path: Path) -> None:
     assert describe_kind(tmp_path) == "a folder" and describe_kind(Path("/dev/null")) == "a character device"
 
 
-def test_globs_match_like_the_shell_and_follow_symlinks(tmp_path: Path) -> None:
+def test_globs_match_like_the_shell_and_follow_symlinks(tmp_path: Path, caplog) -> None:
     _touch(tmp_path, "top.md", "a/b/deep.md", "a/c.txt", ".hidden/x.md", "a/.h.md", "real/r.md")
     (tmp_path / "a" / "link").symlink_to(tmp_path / "real", target_is_directory=True)
     (tmp_path / "real" / "loop").symlink_to(tmp_path / "a", target_is_directory=True)
-    found = [p.relative_to(tmp_path).as_posix() for p in glob_files(f"{tmp_path}/**/*.md")]
+    (tmp_path / "a" / "gone.md").symlink_to(tmp_path / "nowhere.md")
+    (tmp_path / "a" / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    with caplog.at_level(logging.WARNING, logger="genloom.folders"):
+        found = [p.relative_to(tmp_path).as_posix() for p in glob_files(f"{tmp_path}/**/*.md")]
     assert found == ["a/b/deep.md", "a/link/r.md", "real/loop/b/deep.md", "real/r.md", "top.md"]
+    assert "1 symbolic link(s) whose target is missing" in caplog.text and "a/gone.md" in caplog.text
     assert glob_files(f"{tmp_path}/a/*.txt") == [tmp_path / "a" / "c.txt"]
     assert glob_files(f"{tmp_path}/.hidden/*.md") == [tmp_path / ".hidden" / "x.md"]
     assert glob_files(f"{tmp_path}/a/.h*") == [tmp_path / "a" / ".h.md"]

@@ -96,14 +96,14 @@ def walk_files(root: Path) -> list[Path]:
     stack = [(root, walk.ancestry(root, frozenset()))]
     while stack:
         directory, ancestors = stack.pop()
-        for path, is_dir in walk.entries(directory):
+        for path, kind in walk.entries(directory):
             if path.name.startswith("."):
                 continue
-            if not is_dir:
+            if kind == "file":
                 files.append(path)
-                continue
-            inside = walk.ancestry(path, ancestors)
-            if inside is not None:
+            elif kind == "broken":
+                walk.broken.append(path)
+            elif (inside := walk.ancestry(path, ancestors)) is not None:
                 stack.append((path, inside))
     walk.report()
     return sorted(files)
@@ -142,23 +142,26 @@ def glob_files(pattern: str) -> list[Path]:
         part, last = rest[k], k == len(rest) - 1
         if part == "**":
             stack.append((directory, k + 1, ancestors))
-            for path, is_dir in walk.entries(directory):
-                if is_dir and not path.name.startswith("."):
+            for path, kind in walk.entries(directory):
+                if kind == "dir" and not path.name.startswith("."):
                     stack.append((path, k, walk.ancestry(path, ancestors)))
             continue
         if not MAGIC & set(part):
             path = directory / part
-            candidates = [(path, path.is_dir())] if path.exists() else []
+            kind = "dir" if path.is_dir() else "file" if path.is_file() else None  # not a pipe
+            candidates = [(path, kind)] if kind else []
         else:
             candidates = [
-                (path, is_dir) for path, is_dir in walk.entries(directory)
+                (path, kind) for path, kind in walk.entries(directory)
                 if fnmatch.fnmatchcase(path.name, part)
                 and (part.startswith(".") or not path.name.startswith("."))
             ]
-        for path, is_dir in candidates:
-            if last and not is_dir and path.is_file():  # not a pipe or device named literally
+        for path, kind in candidates:
+            if last and kind == "file":
                 found.add(path)
-            elif not last and is_dir:
+            elif last and kind == "broken":
+                walk.broken.append(path)
+            elif not last and kind == "dir":
                 stack.append((path, k + 1, walk.ancestry(path, ancestors)))
     walk.report()
     return sorted(found)
@@ -172,17 +175,22 @@ class _Walk:
         self.shown = shown or str(root)
         self.visited = 0
         self.loops: list[Path] = []
-        self.broken: list[Path] = []
+        self.broken: list[Path] = []  # links whose target is missing: a class folder on an unmounted disk...
+        self.listed: dict[Path, list[tuple[Path, str]]] = {}
         self.unreadable: list[tuple[Path, str]] = []
 
-    def entries(self, directory: Path) -> list[tuple[Path, bool]]:
-        """``(path, is a folder)`` for each folder or regular file in ``directory``, symlinks followed."""
+    def entries(self, directory: Path) -> list[tuple[Path, str]]:
+        """``(path, "dir" | "file" | "broken")`` for each folder, regular file and symbolic link
+        to nothing in ``directory`` (links followed; pipes and devices left out). Each folder
+        is read once per search, however many parts of a pattern look into it."""
+        if directory in self.listed:
+            return self.listed[directory]
         try:
             with os.scandir(directory) as scan:
                 entries = list(scan)
         except OSError as err:
             self.unreadable.append((directory, err.strerror or type(err).__name__))
-            return []
+            entries = []
         self.visited += len(entries)
         if self.visited > MAX_ENTRIES:
             raise ValueError(
@@ -196,10 +204,10 @@ class _Walk:
                 is_dir, is_file = entry.is_dir(), entry.is_file()
             except OSError:
                 is_dir = is_file = False
-            if is_dir or is_file:
-                listed.append((directory / entry.name, is_dir))
-            elif entry.is_symlink() and not entry.name.startswith("."):
-                self.broken.append(directory / entry.name)  # a class folder on an unmounted disk...
+            kind = "dir" if is_dir else "file" if is_file else "broken" if entry.is_symlink() else None
+            if kind:
+                listed.append((directory / entry.name, kind))
+        self.listed[directory] = listed
         return listed
 
     def ancestry(self, directory: Path, ancestors: frozenset[tuple[int, int]]) -> frozenset | None:
@@ -223,12 +231,13 @@ class _Walk:
                 "being searched: %s", self.shown, len(self.loops),
                 ", ".join(str(p) for p in sorted(self.loops)[:3]) + (", ..." if len(self.loops) > 3 else ""),
             )
-        if self.broken:
+        broken = sorted(set(self.broken))
+        if broken:
             log.warning(
                 "dataset.path %r: skipped %d symbolic link(s) whose target is missing: %s",
-                self.shown, len(self.broken),
-                ", ".join(f"{p} -> {os.readlink(p)}" for p in sorted(self.broken)[:3])
-                + (", ..." if len(self.broken) > 3 else ""),
+                self.shown, len(broken),
+                ", ".join(f"{p} -> {os.readlink(p)}" for p in broken[:3])
+                + (", ..." if len(broken) > 3 else ""),
             )
         if self.unreadable:
             log.warning(
