@@ -17,7 +17,9 @@ These are structural interfaces (``typing.Protocol``): a plugin implements the m
 it inherits nothing. Optional capabilities: :class:`StreamingGenerator` and
 :class:`StreamingDecoder` let the sampler show output while it is being generated;
 :class:`Reconstructing` and :class:`ComparisonDecoder` let ``genloom eval`` show
-originals beside their reconstructions.
+originals beside their reconstructions; :class:`ConditionClasses` and
+:class:`ClassConditioned` let ``genloom train`` check, before the first step, that a
+generator steered by class indices takes as many classes as the dataset has.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -176,6 +178,24 @@ class Dataset(Protocol):
         captions encodes them with it into ``example["condition"]``.
         """
         ...
+
+
+@runtime_checkable
+class ConditionClasses(Protocol):
+    """A dataset that knows the classes its ``example["condition"]`` indexes (optional)."""
+
+    condition_classes: Mapping[str, int] | None
+    """``{class name: number of examples}`` in label order (condition ``i`` is the i-th
+    class); None when the condition is not a class index (a caption, or no condition)."""
+
+
+@runtime_checkable
+class ClassConditioned(Protocol):
+    """A generator that can be steered by a class index (optional)."""
+
+    num_condition_classes: int | None
+    """How many classes its condition takes (indices ``0 .. n - 1``); None when this
+    generator is not steered by a class index (a caption, or no condition)."""
 
 
 def kind_protocol(kind: str) -> type:

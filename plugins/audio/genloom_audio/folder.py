@@ -1,7 +1,9 @@
 """Your audio: a folder of WAV, FLAC or OGG files searched recursively, optionally one subfolder per class.
 
 Files are read with soundfile (libsndfile): WAV (8-bit unsigned, 16/24/32-bit integer and
-float PCM), FLAC (16/24-bit), OGG Vorbis, and whatever else libsndfile reads (AIFF...).
+float PCM), FLAC (16/24-bit), OGG Vorbis, AIFF, and MP3 and Opus where the installed
+libsndfile reads them (1.1 and later). Other audio (``.m4a``, ``.aac``, ``.wma``...) is
+left out and named in a warning that says to convert it.
 Each clip is mixed to mono (the mean of its channels), resampled to ``sample_rate`` with
 ``torchaudio.functional.resample`` (windowed sinc), and cropped to its first ``duration``
 seconds or padded with silence at the end. Only the start of a long file is read.
@@ -11,6 +13,13 @@ before training, never halfway through an epoch. A file that fails (a truncated 
 text renamed ``.wav``) is skipped and counted in one warning, or with ``strict=true`` the
 first one is an error naming it. Files with other suffixes (``.txt``, ``.csv``, a cover
 ``.jpg``) are not audio and are left alone.
+
+Clips that read but may not be what you meant are kept and counted in one warning each:
+a WAV whose header promises more audio than the file holds (truncated: read as far as it
+goes), a silent clip (peak below -80 dB in the part that is used, including stereo whose
+channels cancel out in the mono mix; ``drop_silent=true`` leaves these out), and a
+clipped one (0.1 % or more of its samples at full scale, or a peak beyond full scale
+after resampling).
 
 Split: files are taken in sorted order of their paths (within each class, with labels),
 and every k-th goes to validation, k = round(1 / val_fraction). The split depends only on
@@ -27,7 +36,7 @@ from pathlib import Path
 import soundfile
 import torch
 import torchaudio
-from genloom.folders import find_files, split_every
+from genloom.folders import count_classes, describe_classes, find_files, split_every
 from genloom.interfaces import Encoder, Split
 from torch import Tensor
 
@@ -36,9 +45,22 @@ from genloom_audio.examples import EncodedExamples, encode_clips, make_examples
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff")
+OPTIONAL_SUFFIXES = {".mp3": "MP3", ".opus": "OPUS"}  # read where libsndfile has the format
+OTHER_AUDIO = (".mp3", ".opus", ".m4a", ".aac", ".wma", ".ape", ".mka", ".amr", ".mpc")
 CONDITIONS = ("none", "label")
-SHOWN_FAILURES = 3  # files named in the warning about skipped files
+SHOWN_FAILURES = 3  # files named in each warning
 RESAMPLE_MARGIN = 64  # extra input samples read past the crop, for the resampling filter's tail
+SILENCE = 1e-4  # a peak below -80 dB, the log-mel floor: nothing to hear
+FULL_SCALE = 0.999
+CLIPPED_SHARE = 0.001  # this share of samples at full scale marks a clipped recording
+
+
+def readable_suffixes() -> tuple[str, ...]:
+    """The suffixes read: :data:`SUFFIXES`, plus MP3 and Opus where this libsndfile has them."""
+    formats = set(soundfile.available_formats())
+    subtypes = set(soundfile.available_subtypes("OGG")) if "OGG" in formats else set()
+    extra = tuple(s for s, name in OPTIONAL_SUFFIXES.items() if name in formats | subtypes)
+    return SUFFIXES + extra
 
 
 class AudioFolder:
@@ -55,6 +77,12 @@ class AudioFolder:
         val_fraction: the share of files held out for validation.
         condition: what ``example["condition"]`` holds: ``none`` or ``label`` (needs
             ``labels: true``).
+        drop_silent: leave silent clips out instead of training on them (with a warning
+            either way).
+
+    Examples (batch keys): ``"mel"``, the encoder's output (``log_mel``: float32
+    ``(1, n_mels, frames)`` in [0, 1]); with ``labels=true`` ``"label"``, int64 ``()`` in
+    ``0 .. len(classes) - 1``; with ``condition=label`` ``"condition"``, the label again.
     """
 
     unit = "clip"
@@ -70,9 +98,16 @@ class AudioFolder:
         strict: bool = False,
         val_fraction: float = 0.1,
         condition: str = "none",
+        drop_silent: bool = False,
     ) -> None:
         if condition not in CONDITIONS:
-            raise ValueError(f"dataset.condition must be one of {', '.join(CONDITIONS)}; got {condition!r}")
+            raise ValueError(
+                f"dataset.condition={condition} is not something audio_folder provides: a folder "
+                "has no pitches, timbres or captions, only classes from subfolders (none | label). "
+                "Train your folder with pipeline=audio_folder dataset.path=DIR (unconditional), "
+                "adding dataset.labels=true generator.condition=label generator.num_classes=N to "
+                "steer by class (docs/audio.md)"
+            )
         if condition == "label" and not labels:
             raise ValueError(
                 "dataset.condition=label needs the class of each file: set dataset.labels=true "
@@ -95,19 +130,37 @@ class AudioFolder:
         self.val_fraction = val_fraction
         self.every = round(1 / val_fraction)
         self.condition = condition
-        self.files = find_files(self.root, what="audio files", suffixes=SUFFIXES,
-                                hint="put WAV, FLAC or OGG files in it")
-        self.classes: list[str] = []
+        self.drop_silent = drop_silent
+        readable = readable_suffixes()
+        found = find_files(self.root, what="audio files", suffixes=readable + OTHER_AUDIO,
+                           hint="put WAV, FLAC or OGG files in it")
+        self.files = [f for f in found if f.suffix.lower() in readable]
+        left_out = [f for f in found if f.suffix.lower() not in readable]
+        if left_out:
+            shown = ", ".join(str(f.relative_to(self.root)) for f in left_out[:SHOWN_FAILURES])
+            more = f", and {len(left_out) - SHOWN_FAILURES} more" if len(left_out) > SHOWN_FAILURES else ""
+            log.warning(
+                "left out %d file(s) in %s that soundfile (libsndfile %s) cannot read: %s%s; "
+                "convert them to WAV or FLAC to train on them (ffmpeg -i IN.m4a OUT.flac)",
+                len(left_out), self.root, soundfile.__libsndfile_version__, shown, more,
+            )
+        if not self.files:
+            raise ValueError(
+                f"dataset.path {path!r} holds no audio files this soundfile reads: {len(left_out)} "
+                f"file(s) in formats it lacks ({', '.join(sorted({f.suffix for f in left_out}))}); "
+                "convert them to WAV or FLAC"
+            )
+        counts = count_classes(self.files, self.root) if labels else {}
+        self.classes: list[str] = list(counts)
+        self.condition_classes = counts if condition == "label" else None  # see ConditionClasses
         if labels:
-            folders = {f.relative_to(self.root).parts[0] for f in self.files if f.parent != self.root}
-            self.classes = sorted(folders)
             if not self.classes:
                 raise ValueError(
                     f"dataset.path {path!r} has no subfolders, so dataset.labels=true finds no "
                     "classes: put each class's files in a subfolder (path/dog/, path/bird/), "
                     "or set dataset.labels=false"
                 )
-            log.info("audio_folder classes: %s", ", ".join(f"{i}={c}" for i, c in enumerate(self.classes)))
+            log.info("audio_folder: %d classes in %s: %s", len(counts), self.root, describe_classes(counts))
         self._encoded: tuple[Encoder, dict[str, EncodedExamples]] | None = None
 
     def split(
@@ -120,22 +173,42 @@ class AudioFolder:
 
     def read(self, file: Path) -> Tensor:
         """One file as a mono waveform ``(samples,)`` at ``sample_rate``, cropped or padded."""
+        return self._read(file)[0]
+
+    def _read(self, file: Path) -> tuple[Tensor, dict[str, str]]:
+        """The waveform, and ``{"truncated" | "silent" | "clipped": why}`` for what is odd about it."""
+        notes = {}
         with soundfile.SoundFile(file) as sound:
             rate = sound.samplerate
             wanted = math.ceil(self.duration * rate) + RESAMPLE_MARGIN
             data = sound.read(frames=wanted, dtype="float32", always_2d=True)  # (frames, channels)
         if data.shape[0] == 0:
             raise ValueError("it holds no samples")
-        waveform = torch.from_numpy(data).mean(1)
+        shortfall = _wav_shortfall(file)
+        if shortfall:
+            notes["truncated"] = shortfall
+        channels = torch.from_numpy(data)
+        waveform = channels.mean(1)
         if rate != self.sample_rate:
             waveform = torchaudio.functional.resample(waveform, rate, self.sample_rate)
         waveform = waveform[: self.samples]
-        return torch.nn.functional.pad(waveform, (0, self.samples - len(waveform)))
+        used = channels[: math.ceil(self.duration * rate)]
+        peak = float(waveform.abs().max())
+        at_full_scale = float((used.abs() >= FULL_SCALE).float().mean())
+        if peak < SILENCE:
+            cancelled = float(used.abs().max()) >= SILENCE
+            notes["silent"] = "its channels cancel out in the mono mix" if cancelled else "no sound"
+        elif at_full_scale >= CLIPPED_SHARE:
+            notes["clipped"] = f"{100 * at_full_scale:.1f}% of its samples sit at full scale"
+        elif peak > 1.0:
+            notes["clipped"] = f"resampling takes its peak to {peak:.3f}, beyond full scale"
+        return torch.nn.functional.pad(waveform, (0, self.samples - len(waveform))), notes
 
     def _encode(self, encoder: Encoder) -> dict[str, EncodedExamples]:
         start = time.perf_counter()
         clips: list[tuple[int | None, Tensor]] = []  # (label, waveform), in path order
         failures: list[tuple[Path, str]] = []
+        noted: dict[str, list[tuple[Path, str]]] = {"truncated": [], "silent": [], "clipped": []}
         outside = 0
         for file in self.files:
             label = None
@@ -145,7 +218,7 @@ class AudioFolder:
                     continue
                 label = self.classes.index(file.relative_to(self.root).parts[0])
             try:
-                clips.append((label, self.read(file)))
+                waveform, notes = self._read(file)
             except Exception as err:  # libsndfile and the resampler raise many kinds of error on bad data
                 reason = f"{type(err).__name__}: {err}"
                 if self.strict:
@@ -154,6 +227,11 @@ class AudioFolder:
                         "or set dataset.strict=false to skip such files with a warning"
                     ) from err
                 failures.append((file, reason))
+                continue
+            for kind, why in notes.items():
+                noted[kind].append((file, why))
+            if not (self.drop_silent and "silent" in notes):
+                clips.append((label, waveform))
         if outside:
             log.warning(
                 "%d file(s) directly in %s belong to no class and were left out "
@@ -161,18 +239,19 @@ class AudioFolder:
                 outside, self.root,
             )
         if failures:
-            shown = "; ".join(f"{f.relative_to(self.root)} ({why})" for f, why in failures[:SHOWN_FAILURES])
-            more = f"; and {len(failures) - SHOWN_FAILURES} more" if len(failures) > SHOWN_FAILURES else ""
             log.warning(
-                "skipped %d of %d audio files in %s that are not readable: %s%s "
+                "skipped %d of %d audio files in %s that are not readable: %s "
                 "(dataset.strict=true makes this an error)",
-                len(failures), len(self.files), self.root, shown, more,
+                len(failures), len(self.files), self.root, self._shown(failures),
             )
+        self._warn_about(noted)
         if not clips:
+            dropped = len(noted["silent"]) if self.drop_silent else 0
             raise ValueError(
                 f"dataset.path {str(self.root)!r} holds no readable audio: {len(self.files)} "
-                f"file(s) found, {len(failures)} unreadable. Supported: WAV, FLAC, OGG Vorbis "
-                "(anything libsndfile reads)"
+                f"file(s) found, {len(failures)} unreadable"
+                + (f", {dropped} silent and dropped (dataset.drop_silent=true)" if dropped else "")
+                + ". Supported: WAV, FLAC, OGG Vorbis (anything libsndfile reads)"
             )
         examples = {}
         for name, members in self._split(clips).items():
@@ -186,7 +265,51 @@ class AudioFolder:
         )
         return examples
 
+    def _warn_about(self, noted: dict[str, list[tuple[Path, str]]]) -> None:
+        """One warning for each kind of odd clip: truncated, silent, clipped."""
+        if noted["truncated"]:
+            log.warning(
+                "%d truncated WAV file(s) in %s, read as far as they go: %s",
+                len(noted["truncated"]), self.root, self._shown(noted["truncated"]),
+            )
+        if noted["silent"]:
+            what = "dropped %d silent clip(s)" if self.drop_silent else "%d silent clip(s)"
+            advice = "" if self.drop_silent else "; dataset.drop_silent=true leaves them out"
+            log.warning(
+                what + " in %s (peak below -80 dB in the first %g s): %s%s",
+                len(noted["silent"]), self.root, self.duration, self._shown(noted["silent"]), advice,
+            )
+        if noted["clipped"]:
+            log.warning(
+                "%d clipped clip(s) in %s, trained on as they are (lower their level to avoid "
+                "distortion in the model): %s",
+                len(noted["clipped"]), self.root, self._shown(noted["clipped"]),
+            )
+
+    def _shown(self, files: list[tuple[Path, str]]) -> str:
+        shown = "; ".join(f"{f.relative_to(self.root)} ({why})" for f, why in files[:SHOWN_FAILURES])
+        return shown + (f"; and {len(files) - SHOWN_FAILURES} more" if len(files) > SHOWN_FAILURES else "")
+
     def _split(self, items: list[tuple[int | None, Tensor]]) -> dict[str, list]:
         """Every k-th item of each class (in path order) to validation, the rest to training."""
         return split_every(items, every=self.every, group=lambda item: item[0], what="clips",
                            root=self.root, val_fraction=self.val_fraction)
+
+
+def _wav_shortfall(file: Path) -> str | None:
+    """For a RIFF WAV whose data chunk promises more bytes than the file holds, say how many."""
+    with open(file, "rb") as stream:
+        head = stream.read(12)
+        if head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        size = file.stat().st_size
+        while len(chunk := stream.read(8)) == 8:
+            length = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                held = size - stream.tell()
+                streaming = length in (0, 0xFFFFFFFF)  # a writer that never filled the size in
+                if not streaming and length > held:
+                    return f"its header promises {length} bytes of audio, the file holds {held}"
+                return None
+            stream.seek(length + (length & 1), 1)
+    return None

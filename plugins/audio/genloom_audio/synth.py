@@ -101,6 +101,12 @@ class SynthNotes:
             ``timbre`` (the timbre index) or ``caption`` (the caption, encoded by the
             pipeline's condition encoder).
         chords: probability that an example is a triad on its root instead of one note.
+
+    Examples (batch keys): ``"mel"``, the encoder's output (``log_mel``: float32
+    ``(1, n_mels, frames)`` in [0, 1]); ``"label"``, int64 ``()``, ``midi - low`` of the
+    root; ``"timbre"``, int64 ``()``, the index in ``timbres``; ``"condition"``: the label
+    (``pitch``), the timbre (``timbre``) or the caption's word ids, int64 ``(max_words,)``
+    (``caption``), absent for ``none``.
     """
 
     unit = "clip"

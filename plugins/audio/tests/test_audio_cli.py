@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 from genloom import cli
@@ -71,3 +72,30 @@ def test_a_caption_model_trains_and_follows_its_prompts(only_audio, tmp_path: Pa
     assert plucked == sample(run, tmp_path / "again", 'prompt="A plucked c#4!"')  # same words, same ids
     bell = sample(run, tmp_path / "bell", 'prompt="a bell G4"')
     assert plucked["sample_000.wav"] != bell["sample_000.wav"]
+
+
+def test_a_folder_preset_trains_on_your_clips_and_samples_a_class(only_audio, tmp_path: Path, capsys) -> None:
+    t = np.arange(4000) / 8000
+    for name, hz in (("low", 220.0), ("mid", 440.0), ("high", 880.0)):
+        (tmp_path / "clips" / name).mkdir(parents=True)
+        for j in range(4):
+            soundfile.write(tmp_path / "clips" / name / f"{j}.wav", 0.3 * np.sin(2 * np.pi * hz * t), 8000)
+    run = tmp_path / "run"
+    args = ["pipeline=audio_folder_debug", "trainer.progress=false", "trainer.max_steps=4",
+            f"dataset.path={tmp_path / 'clips'}", "dataset.labels=true", "generator.condition=label"]
+    assert cli.main(["train", *args, "generator.num_classes=2", f"hydra.run.dir={run}"]) == 1
+    assert "has 3 classes (high 4, low 4, mid 4) but the generator takes 2" in capsys.readouterr().out
+    assert cli.main(["train", *args, "generator.num_classes=3", f"hydra.run.dir={run}"]) == 0
+    wavs = sample(run, tmp_path / "mid", "label=2")
+    assert len([name for name in wavs if name.endswith(".wav")]) == 3
+
+
+def test_a_synth_preset_on_a_folder_points_to_the_folder_preset(only_audio, tmp_path, capsys) -> None:
+    (tmp_path / "clips").mkdir()
+    soundfile.write(tmp_path / "clips" / "a.wav", [0.1] * 800, 8000)
+    args = ["pipeline=audio_debug", "dataset=audio_folder", f"dataset.path={tmp_path / 'clips'}",
+            f"hydra.run.dir={tmp_path}"]
+    assert cli.main(["train", *args]) == 1
+    out = capsys.readouterr().out
+    assert "dataset.condition=pitch is not something audio_folder provides" in out
+    assert "pipeline=audio_folder dataset.path=DIR" in out

@@ -31,6 +31,8 @@ def test_the_groups_hold_the_expected_files() -> None:
         "generator/mel_vae_debug.yaml",
         "pipeline/audio_caption_debug.yaml",
         "pipeline/audio_debug.yaml",
+        "pipeline/audio_folder.yaml",
+        "pipeline/audio_folder_debug.yaml",
         "pipeline/notes.yaml",
         "pipeline/notes_caption.yaml",
         "trainer/notes.yaml",

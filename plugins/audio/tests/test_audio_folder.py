@@ -142,3 +142,67 @@ def test_labels_come_from_subfolders_in_sorted_order(tmp_path: Path) -> None:
 def test_label_conditioning_needs_labels(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="dataset.condition=label needs the class of each file"):
         AudioFolder(path=str(tmp_path), condition="label")
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_symlinked_class_folder_is_a_class_and_classes_are_logged_with_counts(tmp_path, caplog) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    write_files(data, [(f"bird/{i}.wav", "PCM_16", RATE, 1) for i in range(2)])
+    write_files(elsewhere, [(f"dog/{i}.wav", "PCM_16", RATE, 1) for i in range(3)])
+    (data / "dog").symlink_to(elsewhere / "dog", target_is_directory=True)
+    with caplog.at_level(logging.INFO, logger="genloom_audio.folder"):
+        dataset = AudioFolder(path=str(data), labels=True, condition="label", val_fraction=0.5)
+    assert dataset.classes == ["bird", "dog"] and dataset.condition_classes == {"bird": 2, "dog": 3}
+    assert f"2 classes in {data}: 0=bird (2), 1=dog (3)" in caplog.text
+    assert AudioFolder(path=str(data), labels=True).condition_classes is None
+
+
+def test_an_mp3_is_read_where_libsndfile_can_and_named_where_it_cannot(tmp_path, caplog, monkeypatch) -> None:
+    if "MP3" not in soundfile.available_formats():
+        pytest.skip(f"libsndfile {soundfile.__libsndfile_version__} has no MP3 (1.1 and later do)")
+    write_files(tmp_path, [("a.wav", "PCM_16", RATE, 1), ("b.mp3", "MPEG_LAYER_III", RATE, 1)])
+    (tmp_path / "c.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A ")
+    with caplog.at_level(logging.WARNING, logger="genloom_audio.folder"):
+        dataset = AudioFolder(path=str(tmp_path), sample_rate=RATE, val_fraction=0.5)
+    assert [f.name for f in dataset.files] == ["a.wav", "b.mp3"]  # libsndfile >= 1.1 reads MP3
+    assert semitones(median_pitch(dataset.read(dataset.files[1])[None], RATE), HZ).abs().max() < 0.1
+    (warning,) = warnings_of(caplog)
+    assert "left out 1 file(s) in" in warning and "c.m4a" in warning
+    assert "convert them to WAV or FLAC" in warning
+    caplog.clear()
+    monkeypatch.setattr("genloom_audio.folder.soundfile.available_formats", lambda: {"WAV": "", "FLAC": ""})
+    with caplog.at_level(logging.WARNING, logger="genloom_audio.folder"):
+        older = AudioFolder(path=str(tmp_path), sample_rate=RATE, val_fraction=0.5)
+    assert [f.name for f in older.files] == ["a.wav"]
+    assert "b.mp3, c.m4a" in warnings_of(caplog)[0]
+
+
+def test_truncated_silent_and_clipped_clips_are_counted_in_warnings(tmp_path: Path, caplog) -> None:
+    write_files(tmp_path, [(f"ok{i}.wav", "PCM_16", RATE, 1) for i in range(3)])
+    whole = (tmp_path / "ok0.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])  # the header still promises 0.6 s
+    soundfile.write(tmp_path / "silent.wav", np.zeros(8000), RATE)
+    wave = tone(RATE, 1)[:, 0]
+    soundfile.write(tmp_path / "antiphase.wav", np.stack([wave, -wave], axis=1), RATE)
+    soundfile.write(tmp_path / "loud.wav", np.clip(4 * wave, -1, 1), RATE, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="genloom_audio.folder"):
+        dataset = AudioFolder(path=str(tmp_path), sample_rate=8000, val_fraction=0.5)  # resampled
+        encoder = LogMel(sample_rate=8000)
+        assert len(dataset.split("train", encoder)) + len(dataset.split("val", encoder)) == 7
+    said = "\n".join(warnings_of(caplog))
+    assert "1 truncated WAV file(s)" in said and "cut.wav (its header promises 19200 bytes of audio" in said
+    assert "2 silent clip(s)" in said and "antiphase.wav (its channels cancel out in the mono mix)" in said
+    assert "silent.wav" in said and "dataset.drop_silent=true" in said
+    assert "1 clipped clip(s)" in said and "loud.wav" in said
+
+
+def test_drop_silent_leaves_silent_clips_out(tmp_path: Path, caplog) -> None:
+    write_files(tmp_path, [(f"ok{i}.wav", "PCM_16", RATE, 1) for i in range(2)])
+    soundfile.write(tmp_path / "silent.wav", np.zeros(8000), RATE)
+    with caplog.at_level(logging.WARNING, logger="genloom_audio.folder"):
+        dataset = AudioFolder(path=str(tmp_path), sample_rate=RATE, val_fraction=0.5, drop_silent=True)
+        assert len(dataset.split("train", ENCODER)) + len(dataset.split("val", ENCODER)) == 2
+    assert "dropped 1 silent clip(s)" in "\n".join(warnings_of(caplog))

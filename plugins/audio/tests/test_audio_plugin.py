@@ -40,7 +40,10 @@ def test_registers_every_component_and_its_config(audio_plugin: PluginSet) -> No
         "decoder": ["griffin_lim"],
         "encoder": ["log_mel", "log_mel_debug"],
         "generator": ["mel_vae", "mel_vae_debug"],
-        "pipeline": ["audio_caption_debug", "audio_debug", "notes", "notes_caption"],
+        "pipeline": [
+            "audio_caption_debug", "audio_debug", "audio_folder", "audio_folder_debug",
+            "notes", "notes_caption",
+        ],
         "trainer": ["notes"],
     }
 

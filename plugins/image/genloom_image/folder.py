@@ -18,12 +18,12 @@ import logging
 import time
 from pathlib import Path
 
-from genloom.folders import find_files, split_every
+from genloom.folders import count_classes, describe_classes, find_files, split_every
 from genloom.interfaces import Encoder, Split
 from PIL import Image
 from torch import Tensor
 
-from genloom_image.examples import EncodedExamples, check_condition, make_examples
+from genloom_image.examples import EncodedExamples, make_examples
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,16 @@ class ImageFolder:
         path: the folder.
         labels: read each image's class from its top-level subfolder, the ImageFolder
             convention (``path/cat/1.png`` is class ``cat``); classes are numbered in
-            sorted order of their names. Images directly in ``path`` are then skipped.
+            sorted order of their names and logged with their numbers of files. Images
+            directly in ``path`` are then skipped. A subfolder may be a symbolic link.
         strict: an unreadable file is an error instead of a skipped file.
         val_fraction: the share of images held out for validation.
         condition: what ``example["condition"]`` holds: ``none`` or ``label`` (needs
             ``labels: true``).
+
+    Examples (batch keys): ``"image"``, the encoder's output (``pixels``: float32
+    ``(C, R, R)`` in [0, 1]); with ``labels=true`` ``"label"``, int64 ``()`` in
+    ``0 .. len(classes) - 1``; with ``condition=label`` ``"condition"``, the label again.
     """
 
     unit = "img"
@@ -56,7 +61,14 @@ class ImageFolder:
         val_fraction: float = 0.1,
         condition: str = "none",
     ) -> None:
-        check_condition(condition, captions=False)
+        if condition not in ("none", "label"):
+            raise ValueError(
+                f"dataset.condition={condition} (which follows generator.condition) is not something "
+                "image_folder provides: a folder has no captions, only classes from subfolders. "
+                "Train your folder with pipeline=image_folder dataset.path=DIR (unconditional), "
+                "adding dataset.labels=true generator.condition=label generator.num_classes=N to "
+                "steer by class (docs/image.md)"
+            )
         if condition == "label" and not labels:
             raise ValueError(
                 "dataset.condition=label needs the class of each image: set dataset.labels=true "
@@ -71,17 +83,17 @@ class ImageFolder:
         self.every = round(1 / val_fraction)
         self.condition = condition
         self.files = find_files(self.root, what="images", hint="put images in it")
-        self.classes: list[str] = []
+        counts = count_classes(self.files, self.root) if labels else {}
+        self.classes: list[str] = list(counts)
+        self.condition_classes = counts if condition == "label" else None  # see ConditionClasses
         if labels:
-            folders = {f.relative_to(self.root).parts[0] for f in self.files if f.parent != self.root}
-            self.classes = sorted(folders)
             if not self.classes:
                 raise ValueError(
                     f"dataset.path {path!r} has no subfolders, so dataset.labels=true finds no "
                     "classes: put each class's images in a subfolder (path/cat/, path/dog/), "
                     "or set dataset.labels=false"
                 )
-            log.info("image_folder classes: %s", ", ".join(f"{i}={c}" for i, c in enumerate(self.classes)))
+            log.info("image_folder: %d classes in %s: %s", len(counts), self.root, describe_classes(counts))
         self._encoded: tuple[Encoder, Encoder | None, dict[str, EncodedExamples]] | None = None
 
     def split(

@@ -14,7 +14,9 @@ Every Pillow mode is accepted and brought to ``channels`` (1 grayscale, 3 RGB):
   NaN reads as 0;
 * ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``...: converted to RGB by Pillow.
 
-Colour becomes gray by ITU-R 601 luma (Pillow's ``convert("L")``); gray becomes colour by
+A photo's EXIF orientation tag is applied first (``ImageOps.exif_transpose``), so a JPEG
+that a phone stored sideways with "rotate 90" in its tag is encoded upright, as a viewer
+shows it. Colour becomes gray by ITU-R 601 luma (Pillow's ``convert("L")``); gray becomes colour by
 repeating it. The shorter side is resized to ``resolution`` (Lanczos, which antialiases
 when shrinking) and the longer side is center-cropped to it.
 """
@@ -23,9 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 
+ORIENTATION = 0x0112  # the EXIF tag: 1 is upright, 2-8 say how to rotate or mirror
 WHITE = (255, 255, 255, 255)
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 WITH_ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
@@ -60,7 +63,7 @@ class Pixels:
             raise ValueError(f"{where} is empty ({media.width}x{media.height} pixels)")
         try:
             media.load()
-            image = flatten(media)
+            image = flatten(upright(media))
         except (OSError, ValueError) as err:
             raise ValueError(f"{where} cannot be read as pixels: {err}") from err
         if self.channels == 1 and image.mode == "RGB":
@@ -74,6 +77,13 @@ class Pixels:
         if self.channels == 3 and pixels.shape[0] == 1:
             pixels = pixels.expand(3, -1, -1)
         return pixels.clamp(0.0, 1.0).contiguous()
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: its EXIF orientation (rotation, mirroring) applied."""
+    if image.getexif().get(ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def flatten(image: Image.Image) -> Image.Image:

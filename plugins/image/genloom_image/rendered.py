@@ -66,6 +66,11 @@ class Shapes:
         spread: how far from the middle a shape's centre may lie, as a fraction of the
             side (each way); 0 centres every shape, 0.5 lets shapes go anywhere they fit.
             A small VAE learns shapes much faster when they do not wander far.
+
+    Examples (batch keys): ``"image"``, the encoder's output (``pixels``: float32
+    ``(C, R, R)`` in [0, 1]); ``"label"``, int64 ``()``, the shape index in ``0 .. 6``;
+    ``"condition"``: the label (``condition=label``) or the caption's word ids, int64
+    ``(max_words,)`` (``condition=caption``), absent for ``none``.
     """
 
     unit = "img"
@@ -146,6 +151,11 @@ class Glyphs:
         condition: what ``example["condition"]`` holds: ``none``, ``label`` (the character
             index) or ``caption`` (the caption, encoded by the pipeline's condition encoder).
         characters: ``digits`` (10 classes), ``letters`` (A-Z, 26) or ``both`` (36).
+
+    Examples (batch keys): ``"image"``, the encoder's output (``pixels``: float32
+    ``(C, R, R)`` in [0, 1], white glyph on black); ``"label"``, int64 ``()``, the index in
+    ``classes``; ``"condition"``: the label (``condition=label``) or the caption's word
+    ids, int64 ``(max_words,)`` (``condition=caption``), absent for ``none``.
     """
 
     unit = "img"

@@ -107,6 +107,7 @@ class VAE(nn.Module):
         self.beta = beta
         self.condition = condition
         self.num_classes = num_classes
+        self.num_condition_classes = num_classes if condition == "label" else None  # ClassConditioned
         self.caption_buckets = caption_buckets
         self.condition_dropout = condition_dropout
         self._labels_checked = False  # see _batch_condition

@@ -100,7 +100,7 @@ def test_subfolders_are_classes_in_sorted_order(tmp_path, caplog) -> None:
         dataset = ImageFolder(path=str(tmp_path), labels=True, val_fraction=0.25, condition="label")
         train, val = dataset.split("train", ENCODER), dataset.split("val", ENCODER)
     assert dataset.classes == ["ant", "moth", "zebra"]
-    assert "0=ant, 1=moth, 2=zebra" in caplog.text and "1 file(s) directly in" in caplog.text
+    assert "0=ant (4), 1=moth (5), 2=zebra (4)" in caplog.text and "1 file(s) directly in" in caplog.text
     assert sorted(val.tensors["label"].tolist()) == [0, 1, 2]  # every 4th image of each class
     assert len(train) == 10
     for split in (train, val):
@@ -122,3 +122,37 @@ def test_label_conditioning_needs_labels(tmp_path) -> None:
         ImageFolder(path=str(tmp_path), condition="label")
     with pytest.raises(ValueError, match="no subfolders"):
         ImageFolder(path=str(tmp_path), labels=True)
+
+
+def test_a_symlinked_class_folder_is_a_class_and_classes_are_logged_with_counts(tmp_path, caplog) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    write(data, {f"ant/{i}.png": Image.new("L", (8, 8), 20) for i in range(3)})
+    write(data, {f"zebra/{i}.png": Image.new("L", (8, 8), 200) for i in range(2)})
+    write(elsewhere, {f"moth/{i}.png": Image.new("L", (8, 8), 120) for i in range(4)})
+    (data / "moth").symlink_to(elsewhere / "moth", target_is_directory=True)
+    with caplog.at_level(logging.INFO, logger="genloom_image.folder"):
+        dataset = ImageFolder(path=str(data), labels=True, val_fraction=0.5, condition="label")
+    assert dataset.classes == ["ant", "moth", "zebra"]
+    assert dataset.condition_classes == {"ant": 3, "moth": 4, "zebra": 2}
+    assert f"3 classes in {data}: 0=ant (3), 1=moth (4), 2=zebra (2)" in caplog.text
+    labels = torch.cat([dataset.split(s, ENCODER).tensors["label"] for s in ("train", "val")])
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1, 1, 2, 2]
+    assert ImageFolder(path=str(data), labels=True).condition_classes is None  # condition=none
+
+
+def test_exif_orientation_is_applied(tmp_path) -> None:
+    # Stored 16 wide x 8 high, left half black, right half white. Orientation 6 says "rotate
+    # 90 degrees clockwise to view": upright it is 8 x 16, top half black, bottom half white,
+    # and so is its 8 x 8 center crop. Ignoring the tag would give a left/right crop instead.
+    stored = Image.new("L", (16, 8), 0)
+    stored.paste(255, (8, 0, 16, 8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for i in range(2):
+        stored.save(tmp_path / f"phone{i}.jpg", exif=exif, quality=100)
+    dataset = ImageFolder(path=str(tmp_path), val_fraction=0.5)
+    encoder = Pixels(resolution=8, channels=1)
+    images = torch.cat([dataset.split(s, encoder).tensors["image"] for s in ("train", "val")])[:, 0]
+    top, bottom = images[:, :3].mean(), images[:, 5:].mean()
+    left, right = images[:, :, :3].mean(), images[:, :, 5:].mean()
+    assert top < 0.1 and bottom > 0.9 and abs(left - right) < 0.05

@@ -81,3 +81,43 @@ def test_the_shapes_preset_selects_its_condition_encoder(only_image, tmp_path: P
     ]
     args = ["train", "pipeline=shapes", *tiny_shapes, "trainer=debug", "trainer.progress=false"]
     assert cli.main([*args, f"hydra.run.dir={tmp_path}"]) == 0
+
+
+def class_folders(root: Path, counts: dict[str, int]) -> Path:
+    for i, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for j in range(n):
+            Image.new("RGB", (12, 10), (60 * i, 255 - 60 * i, 17 * j)).save(root / name / f"{j}.png")
+    return root
+
+
+FOLDER = ["pipeline=image_folder_debug", "trainer.progress=false", "trainer.max_steps=4"]
+LABELS = ["dataset.labels=true", "generator.condition=label"]
+
+
+def test_a_folder_preset_trains_on_your_images_and_samples_a_class(only_image, tmp_path: Path) -> None:
+    data = class_folders(tmp_path / "pets", {"cats": 4, "dogs": 4, "owls": 4})
+    run = tmp_path / "run"
+    args = [*FOLDER, *LABELS, "generator.num_classes=3", f"dataset.path={data}", f"hydra.run.dir={run}"]
+    assert cli.main(["train", *args]) == 0
+    assert "grid.png" in sample(run, tmp_path / "owls", "label=2")
+
+
+def test_more_classes_than_the_generator_takes_stops_before_training(only_image, tmp_path, capsys) -> None:
+    data = class_folders(tmp_path / "pets", {"cats": 4, "dogs": 4, "owls": 4})
+    run = tmp_path / "run"
+    args = [*FOLDER, *LABELS, "generator.num_classes=2", f"dataset.path={data}", f"hydra.run.dir={run}"]
+    assert cli.main(["train", *args]) == 1
+    out = capsys.readouterr()
+    assert (
+        f"dataset.path '{data}' has 3 classes (cats 4, dogs 4, owls 4) but the generator takes 2 "
+        "(generator.num_classes=2): set generator.num_classes=3"
+    ) in out.out
+    assert "Traceback" not in out.out + out.err and not (run / "checkpoints").exists()
+
+
+def test_a_caption_preset_on_a_folder_points_to_the_folder_preset(only_image, tmp_path: Path, capsys) -> None:
+    data = class_folders(tmp_path / "pets", {"cats": 4})
+    args = ["pipeline=shapes", "dataset=image_folder", f"dataset.path={data}", f"hydra.run.dir={tmp_path}"]
+    assert cli.main(["train", *args]) == 1
+    assert "pipeline=image_folder dataset.path=" in capsys.readouterr().out

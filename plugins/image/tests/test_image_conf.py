@@ -33,6 +33,8 @@ def test_the_groups_hold_the_expected_files() -> None:
         "generator/vae_debug.yaml",
         "pipeline/glyphs.yaml",
         "pipeline/image_debug.yaml",
+        "pipeline/image_folder.yaml",
+        "pipeline/image_folder_debug.yaml",
         "pipeline/shapes.yaml",
         "pipeline/shapes_debug.yaml",
     ]
@@ -64,7 +66,8 @@ def test_pipeline_presets_show_their_command_and_link_their_sizes(pipeline: str,
     assert any(line.startswith(f"# genloom train pipeline={pipeline}") for line in header[:3])
     cfg = compose_train(tmp_path, [f"pipeline={pipeline}"])
     assert cfg.pipeline.name == pipeline
-    assert cfg.dataset.resolution == cfg.encoder.resolution == cfg.generator.resolution
+    resolution = cfg.dataset.get("resolution", cfg.encoder.resolution)  # a folder's images are resized
+    assert resolution == cfg.encoder.resolution == cfg.generator.resolution
     assert cfg.generator.channels == cfg.encoder.channels
     assert cfg.dataset.condition == cfg.generator.condition
     if cfg.generator.condition == "caption":
@@ -97,9 +100,10 @@ def test_the_debug_pipeline_builds_trains_and_samples(image_plugin: PluginSet, t
 
 
 def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:
-    """Compose like `genloom train`: a primary config picks a pipeline from this plugin's groups."""
+    """Compose like `genloom train`: genloom's trainer group, then a pipeline from this plugin's groups."""
     (tmp_path / "train.yaml").write_text(
-        "defaults:\n  - pipeline: ???\n  - _self_\nhydra:\n  searchpath:\n    - pkg://genloom_image.conf\n",
+        "defaults:\n  - trainer: default\n  - pipeline: ???\n  - _self_\nhydra:\n  searchpath:\n"
+        "    - pkg://genloom.conf\n    - pkg://genloom_image.conf\n",
         encoding="utf-8",
     )
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):

@@ -41,7 +41,7 @@ def test_registers_every_component_and_its_config(image_plugin: PluginSet) -> No
         "decoder": ["png"],
         "encoder": ["pixels", "pixels_debug"],
         "generator": ["vae", "vae_debug"],
-        "pipeline": ["glyphs", "image_debug", "shapes", "shapes_debug"],
+        "pipeline": ["glyphs", "image_debug", "image_folder", "image_folder_debug", "shapes", "shapes_debug"],
     }
 
 

@@ -12,19 +12,27 @@ tokens. Nothing is random: the same text, encoder and options always give the sa
 from __future__ import annotations
 
 import codecs
-import glob
-import os
+import logging
 from pathlib import Path
 
 import torch
+from genloom.folders import describe_kind, glob_files, refuse_file_system_root, walk_files
 from genloom.interfaces import Encoder, Split
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst", ".adoc", ".org", ".tex")
 """What a folder given as ``dataset.path`` is searched for. Prose and markup only: source
 code and data files are left out unless you name them with a glob (``'src/**/*.py'``)."""
 
 WINDOWS_PER_CHUNK = 8
+BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32-le", "utf-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "utf-32"),
+    (codecs.BOM_UTF8, "utf-8", "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "utf-16"), (codecs.BOM_UTF16_BE, "utf-16-be", "utf-16"),
+)
+SHOWN_FILES = 3  # files named in the summary of encodings
 
 
 class PydocCorpus:
@@ -32,6 +40,9 @@ class PydocCorpus:
 
     It needs no download, which makes it the default corpus of the demo. Topics are joined
     in sorted order with blank lines between them.
+
+    Examples (batch keys): ``"tokens"``, int64 ``(block_size + 1,)``, the encoder's ids
+    (0-255 for ``bytes``): inputs ``[:-1]``, next-token targets ``[1:]``. No condition.
     """
 
     unit = "tok"
@@ -61,9 +72,21 @@ class TextFiles:
     * a glob (``'notes/**/*.md'``, ``**`` matching any depth) reads every file it
       matches, which is how to train on other kinds of text such as code.
 
-    Files are read in sorted order, decoded with ``encoding``, and joined with blank
-    lines. A file that is not text in that encoding (or holds NUL bytes) is an error
-    naming the file and the byte offset.
+    Files are read in sorted order and joined with blank lines. Each file is decoded by
+    what it is: a byte-order mark (UTF-8, UTF-16 or UTF-32; the mark itself is dropped),
+    else UTF-8 if it is valid UTF-8, else ``encoding``, the fallback for legacy files
+    (``latin-1``, ``cp1252``...; the default ``utf-8`` means none). A folder that mixes
+    UTF-8 and Latin-1 files is thereby read right with ``encoding=latin-1``. One log line
+    says how many files used which encoding and names those that fell back. A file that
+    none of these decode (or that holds NUL bytes) is an error naming it and the byte offset.
+
+    Examples (batch keys): ``"tokens"``, int64 ``(block_size + 1,)``, the encoder's ids
+    (0-255 for ``bytes``): inputs ``[:-1]``, next-token targets ``[1:]``. No condition.
+
+    Attributes:
+        files: the files read, in order.
+        encodings: ``{file: how it was decoded}``: ``"utf-8"``, ``"utf-8 (BOM)"``,
+            ``"utf-16 (BOM)"``, ``"utf-32 (BOM)"`` or the fallback's name.
     """
 
     unit = "tok"
@@ -80,7 +103,14 @@ class TextFiles:
             ) from None
         self.units_per_example = block_size
         self.files = _find_text_files(path)
-        text = "\n\n".join(_read_text(file, encoding) for file in self.files)
+        fallback = codecs.lookup(encoding).name
+        self.encodings: dict[Path, str] = {}
+        texts = []
+        for file in self.files:
+            text, self.encodings[file] = _read_text(file, None if fallback == "utf-8" else encoding)
+            texts.append(text)
+        _log_encodings(path, self.encodings)
+        text = "\n\n".join(texts)
         if not text.strip():
             raise ValueError(f"dataset.path {path!r}: the {len(self.files)} file(s) it names hold no text")
         self._splits = TextSplits(
@@ -204,8 +234,7 @@ def _pydoc_text() -> str:
 def _find_text_files(path: str) -> list[Path]:
     """The files ``dataset.path`` names, sorted; an error that says what to do if none."""
     if any(char in path for char in "*?["):
-        matches = glob.glob(os.path.expanduser(path), recursive=True)
-        files = sorted(Path(p) for p in matches if Path(p).is_file())
+        files = glob_files(path)
         if not files:
             raise ValueError(
                 f"dataset.path {path!r} matches no files (relative to {Path.cwd()}); "
@@ -220,11 +249,13 @@ def _find_text_files(path: str) -> list[Path]:
         )
     if root.is_file():
         return [root]
-    candidates = [
-        p
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
+    if not root.is_dir():
+        raise ValueError(
+            f"dataset.path {path!r} is {describe_kind(root)}, not a text file or folder; set it "
+            "to a text file, a folder of text files, or a glob such as 'notes/**/*.md'"
+        )
+    refuse_file_system_root(root, what="text files", shown=path)
+    candidates = walk_files(root)
     files = [p for p in candidates if p.suffix.lower() in TEXT_SUFFIXES]
     if not files:
         found = f"{len(candidates)} other file(s)" if candidates else "no files at all"
@@ -237,22 +268,79 @@ def _find_text_files(path: str) -> list[Path]:
     return files
 
 
-def _read_text(file: Path, encoding: str) -> str:
+def _read_text(file: Path, fallback: str | None) -> tuple[str, str]:
+    """``(text, how it was decoded)``: by its byte-order mark, else as UTF-8, else as ``fallback``."""
     data = file.read_bytes()
+    for bom, codec, name in BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom):].decode(codec)
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{file} starts with a {name.upper()} byte-order mark but is not {name.upper()} "
+                    f"text: byte offset {len(bom) + err.start} holds "
+                    f"{data[len(bom) + err.start : len(bom) + err.start + 1]!r} ({err.reason}). "
+                    "Re-save it as text, or leave it out of dataset.path"
+                ) from err
+            return _refuse_nul(file, text, codec, offset=len(bom)), f"{name} (BOM)"
     try:
-        text = data.decode(encoding)
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
+        if fallback is None:
+            raise ValueError(
+                f"{file} is neither UTF-8 nor marked by a byte-order mark: byte offset {err.start} "
+                f"holds {data[err.start : err.start + 1]!r} ({err.reason}). If it is text in a "
+                "legacy encoding, name that encoding as the fallback, for example "
+                "dataset.encoding=latin-1 (or cp1252, shift_jis...): files that are UTF-8 or start "
+                "with a byte-order mark are still read as such, only the others use it. If it "
+                "is a binary file, leave it out of dataset.path"
+            ) from err
+        valid_utf8 = False
+    else:
+        if fallback is None or "\x00" not in text:
+            return _refuse_nul(file, text, "utf-8"), "utf-8"
+        valid_utf8 = True  # with NULs: UTF-16 without a mark, or binary
+    try:
+        text = data.decode(fallback)
+    except UnicodeDecodeError as err:
+        if valid_utf8:
+            _refuse_nul(file, data.decode("utf-8"), "utf-8")  # binary: say so
         raise ValueError(
-            f"{file} is not {encoding} text: byte offset {err.start} holds "
-            f"{data[err.start : err.start + 1]!r} ({err.reason}). If it is a binary file, "
-            "leave it out of dataset.path; if it is text in another encoding, set "
-            "dataset.encoding (for example dataset.encoding=latin-1)"
+            f"{file} is neither UTF-8 nor {fallback} text (dataset.encoding): byte offset "
+            f"{err.start} holds {data[err.start : err.start + 1]!r} ({err.reason}). Set "
+            "dataset.encoding to the encoding of the files that are not UTF-8, or leave this "
+            "one out of dataset.path"
         ) from err
+    return _refuse_nul(file, text, fallback), fallback
+
+
+def _refuse_nul(file: Path, text: str, encoding: str, offset: int = 0) -> str:
     nul = text.find("\x00")
     if nul >= 0:
-        offset = len(text[:nul].encode(encoding))
+        where = offset + len(text[:nul].encode(encoding))
         raise ValueError(
-            f"{file} looks binary: it holds a NUL byte at byte offset {offset}. "
+            f"{file} looks binary: it holds a NUL byte at byte offset {where}. "
             "dataset.path must name text files only; leave this file out of it"
         )
     return text
+
+
+def _log_encodings(path: str, encodings: dict[Path, str]) -> None:
+    """One line: how many files were read with which encoding, naming those that fell back."""
+    counts: dict[str, list[Path]] = {}
+    for file, encoding in encodings.items():
+        counts.setdefault(encoding, []).append(file)
+    order = ["utf-8", "utf-8 (BOM)", "utf-16 (BOM)", "utf-32 (BOM)"]
+    parts = [", ".join(f"{len(counts[e])} {e}" for e in order if e in counts)]
+    for encoding, files in counts.items():
+        if encoding not in order:
+            shown = ", ".join(_shown(f, path) for f in files[:SHOWN_FILES])
+            more = f" and {len(files) - SHOWN_FILES} more" if len(files) > SHOWN_FILES else ""
+            parts.append(f"{len(files)} {encoding} (the dataset.encoding fallback): {shown}{more}")
+    summary = "; ".join(part for part in parts if part)
+    log.info("text_files: read %d file(s) from %s: %s", len(encodings), path, summary)
+
+
+def _shown(file: Path, path: str) -> str:
+    root = Path(path).expanduser()
+    return file.relative_to(root).as_posix() if root.is_dir() and file.is_relative_to(root) else str(file)

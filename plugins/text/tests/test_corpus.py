@@ -1,5 +1,7 @@
 """Text corpora: deterministic, disjoint splits of full windows, and errors that say what to do."""
 
+import codecs
+import os
 from pathlib import Path
 
 import pytest
@@ -141,9 +143,66 @@ def test_a_binary_file_is_named_with_the_byte_offset(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"nul\.txt looks binary.*byte offset 5"):
         TextFiles(path=str(nul), block_size=8)
     latin = write(tmp_path / "latin.txt", b"caf\xe9 au lait")
-    with pytest.raises(ValueError, match=r"latin\.txt is not utf-8 text: byte offset 3"):
+    not_utf8 = r"latin\.txt is neither UTF-8 nor marked by a byte-order mark: byte offset 3"
+    with pytest.raises(ValueError, match=not_utf8):
         TextFiles(path=str(latin), block_size=8)
     assert TextFiles(path=str(latin), block_size=2, encoding="latin-1").files == [latin]
+
+
+def corpus_text(corpus: TextFiles) -> str:
+    return bytes(corpus.split("train", ByteTokenizer()).tokens.tolist()).decode("utf-8")
+
+
+MIXED = {  # file -> (its bytes, the encoding it is read with)
+    "plain.txt": ("na\u00efve caf\u00e9 \u2014 plain UTF-8\n".encode(), "utf-8"),
+    "bom.txt": ("\ufeffr\u00e9sum\u00e9 behind a UTF-8 BOM\n".encode(), "utf-8 (BOM)"),
+    "legacy.txt": ("fa\u00e7ade in Latin-1\n".encode("latin-1"), "latin-1"),
+    "wide.txt": ("\u00fcber in UTF-16 with its BOM\n".encode("utf-16"), "utf-16 (BOM)"),
+    "wider.txt": (codecs.BOM_UTF32_BE + "\u00e5 UTF-32 big-endian\n".encode("utf-32-be"), "utf-32 (BOM)"),
+}
+
+
+def test_each_file_is_decoded_by_its_bom_then_utf8_then_the_fallback(tmp_path: Path, caplog) -> None:
+    for name, (data, _) in MIXED.items():
+        write(tmp_path / name, data)
+    with caplog.at_level("INFO", logger="genloom_text.corpus"):
+        corpus = TextFiles(path=str(tmp_path), block_size=2, encoding="latin-1")
+    assert corpus.encodings == {tmp_path / name: encoding for name, (_, encoding) in sorted(MIXED.items())}
+    text = corpus_text(corpus)
+    for sentence in ("na\u00efve caf\u00e9 \u2014", "r\u00e9sum\u00e9", "fa\u00e7ade", "\u00fcber", "\u00e5"):
+        assert sentence in text  # no mojibake: the UTF-8 files are not read as Latin-1
+    assert "\ufeff" not in text
+    summary = "5 file(s) from {}: 1 utf-8, 1 utf-8 (BOM), 1 utf-16 (BOM), 1 utf-32 (BOM); 1 latin-1 (the "
+    assert summary.format(tmp_path) + "dataset.encoding fallback): legacy.txt" in caplog.text
+
+
+def test_the_error_for_a_legacy_file_suggests_a_fallback_that_spares_the_utf8_files(tmp_path: Path) -> None:
+    write(tmp_path / "a.txt", "d\u00e9j\u00e0 vu in UTF-8\n" * 20)
+    write(tmp_path / "b.txt", "d\u00e9j\u00e0 vu in Latin-1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="b.txt is neither UTF-8") as error:
+        TextFiles(path=str(tmp_path), block_size=8)
+    assert "dataset.encoding=latin-1" in str(error.value)
+    assert "files that are UTF-8 or start with a byte-order mark are still read as such" in str(error.value)
+    corpus = TextFiles(path=str(tmp_path), block_size=8, encoding="latin-1")
+    assert corpus_text(corpus).count("d\u00e9j\u00e0 vu") == 21
+
+
+def test_utf16_without_a_mark_is_read_with_the_fallback_and_binary_still_refused(tmp_path: Path) -> None:
+    wide = write(tmp_path / "wide.txt", "plain ASCII in UTF-16 without a mark\n".encode("utf-16-le"))
+    corpus = TextFiles(path=str(wide), block_size=2, encoding="utf-16-le")
+    assert corpus.encodings == {wide: "utf-16-le"} and "plain ASCII" in corpus_text(corpus)
+    binary = write(tmp_path / "blob.txt", b"ab\x00")  # valid UTF-8 with a NUL; odd for UTF-16
+    with pytest.raises(ValueError, match=r"blob\.txt looks binary"):
+        TextFiles(path=str(binary), block_size=2, encoding="utf-16-le")
+
+
+def test_a_broken_file_behind_a_bom_or_not_in_the_fallback_is_named(tmp_path: Path) -> None:
+    bad_bom = write(tmp_path / "bom.txt", b"\xef\xbb\xbfok \xff")
+    with pytest.raises(ValueError, match=r"bom\.txt starts with a UTF-8 byte-order mark.*byte offset 6"):
+        TextFiles(path=str(bad_bom), block_size=2, encoding="latin-1")
+    sjis = write(tmp_path / "sjis.txt", b"\x82\xa0 \xff\xfe")
+    with pytest.raises(ValueError, match=r"sjis\.txt is neither UTF-8 nor ascii text"):
+        TextFiles(path=str(sjis), block_size=2, encoding="ascii")
 
 
 def test_bad_options_are_clear_errors(tmp_path: Path) -> None:
@@ -156,3 +215,21 @@ def test_bad_options_are_clear_errors(tmp_path: Path) -> None:
         PydocCorpus(block_size=0)
     with pytest.raises(ValueError, match="unknown split 'test'"):
         TextFiles(path=path, block_size=8).split("test", ByteTokenizer())  # type: ignore[arg-type]
+
+
+def test_symlinked_folders_are_read_and_devices_named(tmp_path: Path) -> None:
+    write(tmp_path / "elsewhere" / "b.txt", "linked text\n" * 30)
+    write(tmp_path / "corpus" / "a.txt", "own text\n" * 30)
+    (tmp_path / "corpus" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "corpus" / "loop").symlink_to(tmp_path / "corpus", target_is_directory=True)
+    corpus = TextFiles(path=str(tmp_path / "corpus"), block_size=8)
+    assert [p.relative_to(tmp_path / "corpus").as_posix() for p in corpus.files] == ["a.txt", "linked/b.txt"]
+    globbed = TextFiles(path=f"{tmp_path}/corpus/**/*.txt", block_size=8)
+    assert globbed.files == corpus.files
+    with pytest.raises(ValueError, match="'/dev/null' is a character device, not a text file or folder"):
+        TextFiles(path="/dev/null", block_size=8)
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ValueError, match=r"is a named pipe \(FIFO\), not a text file or folder"):
+        TextFiles(path=str(tmp_path / "pipe"), block_size=8)
+    with pytest.raises(ValueError, match="root of the file system"):
+        TextFiles(path="/**/*.conf", block_size=8)
