@@ -331,12 +331,12 @@ def test_a_trainer_option_a_plugin_ships_is_checked(package, body, message, tmp_
 def test_a_preset_needing_an_unloaded_plugin_names_also_load(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
     preset = UNLISTED_PRESET.replace("vocab_sise", "vocab_size")
-    hooks = config_plugin(tmp_path, "reuser", {"conf/pipeline/reusing.yaml": preset})
+    hooks = config_plugin(tmp_path, "reusing_plugin", {"conf/pipeline/reusing.yaml": preset})
     plugin_set = testing.load_only([hooks])  # fake_plugin.hooks, which ships them, is not loaded
     found = violation(testing.build, plugin_set, "reusing")
     assert found.rule == "builds" and found.where == "pipeline 'reusing'"
     assert re.search(r"it needs (dataset=counting|encoder=digits|generator=bigram|decoder=digits), "
-                     r"which none of the loaded plugins \(reuser.hooks\) ships", found.why), found.why
+                     r"which none of the loaded plugins \(reusing_plugin.hooks\) ships", found.why), found.why
     assert "also_load" in found.why and "pyproject.toml" in found.why
     found = violation(testing.check_configs_compose, plugin_set, "reusing")
     assert "also_load" in found.why and "MissingConfigException" not in found.why
