@@ -49,9 +49,13 @@ class KeyStats:
     low: float
     high: float
 
-    def line(self) -> str:
+    def spec(self) -> str:
+        """Shape and dtype as :meth:`genloom.interfaces.SampleSpec.describe` writes them."""
         dims = ", ".join("*" if d is None else str(d) for d in self.shape)
-        return f"{self.key:12} ({dims}) {self.dtype}, values in [{self.low:g}, {self.high:g}]"
+        return f"({dims}) {self.dtype}"
+
+    def line(self) -> str:
+        return f"{self.key:12} {self.spec()}, values in [{self.low:g}, {self.high:g}]"
 
 
 @dataclass

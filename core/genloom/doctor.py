@@ -121,8 +121,13 @@ def describe(report: Report) -> str:
 # ---------------------------------------------------------------------------- composing
 
 
-def compose(plugin_set: PluginSet, overrides: Sequence[str], config_name: str = "train") -> DictConfig:
-    """Compose a genloom config with ``plugin_set``'s config packages, as ``genloom train`` would."""
+def compose(plugin_set: PluginSet, overrides: Sequence[str], config_name: str = "train", *,
+            return_hydra_config: bool = False) -> DictConfig:
+    """Compose a genloom config with ``plugin_set``'s config packages, as ``genloom train`` would.
+
+    ``return_hydra_config`` keeps the ``hydra`` node (``hydra.runtime.choices`` says which
+    option of each group was chosen).
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -136,7 +141,8 @@ def compose(plugin_set: PluginSet, overrides: Sequence[str], config_name: str = 
     plugins.set_active(plugin_set)
     try:
         with initialize_config_module("genloom.conf", version_base=None):
-            return hydra_compose(config_name, overrides=list(overrides))
+            return hydra_compose(config_name, overrides=list(overrides),
+                                 return_hydra_config=return_hydra_config)
     finally:
         plugins.set_active(previous)
         GlobalHydra.instance().clear()
