@@ -12,10 +12,11 @@ plugin requires that is not installed).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -121,13 +122,9 @@ def describe(report: Report) -> str:
 # ---------------------------------------------------------------------------- composing
 
 
-def compose(plugin_set: PluginSet, overrides: Sequence[str], config_name: str = "train", *,
-            return_hydra_config: bool = False) -> DictConfig:
-    """Compose a genloom config with ``plugin_set``'s config packages, as ``genloom train`` would.
-
-    ``return_hydra_config`` keeps the ``hydra`` node (``hydra.runtime.choices`` says which
-    option of each group was chosen).
-    """
+@contextlib.contextmanager
+def composing(plugin_set: PluginSet, config_name: str = "train") -> Iterator[Callable[..., DictConfig]]:
+    """Hydra set up once with ``plugin_set``'s config packages; yields ``compose(overrides)``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -139,13 +136,27 @@ def compose(plugin_set: PluginSet, overrides: Sequence[str], config_name: str = 
     GlobalHydra.instance().clear()
     previous = plugins._active
     plugins.set_active(plugin_set)
+
+    def compose_with(overrides: Sequence[str], *, return_hydra_config: bool = False) -> DictConfig:
+        return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+
     try:
         with initialize_config_module("genloom.conf", version_base=None):
-            return hydra_compose(config_name, overrides=list(overrides),
-                                 return_hydra_config=return_hydra_config)
+            yield compose_with
     finally:
         plugins.set_active(previous)
         GlobalHydra.instance().clear()
+
+
+def compose(plugin_set: PluginSet, overrides: Sequence[str], config_name: str = "train", *,
+            return_hydra_config: bool = False) -> DictConfig:
+    """Compose a genloom config with ``plugin_set``'s config packages, as ``genloom train`` would.
+
+    ``return_hydra_config`` keeps the ``hydra`` node (``hydra.runtime.choices`` says which
+    option of each group was chosen).
+    """
+    with composing(plugin_set, config_name) as compose_with:
+        return compose_with(overrides, return_hydra_config=return_hydra_config)
 
 
 def option_overrides(group: str, option: str, base_pipeline: str | None = None) -> list[list[str]]:
@@ -160,13 +171,18 @@ def option_overrides(group: str, option: str, base_pipeline: str | None = None) 
     return [[*base, f"{group}={option}"], [*base, f"+{group}={option}"]]
 
 
-def compose_option(plugin_set: PluginSet, group: str, option: str,
-                   base_pipeline: str | None = None) -> DictConfig:
-    """Compose ``group=option``; raise the first attempt's error when none composes."""
+def compose_option(plugin_set: PluginSet, group: str, option: str, base_pipeline: str | None = None,
+                   compose_with: Callable[..., DictConfig] | None = None) -> DictConfig:
+    """Compose ``group=option``; raise the first attempt's error when none composes.
+
+    ``compose_with`` is a :func:`composing` context's function, to set Hydra up only once.
+    """
     error: Exception | None = None
     for overrides in option_overrides(group, option, base_pipeline):
         try:
-            return compose(plugin_set, overrides)
+            if compose_with is None:
+                return compose(plugin_set, overrides)
+            return compose_with(overrides)
         except Exception as err:  # noqa: PERF203 - Hydra's errors differ by cause; keep the first
             error = error or err
     assert error is not None
@@ -216,19 +232,23 @@ def source_of(info: PluginInfo) -> PluginSource:
 
 def compose_failures(plugin_set: PluginSet) -> list[str]:
     """Every config option of every loaded plugin that does not compose, and what it lacks."""
+    failed: list[tuple[PluginInfo, str, str, Exception]] = []
+    with composing(plugin_set) as compose_with:
+        for info, group, option in _shipped_options(plugin_set):
+            try:
+                compose_option(plugin_set, group, option, compose_with=compose_with)
+            except Exception as err:  # noqa: PERF203 - a plugin's config may fail in any way Hydra can
+                failed.append((info, group, option, err))
     failures = []
-    for info, group, option in _shipped_options(plugin_set):
-        try:
-            compose_option(plugin_set, group, option)
-        except Exception as err:  # a plugin's config may fail in any way Hydra can
-            where = f"config {group}={option} of plugin {info.name!r}"
-            missing = missing_option(err)
-            if missing is None:
-                failures.append(f"{where} does not compose: {compose_error(err)}")
-            else:
-                group_needed, option_needed = missing
-                failures.append(f"{where} needs {group_needed}={option_needed}, "
-                                + _whereabouts(plugin_set, info, group_needed, option_needed))
+    for info, group, option, err in failed:  # outside Hydra's context: finding who ships loads plugins
+        where = f"config {group}={option} of plugin {info.name!r}"
+        missing = missing_option(err)
+        if missing is None:
+            failures.append(f"{where} does not compose: {compose_error(err)}")
+        else:
+            group_needed, option_needed = missing
+            failures.append(f"{where} needs {group_needed}={option_needed}, "
+                            + _whereabouts(plugin_set, info, group_needed, option_needed))
     return failures
 
 

@@ -238,18 +238,29 @@ def check_coverage(plugin_set: PluginSet, configs: Mapping[str, DictConfig],
 def check_configs_compose(plugin_set: PluginSet, base_pipeline: str,
                           modules: Sequence[str] | None = None) -> None:
     """Every option of the plugins whose hook modules are ``modules`` (default: all loaded)."""
-    for info in plugin_set.plugins:
-        if modules is not None and info.module not in modules:
-            continue  # an also_load plugin: its own contract test checks its options
-        for group, options in info.config_groups.items():
-            for option in options:
-                where = f"config {group}/{option}.yaml of plugin {info.name!r}"
-                cfg = _compose_option(plugin_set, base_pipeline, group, option, where)
-                # A preset may set any component's keys and the trainer's; an option, its own.
-                nodes = [*COMPONENT_GROUPS, "trainer"] if group == "pipeline" else [group]
-                for node in nodes:
-                    if cfg.get(node) is not None and (node in COMPONENT_GROUPS or node == "trainer"):
-                        _check_node(plugin_set, cfg, node, where)
+    with doctor.composing(plugin_set) as compose_with:
+        for info in plugin_set.plugins:
+            if modules is not None and info.module not in modules:
+                continue  # an also_load plugin: its own contract test checks its options
+            for group, options in info.config_groups.items():
+                for option in options:
+                    _check_option(plugin_set, base_pipeline, group, option, info.name, compose_with)
+
+
+def _check_option(plugin_set: PluginSet, base_pipeline: str, group: str, option: str, plugin: str,
+                  compose_with: Any) -> None:
+    where = f"config {group}/{option}.yaml of plugin {plugin!r}"
+    try:
+        cfg = doctor.compose_option(plugin_set, group, option, base_pipeline, compose_with)
+    except Exception as err:  # Hydra's errors differ by cause
+        attempt = " ".join(doctor.option_overrides(group, option, base_pipeline)[0])
+        raise ContractViolation("configs_compose", where,
+                                f"`{attempt}`: {composition_problem(plugin_set, err)}") from err
+    # A preset may set any component's keys and the trainer's; an option, its own.
+    nodes = [*COMPONENT_GROUPS, "trainer"] if group == "pipeline" else [group]
+    for node in nodes:
+        if cfg.get(node) is not None and (node in COMPONENT_GROUPS or node == "trainer"):
+            _check_node(plugin_set, cfg, node, where)
 
 
 def _check_node(plugin_set: PluginSet, cfg: DictConfig, node: str, where: str) -> None:
@@ -273,17 +284,6 @@ def _check_node(plugin_set: PluginSet, cfg: DictConfig, node: str, where: str) -
         check_options(factory, spec, where=f"{node} {name!r}", prefix=f"{node}.")
     except RegistryError as err:
         raise ContractViolation("configs_compose", where, str(err)) from err
-
-
-def _compose_option(plugin_set: PluginSet, base_pipeline: str, group: str, option: str,
-                    where: str) -> DictConfig:
-    """Compose one group option: a preset alone, another group's option into a base preset."""
-    try:
-        return doctor.compose_option(plugin_set, group, option, base_pipeline)
-    except Exception as err:  # Hydra's errors differ by cause
-        attempt = " ".join(doctor.option_overrides(group, option, base_pipeline)[0])
-        raise ContractViolation("configs_compose", where,
-                                f"`{attempt}`: {composition_problem(plugin_set, err)}") from err
 
 
 def check_builds(built: Built) -> None:
