@@ -340,3 +340,33 @@ def test_a_preset_needing_an_unloaded_plugin_names_also_load(tmp_path: Path, mon
     assert "also_load" in found.why and "pyproject.toml" in found.why
     found = violation(testing.check_configs_compose, plugin_set, "reusing")
     assert "also_load" in found.why and "MissingConfigException" not in found.why
+
+
+class NeedsItsOwnDevice(Bigram):
+    """Refuses an rng on another device than its weights, as CUDA would."""
+
+    def generate(self, n, *, condition=None, rng=None, **options):
+        if rng is not None and rng.device != self.bias.device:
+            raise RuntimeError(f"Expected a '{self.bias.device.type}' device type for generator")
+        return super().generate(n, condition=condition, rng=rng, **options)
+
+
+class FailsOnTheAccelerator(Bigram):
+    """Its first call (the CPU audit) works; the second (on the accelerator) fails as CUDA would."""
+
+    calls = 0
+
+    def generate(self, n, *, condition=None, rng=None, **options):
+        type(self).calls += 1
+        if type(self).calls > 1:
+            raise RuntimeError("Expected a 'cuda' device type for generator but found 'cpu'")
+        return super().generate(n, condition=condition, rng=rng, **options)
+
+
+def test_on_an_accelerator_generate_really_runs_there(built, monkeypatch) -> None:
+    # No accelerator here: the CPU stands in for one, so that the real run is exercised.
+    monkeypatch.setattr(testing, "_accelerator", lambda: torch.device("cpu"))
+    testing.check_rng_device(broken(built, NeedsItsOwnDevice()))
+    found = violation(testing.check_rng_device, broken(built, FailsOnTheAccelerator()))
+    assert found.rule == "rng_device"
+    assert "generate() with the model and rng on cpu fails: RuntimeError: Expected a 'cuda'" in found.why
