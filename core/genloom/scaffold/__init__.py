@@ -296,7 +296,7 @@ def render_generator_only(name: str, reused: Reuse) -> dict[str, str]:
     spelled = OmegaConf.to_yaml(OmegaConf.create(kept)) if kept else ""
     conditioned = (f"num_classes: {reused.num_classes}  # the labels under 'condition' in pipeline="
                    f"{reused.preset}'s examples\n" if labelled else
-                   "num_classes: 0  # pipeline's examples carry no class label: unconditional\n")
+                   f"num_classes: 0  # pipeline={reused.preset}'s examples carry no class label\n")
     return {
         "pyproject.toml": fill("common/pyproject.toml.tmpl"),
         "README.md": fill("common/README.md.tmpl"),
