@@ -35,6 +35,8 @@ def test_overrides_and_options_reach_the_pipeline(fake_plugins, capsys) -> None:
     (["pipeline=nope"], 1, "`pipeline=nope` does not compose: no installed plugin ships pipeline=nope"),
     ([], 0, "usage: genloom describe"),
     (["seed=1"], 1, "choose what to describe: pipeline=<preset>; installed presets: counting"),
+    (["+dataset=counting"], 1, "+dataset=counting alone has no examples to show: its encoder makes them; "
+                               "add it to a preset, `genloom describe pipeline=<preset> dataset=counting`"),
     (["pipeline=counting", "--split", "test"], 1, "--split 'test': choose train or val"),
     (["pipeline=counting", "--examples"], 2, "--examples needs a value"),
     (["pipeline=counting", "--verbose"], 2, "unknown argument '--verbose'"),

@@ -140,7 +140,10 @@ def compose(plugin_set: PluginSet, overrides: list[str]) -> DictConfig:
         raise DescribeError(f"`{' '.join(overrides)}` does not compose: {why}") from err
     if config.get("generator") is None:
         presets = sorted({o for p in plugin_set.plugins for o in p.config_groups.get("pipeline", [])})
-        raise DescribeError(f"choose what to describe: pipeline=<preset>; installed presets: "
+        alone = [o for o in overrides if o.lstrip("+").startswith(("dataset=", "encoder=", "decoder="))]
+        hint = (f" ({alone[0]} alone has no examples to show: its encoder makes them; add it to a "
+                f"preset, `genloom describe pipeline=<preset> {alone[0].lstrip('+')}`)" if alone else "")
+        raise DescribeError(f"choose what to describe: pipeline=<preset>{hint}; installed presets: "
                             f"{', '.join(presets) or 'none'}")
     return config
 
