@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -178,3 +179,194 @@ def test_a_component_missing_part_of_its_interface_is_caught(built) -> None:
     built.pipeline.decoder = Mute()  # no write()
     found = violation(testing.check_builds, built)
     assert found.rule == "builds" and "decoder Mute" in found.where and "not a Decoder" in found.why
+
+
+# ---------------------------------------------------------------------------- rng device
+
+
+class DrawsOnTheDefaultDevice(Bigram):
+    """Noise made without device=: fine on a CPU, "Expected a 'cuda' device type" on CUDA."""
+
+    def generate(self, n, *, condition=None, rng=None, **options):
+        noise = torch.randn(n, 8, generator=rng)
+        return (noise.abs() * 3).long().clamp(0, self.vocab_size - 1).to(self.bias.device)
+
+
+class DrawsFromCpuProbabilities(Bigram):
+    """Probabilities moved to the CPU before multinomial: the scaffold's old mistake."""
+
+    def generate(self, n, *, condition=None, rng=None, **options):
+        probs = torch.softmax(self.bias, -1).expand(n, -1).cpu()
+        return torch.multinomial(probs, 8, replacement=True, generator=rng).to(self.bias.device)
+
+
+class DrawsOnTheRngsDevice(Bigram):
+    def generate(self, n, *, condition=None, rng=None, **options):
+        noise = torch.randn(n, 8, generator=rng, device=rng.device)
+        probs = torch.softmax(self.bias, -1).expand(n, -1)
+        picks = torch.multinomial(probs, 8, replacement=True, generator=rng)
+        return (picks + noise.abs().long()).clamp(0, self.vocab_size - 1)
+
+
+def test_a_draw_without_device_is_caught(built) -> None:
+    found = violation(testing.check_rng_device, broken(built, DrawsOnTheDefaultDevice()))
+    assert found.rule == "rng_device"
+    assert "torch.randn(..., generator=rng) without device=" in found.why and "device=rng.device" in found.why
+
+
+def test_a_draw_from_a_tensor_moved_to_the_cpu_is_caught(built) -> None:
+    found = violation(testing.check_rng_device, broken(built, DrawsFromCpuProbabilities()))
+    assert found.rule == "rng_device"
+    assert "multinomial(..., generator=rng) reads a tensor on the CPU" in found.why
+
+
+def test_draws_on_the_rngs_device_pass(built) -> None:
+    testing.check_rng_device(broken(built, DrawsOnTheRngsDevice()))
+    testing.check_rng_device(built)  # the fake plugin's bigram: .to(device) before it draws
+
+
+# ---------------------------------------------------------------------------- value range
+
+
+class ReadsFewDigits(DigitDecoder):
+    input_range = (0, 4)  # the bigram draws ids up to 9
+
+
+def test_samples_outside_the_decoders_range_are_caught(built) -> None:
+    built.pipeline.decoder = ReadsFewDigits()
+    found = violation(testing.check_value_range, built)
+    assert found.rule == "value_range" and "decoder 'digits'" in found.where
+    assert "but the decoder reads [0, 4] (its input_range)" in found.why
+
+
+def test_an_unreadable_input_range_is_caught(built) -> None:
+    decoder = DigitDecoder()
+    decoder.input_range = (9, 0)
+    built.pipeline.decoder = decoder
+    assert "is not a (low, high) pair" in violation(testing.check_value_range, built).why
+
+
+def test_samples_inside_the_decoders_range_pass(built) -> None:
+    decoder = DigitDecoder()
+    decoder.input_range = (0, 9)
+    built.pipeline.decoder = decoder
+    testing.check_value_range(built)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+class NoisyScore(Bigram):
+    """Its validation loss carries noise from the global random state."""
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        return {**out, "loss": out["loss"] + 0.1 * torch.rand(())}
+
+
+def test_an_evaluation_that_depends_on_the_global_rng_is_caught(built) -> None:
+    found = violation(testing.check_evaluation, broken(built, NoisyScore()))
+    assert found.rule == "evaluation" and "scoring the same validation batches twice gave loss" in found.why
+
+
+def test_a_deterministic_evaluation_passes(built) -> None:
+    testing.check_evaluation(built)
+
+
+# ---------------------------------------------------------------------------- configs of every option
+
+
+def config_plugin(root: Path, name: str, files: dict[str, str]) -> str:
+    """A plugin package ``name`` under ``root`` that ships only config files; its hook module."""
+    package = root / name
+    for relative, text in {"__init__.py": "", "conf/__init__.py": "", **files}.items():
+        path = package / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    (package / "hooks.py").write_text(textwrap.dedent(f"""
+        from genloom import hookimpl
+
+        @hookimpl
+        def genloom_register_config(register):
+            register("{name}.conf")
+    """))
+    return f"{name}.hooks"
+
+
+UNLISTED_PRESET = """\
+    # @package _global_
+    defaults:
+      - /dataset: counting
+      - /encoder: digits
+      - /generator: bigram
+      - /decoder: digits
+    generator:
+      vocab_sise: 10
+    """
+
+
+def test_a_preset_the_test_does_not_list_is_checked_key_by_key(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hooks = config_plugin(tmp_path, "preset_typo", {"conf/pipeline/unlisted.yaml": UNLISTED_PRESET})
+    plugin_set = testing.load_only(["fake_plugin.hooks", hooks])
+    found = violation(testing.check_configs_compose, plugin_set, "counting")
+    assert found.rule == "configs_compose" and "pipeline/unlisted.yaml" in found.where
+    assert "generator.vocab_sise" in found.why
+
+
+@pytest.mark.parametrize(("package", "body", "message"), [
+    ("trainer_key", "defaults:\n  - default\n  - _self_\nmax_step: 3\n",
+     "the trainer has no option trainer.max_step"),
+    ("trainer_value", "defaults:\n  - default\n  - _self_\nstrategy: zero\n", "trainer.strategy='zero'"),
+])
+def test_a_trainer_option_a_plugin_ships_is_checked(package, body, message, tmp_path: Path,
+                                                    monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hooks = config_plugin(tmp_path, package, {"conf/trainer/tuned.yaml": body})
+    plugin_set = testing.load_only(["fake_plugin.hooks", hooks])
+    found = violation(testing.check_configs_compose, plugin_set, "counting")
+    assert found.rule == "configs_compose" and "trainer/tuned.yaml" in found.where and message in found.why
+
+
+def test_a_preset_needing_an_unloaded_plugin_names_also_load(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    preset = UNLISTED_PRESET.replace("vocab_sise", "vocab_size")
+    hooks = config_plugin(tmp_path, "reusing_plugin", {"conf/pipeline/reusing.yaml": preset})
+    plugin_set = testing.load_only([hooks])  # fake_plugin.hooks, which ships them, is not loaded
+    found = violation(testing.build, plugin_set, "reusing")
+    assert found.rule == "builds" and found.where == "pipeline 'reusing'"
+    assert re.search(r"it needs (dataset=counting|encoder=digits|generator=bigram|decoder=digits), "
+                     r"which none of the loaded plugins \(reusing_plugin.hooks\) ships", found.why), found.why
+    assert "also_load" in found.why and "pyproject.toml" in found.why
+    found = violation(testing.check_configs_compose, plugin_set, "reusing")
+    assert "also_load" in found.why and "MissingConfigException" not in found.why
+
+
+class NeedsItsOwnDevice(Bigram):
+    """Refuses an rng on another device than its weights, as CUDA would."""
+
+    def generate(self, n, *, condition=None, rng=None, **options):
+        if rng is not None and rng.device != self.bias.device:
+            raise RuntimeError(f"Expected a '{self.bias.device.type}' device type for generator")
+        return super().generate(n, condition=condition, rng=rng, **options)
+
+
+class FailsOnTheAccelerator(Bigram):
+    """Its first call (the CPU audit) works; the second (on the accelerator) fails as CUDA would."""
+
+    calls = 0
+
+    def generate(self, n, *, condition=None, rng=None, **options):
+        type(self).calls += 1
+        if type(self).calls > 1:
+            raise RuntimeError("Expected a 'cuda' device type for generator but found 'cpu'")
+        return super().generate(n, condition=condition, rng=rng, **options)
+
+
+def test_on_an_accelerator_generate_really_runs_there(built, monkeypatch) -> None:
+    # No accelerator here: the CPU stands in for one, so that the real run is exercised.
+    monkeypatch.setattr(testing, "_accelerator", lambda: torch.device("cpu"))
+    testing.check_rng_device(broken(built, NeedsItsOwnDevice()))
+    found = violation(testing.check_rng_device, broken(built, FailsOnTheAccelerator()))
+    assert found.rule == "rng_device"
+    assert "generate() with the model and rng on cpu fails: RuntimeError: Expected a 'cuda'" in found.why

@@ -96,3 +96,16 @@ def test_the_plugins_own_tests_pass(tutorial_run) -> None:
 def test_the_hook_reference_is_printed(tutorial_run) -> None:
     _, outputs = tutorial_run
     assert "## genloom_register_components(register" in output_of(outputs, "genloom hooks")
+
+
+def test_describe_shows_the_batches_and_the_samples(tutorial_run) -> None:
+    _, outputs = tutorial_run
+    described = output_of(outputs, "genloom describe")
+    assert "x            (1, 8, 8) float32, values in [0, 1]" in described
+    assert "sample_spec       (1, 8, 8) float32" in described and "media_type        image" in described
+
+
+def test_the_generator_only_plugin_reuses_the_first(tutorial_run) -> None:
+    folder, outputs = tutorial_run
+    assert '"genloom-sketches",' in (folder / "genloom-mixer" / "pyproject.toml").read_text()
+    assert re.search(r"\b\d+ passed\b", output_of(outputs, "cd genloom-mixer"))

@@ -38,6 +38,7 @@ commands:
   sample    {HYDRA_COMMANDS["sample"]}
   eval      {HYDRA_COMMANDS["eval"]}
   plugins   list installed plugins and what they provide: genloom plugins [--json] [--check]
+  describe  a pipeline's batch keys (shape, dtype, values) and samples: genloom describe pipeline=NAME
   hooks     the hook reference for plugin authors
   new-plugin  write a ready-to-install plugin: genloom new-plugin NAME [--modality text|image|audio|other]
 
@@ -75,13 +76,17 @@ def _main(args: list[str]) -> int:
 
         print(reference(), end="")
         return 0
+    if command == "describe":
+        from genloom.describe import main as describe_pipeline
+
+        return describe_pipeline(rest)
     if command == "new-plugin":
         from genloom.scaffold import main as new_plugin
 
         return new_plugin(rest)
     if command in HYDRA_COMMANDS:
         return run_hydra(command, rest)
-    commands = ", ".join([*HYDRA_COMMANDS, "plugins", "hooks", "new-plugin"])
+    commands = ", ".join([*HYDRA_COMMANDS, "plugins", "describe", "hooks", "new-plugin"])
     print(f"genloom: unknown command {command!r}; commands: {commands}", file=sys.stderr)
     return 2
 

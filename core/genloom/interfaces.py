@@ -19,7 +19,9 @@ it inherits nothing. Optional capabilities: :class:`StreamingGenerator` and
 :class:`Reconstructing` and :class:`ComparisonDecoder` let ``genloom eval`` show
 originals beside their reconstructions; :class:`ConditionClasses` and
 :class:`ClassConditioned` let ``genloom train`` check, before the first step, that a
-generator steered by class indices takes as many classes as the dataset has.
+generator steered by class indices takes as many classes as the dataset has;
+:class:`BoundedDecoder` declares the values a decoder reads, which the contract kit checks
+samples against.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -112,6 +114,11 @@ class Generator(Protocol):
     ) -> Tensor | Sequence[Tensor]:
         """Draw ``n`` examples, optionally under a condition.
 
+        ``rng`` is a generator on the model's device (the sampler makes it with
+        ``torch.Generator(device=...)``): draw with ``torch.randn(..., generator=rng,
+        device=rng.device)`` and keep what ``multinomial`` or ``bernoulli`` reads on that
+        device too; a draw on the CPU with a CUDA rng fails.
+
         Returns a tensor ``(n, *sample_spec.shape)``, or a list of ``n`` tensors when
         examples differ in length (text that stopped early); each of ``sample_spec.dtype``.
 
@@ -157,6 +164,20 @@ class ComparisonDecoder(Protocol):
     def write_comparison(self, originals: Tensor, reconstructions: Tensor, directory: Path) -> list[Path]:
         """Write a side-by-side comparison of two ``(B, ...)`` batches; return the paths."""
         ...
+
+
+@runtime_checkable
+class BoundedDecoder(Protocol):
+    """A decoder that declares the range of values it reads faithfully.
+
+    Values outside it would be clamped or dropped (a pixel at -0.5 becomes black), so the
+    contract kit's ``value_range`` rule checks that the generator's samples lie inside:
+    a generator that works in [-1, 1] must map its output to [0, 1] before a decoder that
+    reads [0, 1]. Declare it as a class attribute, ``input_range = (0.0, 1.0)``.
+    """
+
+    input_range: tuple[float, float]
+    """``(low, high)``, both included: every value :meth:`Decoder.decode` reads lies in it."""
 
 
 @runtime_checkable

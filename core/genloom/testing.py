@@ -17,8 +17,10 @@ pytest then runs one test per rule and pipeline. The rules:
     every component the plugin registers is used by one of ``pipelines`` (or waived in
     ``not_covered`` with a reason), so that every component is checked.
 ``configs_compose``
-    every option of every config group the plugin ships composes with Hydra, and a
-    component's config keys are all accepted by its factory.
+    every option of every config group the plugins ship composes with Hydra (presets the
+    test does not list included), a component's config keys (in its own option or set by
+    a preset) are all accepted by its factory, and a trainer option's keys are trainer
+    settings. A preset that needs another plugin's option says which to ``also_load``.
 ``builds``
     each pipeline builds from its preset, every component satisfying its protocol.
 ``loss``
@@ -30,6 +32,21 @@ pytest then runs one test per rule and pipeline. The rules:
     ``generate`` returns ``n`` examples of the declared ``sample_spec`` shape and dtype.
 ``seeded``
     the same seed gives the same samples.
+``rng_device``
+    every draw ``generate`` makes with its ``rng`` happens on ``rng.device`` (the model's
+    device: the sampler makes the rng there). On a machine with CUDA or MPS the generator
+    and rng really run there. On a CPU alone the kit cannot make a CUDA rng, so it
+    watches every torch call ``generate`` makes with ``generator=rng`` and reports a draw
+    that would run on the CPU beside an accelerator rng: one that creates its tensor
+    without ``device=`` (or with ``device="cpu"``), or one that reads a tensor moved to
+    the CPU (``.cpu()``, ``.to("cpu")``) or made without ``device=``.
+``value_range``
+    when the decoder declares ``input_range`` (:class:`genloom.interfaces.BoundedDecoder`),
+    every generated value lies in it: the decoder would silently clamp the rest.
+``evaluation``
+    scoring the validation split twice, with the global random state changed in
+    between, gives the same metrics (``genloom eval`` and the trainer's evaluations are
+    comparable across runs).
 ``round_trip``
     after a checkpoint save and load into a freshly built pipeline, the same seed gives
     the same samples and the same batch the same loss.
@@ -43,11 +60,13 @@ The checks are also plain functions (``check_loss(built, batch)``...) that raise
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
+import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,16 +74,19 @@ from typing import Any, ClassVar
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.overrides import TorchFunctionMode
 
-from genloom import checkpoint, pipeline, plugins
+from genloom import checkpoint, doctor, pipeline, plugins
+from genloom.distributed import Placement
 from genloom.interfaces import kind_protocol
 from genloom.pipeline import Pipeline
-from genloom.plugins import PluginSet, PluginSource, load_plugins
+from genloom.plugins import PluginSet, PluginSource, entry_point_sources, load_plugins
 from genloom.registry import RegistryError, check_options
-from genloom.trainer import collate
+from genloom.trainer import TrainerSettings, collate, evaluate
 
 COMPONENT_GROUPS = {**{k: k for k in pipeline.COMPONENTS}, "condition_encoder": "encoder"}
 GRADIENT_BATCHES = 4  # batches over which every parameter must have received a gradient
+EVAL_BATCHES = 2  # validation batches the evaluation rule scores twice
 
 
 class ContractViolation(AssertionError):
@@ -100,17 +122,36 @@ def active_plugins(plugin_set: PluginSet) -> Iterator[PluginSet]:
 
 def compose(plugin_set: PluginSet, overrides: Sequence[str], config_name: str = "train") -> DictConfig:
     """Compose a genloom config with Hydra, as ``genloom train OVERRIDES --cfg job`` would."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.plugins import Plugins
+    return doctor.compose(plugin_set, overrides, config_name)
 
-    from genloom.config import PluginConfigSearchPath
 
-    Plugins.instance().register(PluginConfigSearchPath)
-    GlobalHydra.instance().clear()
-    with active_plugins(plugin_set), initialize_config_module("genloom.conf", version_base=None):
-        return hydra_compose(config_name, overrides=list(overrides))
+def compose_preset(plugin_set: PluginSet, name: str, overrides: Sequence[str] = (),
+                   rule: str = "builds") -> DictConfig:
+    """Compose ``pipeline=name``; a failure is a violation that says what is missing."""
+    try:
+        return compose(plugin_set, [f"pipeline={name}", *overrides])
+    except Exception as err:  # Hydra's errors differ by cause
+        raise ContractViolation(rule, f"pipeline {name!r}", composition_problem(plugin_set, err)) from err
+
+
+def composition_problem(plugin_set: PluginSet, error: BaseException) -> str:
+    """Why a config did not compose; for an option no loaded plugin ships, who ships it."""
+    missing = doctor.missing_option(error)
+    if missing is None:
+        return f"it does not compose: {doctor.compose_error(error)}"
+    group, option = missing
+    loaded = [p.module for p in plugin_set.plugins if p.status == "ok"]
+    elsewhere = [s for s in entry_point_sources() if s.module not in loaded]
+    shipping = doctor.providers(group, option, elsewhere)
+    if shipping:
+        info = shipping[0]
+        dist = info.distribution or info.name
+        hint = (f"plugin {info.name!r} ({dist}) ships it: add also_load = [{info.module!r}] to the "
+                f"contract test and {dist!r} to the dependencies in pyproject.toml")
+    else:
+        hint = ("if another plugin ships it, name its hook module in also_load = ['pkg.plugin'] "
+                "and declare its distribution as a dependency in pyproject.toml")
+    return f"it needs {group}={option}, which none of the loaded plugins ({', '.join(loaded)}) ships; {hint}"
 
 
 @dataclass
@@ -144,7 +185,7 @@ class Built:
 
 def build(plugin_set: PluginSet, name: str, overrides: Sequence[str] = (), seed: int = 0) -> Built:
     """Build the pipeline preset ``name`` (plus overrides) and its training split."""
-    config = compose(plugin_set, [f"pipeline={name}", *overrides])
+    config = compose_preset(plugin_set, name, overrides)
     torch.manual_seed(seed)
     try:
         built = pipeline.build(config, plugin_set.registry)
@@ -194,40 +235,55 @@ def check_coverage(plugin_set: PluginSet, configs: Mapping[str, DictConfig],
         )
 
 
-def check_configs_compose(plugin_set: PluginSet, base_pipeline: str) -> None:
-    for info in plugin_set.plugins:
-        for group, options in info.config_groups.items():
-            for option in options:
-                where = f"config {group}/{option}.yaml of plugin {info.name!r}"
-                cfg = _compose_option(plugin_set, base_pipeline, group, option, where)
-                if group not in COMPONENT_GROUPS:
-                    continue
-                spec = OmegaConf.to_container(cfg[group], resolve=True)
-                assert isinstance(spec, dict)
-                name = spec.pop("name", None)
-                try:
-                    factory = plugin_set.registry.factory(COMPONENT_GROUPS[group], str(name))
-                    check_options(factory, spec, where=f"{group}/{option}.yaml", prefix=f"{group}.")
-                except RegistryError as err:
-                    raise ContractViolation("configs_compose", where, str(err)) from err
+def check_configs_compose(plugin_set: PluginSet, base_pipeline: str,
+                          modules: Sequence[str] | None = None) -> None:
+    """Every option of the plugins whose hook modules are ``modules`` (default: all loaded)."""
+    with doctor.composing(plugin_set) as compose_with:
+        for info in plugin_set.plugins:
+            if modules is not None and info.module not in modules:
+                continue  # an also_load plugin: its own contract test checks its options
+            for group, options in info.config_groups.items():
+                for option in options:
+                    _check_option(plugin_set, base_pipeline, group, option, info.name, compose_with)
 
 
-def _compose_option(plugin_set: PluginSet, base_pipeline: str, group: str, option: str,
-                    where: str) -> DictConfig:
-    """Compose one group option: a preset alone, another group's option into a base preset."""
-    if group == "pipeline":
-        attempts = [[f"pipeline={option}"]]
-    else:  # a group the base preset does not select is appended: +group=option
-        attempts = [[f"pipeline={base_pipeline}", f"{group}={option}"],
-                    [f"pipeline={base_pipeline}", f"+{group}={option}"]]
-    error: Exception | None = None
-    for overrides in attempts:
+def _check_option(plugin_set: PluginSet, base_pipeline: str, group: str, option: str, plugin: str,
+                  compose_with: Any) -> None:
+    where = f"config {group}/{option}.yaml of plugin {plugin!r}"
+    try:
+        cfg = doctor.compose_option(plugin_set, group, option, base_pipeline, compose_with)
+    except Exception as err:  # Hydra's errors differ by cause
+        attempt = " ".join(doctor.option_overrides(group, option, base_pipeline)[0])
+        raise ContractViolation("configs_compose", where,
+                                f"`{attempt}`: {composition_problem(plugin_set, err)}") from err
+    # A preset may set any component's keys and the trainer's; an option, its own.
+    nodes = [*COMPONENT_GROUPS, "trainer"] if group == "pipeline" else [group]
+    for node in nodes:
+        if cfg.get(node) is not None and (node in COMPONENT_GROUPS or node == "trainer"):
+            _check_node(plugin_set, cfg, node, where)
+
+
+def _check_node(plugin_set: PluginSet, cfg: DictConfig, node: str, where: str) -> None:
+    """The keys under ``cfg[node]`` are what its component's factory (or the trainer) takes."""
+    try:
+        spec = OmegaConf.to_container(cfg[node], resolve=True)
+    except Exception as err:  # an interpolation to a key that is not there
+        raise ContractViolation("configs_compose", where, f"{node}: {err}") from err
+    if not isinstance(spec, dict):
+        raise ContractViolation("configs_compose", where, f"{node} must be a mapping, got {spec!r}")
+    if node == "trainer":
         try:
-            return compose(plugin_set, overrides)
-        except Exception as err:  # noqa: PERF203 - Hydra's errors differ by cause; keep the first
-            error = error or err
-    raise ContractViolation("configs_compose", where,
-                            f"`{' '.join(attempts[0])}` does not compose: {error}")
+            check_options(TrainerSettings, spec, where="the trainer", prefix="trainer.")
+            TrainerSettings(**spec)
+        except (RegistryError, ValueError, TypeError) as err:
+            raise ContractViolation("configs_compose", where, str(err)) from err
+        return
+    name = spec.pop("name", None)
+    try:
+        factory = plugin_set.registry.factory(COMPONENT_GROUPS[node], str(name))
+        check_options(factory, spec, where=f"{node} {name!r}", prefix=f"{node}.")
+    except RegistryError as err:
+        raise ContractViolation("configs_compose", where, str(err)) from err
 
 
 def check_builds(built: Built) -> None:
@@ -321,6 +377,163 @@ def check_seeded(built: Built) -> None:
                                     "draw all randomness from the rng argument")
 
 
+def check_rng_device(built: Built) -> None:
+    """Every draw with ``rng`` happens on ``rng.device``; really so where an accelerator exists."""
+    generator = built.pipeline.generator
+    generator.eval()
+    rng = torch.Generator().manual_seed(0)
+    audit = _RngDeviceAudit(rng)
+    with torch.inference_mode(), audit:
+        generator.generate(2, condition=built.condition(), rng=rng, **built.sample_options)
+    if audit.problems:
+        raise ContractViolation("rng_device", built.where, audit.problems[0])
+    device = _accelerator()
+    if device is None:
+        return
+    moved = copy.deepcopy(generator).to(device)
+    condition = built.condition()
+    try:
+        with torch.inference_mode():
+            moved.generate(2, condition=None if condition is None else condition.to(device),
+                           rng=torch.Generator(device=device).manual_seed(0), **built.sample_options)
+    except Exception as err:  # what a user on that device would meet
+        raise ContractViolation("rng_device", built.where,
+                                f"generate() with the model and rng on {device} fails: "
+                                f"{type(err).__name__}: {err}") from err
+
+
+def _accelerator() -> torch.device | None:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return None
+
+
+OFF_DEVICE = "_genloom_on_the_cpu"  # marks a tensor that would be on the CPU beside an accelerator
+
+
+class _RngDeviceAudit(TorchFunctionMode):
+    """Watches torch calls as if the model and ``rng`` lived on an accelerator.
+
+    A tensor is marked *off device* when it is moved to the CPU by name (``.cpu()``,
+    ``.to("cpu")``) or made by a factory without ``device=``; what is computed from marked
+    tensors alone is marked too, and ``.to(device)`` clears the mark. A draw with
+    ``generator=rng`` that creates its tensor off device, or reads a marked tensor, would
+    fail on CUDA ("Expected a 'cuda' device type for generator"): it is recorded.
+    """
+
+    def __init__(self, rng: torch.Generator) -> None:
+        super().__init__()
+        self.rng = rng
+        self.problems: list[str] = []
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (),
+                           kwargs: Mapping[str, Any] | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        name = getattr(func, "__name__", str(func))
+        if kwargs.get("generator") is self.rng:
+            if not tensors and _device_is_cpu(kwargs.get("device")):
+                self.problems.append(
+                    f"torch.{name}(..., generator=rng) without device= draws on the CPU, but rng is on "
+                    "the model's device (the sampler's is on CUDA when the model is): pass "
+                    "device=rng.device")
+            elif tensors and getattr(tensors[0], OFF_DEVICE, False):
+                self.problems.append(
+                    f"{name}(..., generator=rng) reads a tensor on the CPU (moved with .cpu() or made "
+                    "without device=), but rng is on the model's device (CUDA when the model is): "
+                    "keep the tensor on rng.device")
+        result = func(*args, **kwargs)
+        if not isinstance(result, torch.Tensor):
+            return result
+        target = _move_target(func, args, kwargs)
+        if target == "cpu":
+            if tensors and result is tensors[0]:
+                result = result.clone()  # a move between devices copies; so must the simulation
+            setattr(result, OFF_DEVICE, True)
+        elif target == "device":
+            if getattr(result, OFF_DEVICE, False):
+                setattr(result, OFF_DEVICE, False)
+        elif (not tensors and _device_is_cpu(kwargs.get("device"))) or (
+                tensors and all(getattr(t, OFF_DEVICE, False) for t in tensors)):
+            setattr(result, OFF_DEVICE, True)
+        return result
+
+
+def _move_target(func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+    """``"cpu"`` for a move to the CPU by name, ``"device"`` for one to a device object, else None."""
+    if func is torch.Tensor.cpu:
+        return "cpu"
+    if func is torch.Tensor.cuda:
+        return "device"
+    if func is not torch.Tensor.to:
+        return None
+    for target in (*args[1:2], kwargs.get("device")):
+        if isinstance(target, str):
+            return "cpu" if target == "cpu" else "device"
+        if isinstance(target, (torch.device, torch.Tensor)):
+            return "device"
+    return None  # a dtype alone
+
+
+def _device_is_cpu(device: Any) -> bool:
+    """A factory's ``device=`` that puts its tensor on the CPU beside an accelerator."""
+    return device is None or device == "cpu"
+
+
+def check_value_range(built: Built, n: int = 4) -> None:
+    """Samples lie in the range the decoder declares it reads (``input_range``)."""
+    decoder = built.pipeline.decoder
+    declared = getattr(decoder, "input_range", None)
+    if declared is None:
+        return
+    where = f"{built.where} with decoder {pipeline.component_names(built.config)['decoder']!r}"
+    try:
+        low, high = (float(v) for v in declared)
+    except (TypeError, ValueError):
+        low, high = math.nan, math.nan
+    if not low <= high:
+        raise ContractViolation("value_range", where,
+                                f"the decoder's input_range {declared!r} is not a (low, high) pair")
+    for i, sample in enumerate(generate(built, n, seed=0)):
+        if sample.numel() == 0:
+            continue
+        least, most = sample.min().item(), sample.max().item()
+        if least < low or most > high:
+            raise ContractViolation(
+                "value_range", where,
+                f"example {i} holds values in [{least:.4g}, {most:.4g}], but the decoder reads "
+                f"[{low:g}, {high:g}] (its input_range) and would clamp or drop the rest; map "
+                f"generate()'s output into [{low:g}, {high:g}] (for example (x + 1) / 2 from [-1, 1])")
+
+
+def check_evaluation(built: Built, batches: int = EVAL_BATCHES) -> None:
+    """Scoring the validation split does not depend on the global random state."""
+    parts = built.pipeline
+    assert parts.dataset is not None
+    val = parts.dataset.split("val", parts.encoder, parts.condition_encoder)
+    if len(val) == 0:
+        raise ContractViolation("evaluation", f"pipeline {built.name!r}", "the val split is empty")
+    placement = Placement(torch.device("cpu"))
+    scores = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        scores.append(evaluate(parts.generator, val, batch_size=4, max_batches=batches, placement=placement))
+    first, second = scores
+    changed = sorted(k for k in first.keys() | second.keys()
+                     if not math.isclose(first.get(k, math.nan), second.get(k, math.nan),
+                                         rel_tol=1e-6, abs_tol=1e-9))
+    if changed:
+        values = ", ".join(f"{k} {first.get(k)} then {second.get(k)}" for k in changed)
+        raise ContractViolation(
+            "evaluation", built.where,
+            f"scoring the same validation batches twice gave {values}; in eval mode (self.training "
+            "is False) draw any noise the loss needs from a generator seeded with a constant, "
+            "not from the global random state")
+
+
 def check_round_trip(plugin_set: PluginSet, built: Built, directory: Path) -> None:
     generator = built.pipeline.generator
     step_dir = checkpoint.save(directory, step=1, model=generator, config=built.config,
@@ -400,7 +613,9 @@ class PluginContract:
     * ``plugin``: the hook module your ``genloom`` entry point names;
     * ``pipelines``: small pipeline presets (seconds to build) that together use every
       component the plugin registers;
-    * ``also_load``: hook modules of other plugins your pipelines need (default none);
+    * ``also_load``: hook modules of other plugins whose components or config options your
+      presets use (``["genloom_image.plugin"]``; default none); declare their
+      distributions as dependencies in your ``pyproject.toml`` too;
     * ``not_covered``: ``{"kind:name": "reason"}`` for components no small preset can use
       (a dataset that needs a user's folder), with where they are tested instead;
     * ``sample_options``: keyword options for ``generate`` that keep samples small
@@ -436,12 +651,12 @@ class PluginContract:
 
     def test_coverage(self, contract_plugins: PluginSet) -> None:
         own = load_only([self.plugin])
-        configs = {name: _violations_fail(compose, contract_plugins, [f"pipeline={name}"])
+        configs = {name: _violations_fail(compose_preset, contract_plugins, name, (), "coverage")
                    for name in self.pipelines}
         _violations_fail(check_coverage, own, configs, self.not_covered)
 
     def test_configs_compose(self, contract_plugins: PluginSet) -> None:
-        _violations_fail(check_configs_compose, contract_plugins, self.pipelines[0])
+        _violations_fail(check_configs_compose, contract_plugins, self.pipelines[0], [self.plugin])
 
     def test_builds(self, built: Built) -> None:
         _violations_fail(check_builds, built)
@@ -457,6 +672,15 @@ class PluginContract:
 
     def test_seeded(self, built: Built) -> None:
         _violations_fail(check_seeded, built)
+
+    def test_rng_device(self, built: Built) -> None:
+        _violations_fail(check_rng_device, built)
+
+    def test_value_range(self, built: Built) -> None:
+        _violations_fail(check_value_range, built)
+
+    def test_evaluation(self, built: Built) -> None:
+        _violations_fail(check_evaluation, built)
 
     def test_round_trip(self, contract_plugins: PluginSet, built: Built, tmp_path: Path) -> None:
         _violations_fail(check_round_trip, contract_plugins, built, tmp_path)

@@ -6,6 +6,11 @@ config groups with a real preset and a debug preset, and tests: the contract kit
 at the plugin and a train-then-sample run through the CLI. It passes them as written;
 ``pip install -e "genloom-NAME[test]" && pytest genloom-NAME`` shows it.
 
+``--generator-only PRESET`` writes a plugin that brings only a generator and reuses the
+dataset, encoder and decoder of an installed preset: the other plugin becomes a
+dependency in ``pyproject.toml`` and an ``also_load`` of the contract test, and the
+generator's shape, batch key and label count are read from the preset's examples.
+
 The templates are the files beside this module (``*.tmpl``), filled with
 :class:`string.Template` (``$name``, ``$package``...).
 """
@@ -14,14 +19,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import json
 import keyword
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 
 import genloom
+from genloom.plugins import PluginSet
 
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
@@ -37,6 +45,7 @@ class Modality:
     debug: dict[str, str]  # group -> YAML of the debug preset's smaller option
     sample_options: str
     sample_condition: str  # how the end-to-end test steers samples
+    clip: str = ""  # what maps the mixture's samples into the decoder's input_range
 
 
 MIXTURE = "a mixture of diagonal Gaussians over whole examples, steered by a label"
@@ -75,6 +84,7 @@ MODALITIES_SPEC = {
         debug={"dataset": "size: 64\nresolution: 8\n"},
         sample_options="{}",
         sample_condition='"label=1"',
+        clip=".clamp(0, 1)  # the decoder's input_range",
     ),
     "audio": Modality(
         title="Audio",
@@ -92,6 +102,7 @@ MODALITIES_SPEC = {
         debug={"dataset": "size: 64\nsamples: 80\n"},
         sample_options="{}",
         sample_condition='"label=1"',
+        clip=".clamp(-1, 1)  # the decoder's input_range",
     ),
     "other": Modality(
         title="Points",
@@ -119,27 +130,44 @@ def class_prefix(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def render(name: str, modality: str) -> dict[str, str]:
-    """Relative path -> text of every file of the plugin ``genloom-NAME``."""
-    spec = MODALITIES_SPEC[modality]
-    package = f"genloom_{name}"
+def base_values(name: str) -> dict[str, str]:
+    """Template values every plugin shares, whatever it brings."""
     prefix = class_prefix(name)
     major, minor = (int(p) for p in genloom.__version__.split(".")[:2])
-    values = {
-        "name": name, "package": package, "modality": modality, "title": spec.title,
+    return {
+        "name": name, "package": f"genloom_{name}",
         "Dataset": f"{prefix}Dataset", "Encoder": f"{prefix}Encoder",
         "Generator": f"{prefix}Model", "Decoder": f"{prefix}Decoder",
         "core_range": f">={major}.{minor},<{major}.{minor + 1}",
-        "generator_summary": spec.generator_summary, "dataset_summary": spec.dataset_summary,
-        "encoder_summary": spec.encoder_summary, "decoder_summary": spec.decoder_summary,
-        "sample_options": spec.sample_options, "sample_condition": spec.sample_condition,
-        "sample_condition_cli": spec.sample_condition.strip('"'),
+        "extra_dependencies": "", "also_load": "", "plugin_modules": f'["genloom_{name}.plugin"]',
+        "plugins_note": "", "real_run_line": f"genloom train pipeline={name:<29}# a real run\n",
+        "components_note": "the dataset, encoder, generator and decoder",
     }
+
+
+def filler(values: dict[str, str]) -> Any:
+    """``fill(template_path) -> text`` with ``values``."""
     templates = importlib.resources.files(__name__)
 
     def fill(template: str) -> str:
         return Template(templates.joinpath(template).read_text(encoding="utf-8")).substitute(values)
 
+    return fill
+
+
+def render(name: str, modality: str) -> dict[str, str]:
+    """Relative path -> text of every file of the plugin ``genloom-NAME``."""
+    spec = MODALITIES_SPEC[modality]
+    package = f"genloom_{name}"
+    values = {
+        **base_values(name), "modality": modality, "title": spec.title,
+        "command": f"genloom new-plugin {name} --modality {modality}",
+        "generator_summary": spec.generator_summary, "dataset_summary": spec.dataset_summary,
+        "encoder_summary": spec.encoder_summary, "decoder_summary": spec.decoder_summary,
+        "sample_options": spec.sample_options, "sample_condition": f"{spec.sample_condition}, ",
+        "sample_condition_cli": spec.sample_condition.strip('"'), "clip": spec.clip,
+    }
+    fill = filler(values)
     values["generator_code"] = "" if modality == "text" else fill("common/mixture.py.tmpl").rstrip("\n")
     files = {
         "pyproject.toml": fill("common/pyproject.toml.tmpl"),
@@ -173,19 +201,152 @@ def render(name: str, modality: str) -> dict[str, str]:
     return files
 
 
-def write(name: str, modality: str, directory: Path) -> Path:
-    """Write ``directory/genloom-NAME`` and return it; refuses to touch an existing folder."""
+REUSED_GROUPS = ("dataset", "encoder", "condition_encoder", "decoder")
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """What a generator-only plugin takes from an installed pipeline preset."""
+
+    preset: str
+    choices: dict[str, str]  # reused group -> its option in the preset: {"dataset": "glyphs_debug"}
+    nodes: dict[str, dict[str, Any]]  # reused group -> the keys the preset resolves it to
+    key: str  # the batch key the generator models
+    shape: list[int]
+    num_classes: int  # labels 0..num_classes-1 under "condition"; 0: none
+    input_range: tuple[float, float] | None
+    plugins: dict[str, str]  # hook module -> distribution of each plugin the options come from
+
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def reuse(plugin_set: PluginSet, preset: str) -> Reuse:
+    """Read what ``pipeline=preset`` gives a new generator: choices, batch key, shape, range."""
+    from omegaconf import OmegaConf
+
+    from genloom import describe, doctor
+
+    described = describe.describe(plugin_set, [f"pipeline={preset}"], split="train")
+    config = doctor.compose(plugin_set, [f"pipeline={preset}"], return_hydra_config=True)
+    chosen = config.hydra.runtime.choices
+    choices = {g: str(chosen[g]) for g in REUSED_GROUPS if config.get(g) is not None and g in chosen}
+    nodes = {}
+    for group in choices:
+        node = OmegaConf.to_container(config[group], resolve=True)
+        assert isinstance(node, dict)
+        node.pop("name", None)
+        nodes[group] = node
+    matching = [k for k in described.batch if k.spec() == described.sample_spec and k.dtype in FLOAT_DTYPES]
+    if not matching or None in matching[0].shape:
+        keys = "; ".join(k.line() for k in described.batch)
+        raise ValueError(
+            f"--generator-only {preset}: the generator written is a mixture of Gaussians over fixed-size "
+            f"float examples, but pipeline={preset}'s generator draws {described.sample_spec} and its "
+            f"batches hold {keys}; reuse a preset of float examples, or start from --modality text"
+        )
+    condition = next((k for k in described.batch if k.key == "condition"), None)
+    labelled = condition is not None and condition.shape == [] and condition.dtype.startswith(("int", "uint"))
+    owners = {p.module: p.distribution or p.name for p in plugin_set.plugins if p.status == "ok"
+              and any(option in p.config_groups.get(g, []) for g, option in choices.items())}
+    return Reuse(
+        preset=preset, choices=choices, nodes=nodes, key=matching[0].key,
+        shape=[int(d) for d in matching[0].shape if d is not None],
+        num_classes=int(condition.high) + 1 if labelled and condition is not None else 0,
+        input_range=None if described.input_range is None else tuple(described.input_range),
+        plugins=owners,
+    )
+
+
+def render_generator_only(name: str, reused: Reuse) -> dict[str, str]:
+    """Relative path -> text of a plugin ``genloom-NAME`` that brings only a generator."""
+    from omegaconf import OmegaConf
+
+    package = f"genloom_{name}"
+    dists = sorted(set(reused.plugins.values()))
+    low_high = reused.input_range
+    range_text = "any range" if low_high is None else f"[{low_high[0]:g}, {low_high[1]:g}]"
+    labelled = reused.num_classes > 1
+    values = {
+        **base_values(name), "title": "A generator", "preset": reused.preset, "key": reused.key,
+        "command": f"genloom new-plugin {name} --generator-only {reused.preset}",
+        "shape_text": ", ".join(map(str, reused.shape)), "range_text": range_text,
+        "reused_from": " and ".join(dists),
+        "generator_summary": f"{MIXTURE}, over the examples of pipeline={reused.preset}",
+        "sample_options": "{}",
+        "sample_condition": '"label=1", ' if labelled else "",
+        "sample_condition_cli": "label=1" if labelled else "",
+        "clip": "" if low_high is None else (
+            f".clamp({low_high[0]:g}, {low_high[1]:g})  # the decoder's input_range"),
+        "extra_dependencies": "".join(f'    "{d}",  # its dataset, encoder and decoder are reused\n'
+                                      for d in dists),
+        "also_load": (f"    also_load = {json.dumps(sorted(reused.plugins))}"
+                      "  # the presets use their components\n"),
+        "plugin_modules": json.dumps([f"{package}.plugin", *sorted(reused.plugins)]),
+        "plugins_note": " and the reused ones'",
+        "real_run_line": f"genloom train pipeline={name}_debug trainer=default   # a real run\n",
+        "components_note": f"the generator; the dataset, encoder and decoder are {' and '.join(dists)}'s",
+    }
+    fill = filler(values)
+    values["generator_code"] = fill("common/mixture.py.tmpl").rstrip("\n")
+    preset = f"{name}_debug"
+    choice = {**{g: o for g, o in reused.choices.items() if g != "decoder"}, "generator": name,
+              **({"decoder": reused.choices["decoder"]} if "decoder" in reused.choices else {})}
+    kept = {group: node for group, node in reused.nodes.items() if node}
+    spelled = OmegaConf.to_yaml(OmegaConf.create(kept)) if kept else ""
+    conditioned = (f"num_classes: {reused.num_classes}  # the labels under 'condition' in pipeline="
+                   f"{reused.preset}'s examples\n" if labelled else
+                   f"num_classes: 0  # pipeline={reused.preset}'s examples carry no class label\n")
+    return {
+        "pyproject.toml": fill("common/pyproject.toml.tmpl"),
+        "README.md": fill("common/README.md.tmpl"),
+        f"{package}/__init__.py": f'"""A generator for genloom: the genloom-{name} plugin."""\n',
+        f"{package}/plugin.py": fill("generator_only/plugin.py.tmpl"),
+        f"{package}/components.py": fill("generator_only/components.py.tmpl"),
+        f"{package}/conf/__init__.py": "",
+        f"{package}/conf/generator/{name}.yaml": (
+            f"# The generator of genloom-{name}: {MIXTURE},\n# over the examples of pipeline="
+            f"{reused.preset}.\nname: {name}\n"
+            f"key: {reused.key}  # the batch key it models\nshape: {reused.shape}\ncomponents: 16\n"
+            + conditioned
+        ),
+        f"{package}/conf/pipeline/{preset}.yaml": (
+            "# @package _global_\n"
+            f"# genloom train pipeline={preset}\n"
+            f"# This plugin's generator on the data, encoder and decoder of pipeline={reused.preset} "
+            f"({', '.join(dists)}).\n"
+            "defaults:\n" + "".join(f"  - /{g}: {c}\n" for g, c in choice.items())
+            + "  - override /trainer: debug  # a few tiny steps; trainer=default trains for real\n\n"
+            + (f"# The values pipeline={reused.preset} gives the reused components, spelled out: they\n"
+               "# may point at its own generator's keys, which this generator does not have.\n"
+               + spelled if spelled else "")
+            + f"pipeline:\n  name: {preset}\n"
+        ),
+        "tests/test_contract.py": fill("common/test_contract.py.tmpl"),
+        "tests/test_end_to_end.py": fill("common/test_end_to_end.py.tmpl"),
+    }
+
+
+def check_name(name: str) -> None:
     if not NAME.match(name) or keyword.iskeyword(name):
         raise ValueError(
             f"plugin name {name!r} must be lowercase letters, digits and underscores, starting "
             "with a letter (it becomes the package genloom_NAME and the config names)"
         )
-    if modality not in MODALITIES:
+
+
+def write(name: str, modality: str, directory: Path, files: dict[str, str] | None = None) -> Path:
+    """Write ``directory/genloom-NAME`` and return it; refuses to touch an existing folder.
+
+    ``files`` (relative path -> text) replaces the modality's, for a generator-only plugin.
+    """
+    check_name(name)
+    if files is None and modality not in MODALITIES:
         raise ValueError(f"--modality {modality!r}: choose one of {', '.join(MODALITIES)}")
     root = directory / f"genloom-{name}"
     if root.exists():
         raise FileExistsError(f"{root} already exists; choose another name or remove it")
-    for relative, text in render(name, modality).items():
+    for relative, text in (files if files is not None else render(name, modality)).items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -199,19 +360,31 @@ def main(argv: list[str]) -> int:
                     "module, components, config groups and tests that pass.",
     )
     parser.add_argument("name", help="plugin name: lowercase, e.g. 'melody' -> genloom-melody")
-    parser.add_argument("--modality", choices=MODALITIES, default="other",
+    parser.add_argument("--modality", choices=MODALITIES, default=None,
                         help="what the starting model generates (default: other, 2-D points)")
+    parser.add_argument("--generator-only", metavar="PRESET", default=None,
+                        help="write only a generator, reusing the dataset, encoder and decoder of the "
+                             "installed pipeline=PRESET (another plugin's, which becomes a dependency)")
     parser.add_argument("--directory", type=Path, default=Path("."),
                         help="where to create genloom-NAME/ (default: here)")
     args = parser.parse_args(argv)
+    if args.generator_only and args.modality:
+        parser.error("--generator-only takes its data from the preset: leave out --modality")
     try:
-        root = write(args.name, args.modality, args.directory)
+        files = None
+        if args.generator_only:
+            from genloom.plugins import active
+
+            check_name(args.name)
+            files = render_generator_only(args.name, reuse(active(), args.generator_only))
+        root = write(args.name, args.modality or "other", args.directory, files)
     except (ValueError, FileExistsError) as err:
         print(f"genloom new-plugin: {err}", file=sys.stderr)
         return 1
     print(f"wrote {root}/\nnext:\n"
           f"  pip install -e '{root}[test]'\n"
           f"  genloom plugins --check\n"
+          f"  genloom describe pipeline={args.name}_debug\n"
           f"  genloom train pipeline={args.name}_debug\n"
           f"  pytest {root}")
     return 0

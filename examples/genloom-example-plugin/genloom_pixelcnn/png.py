@@ -31,6 +31,7 @@ class GreyPng:
     """Decoder: ``(1, H, W)`` floats in [0, 1] -> a ``(H, W)`` ``uint8`` array; writes PNGs."""
 
     media_type = "image"
+    input_range = (0.0, 1.0)  # pixel values; outside would be clamped
 
     def decode(self, tensor: Tensor) -> np.ndarray:
         if tensor.dim() != 3 or tensor.shape[0] != 1:

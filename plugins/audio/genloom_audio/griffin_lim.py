@@ -44,6 +44,7 @@ class GriffinLimDecoder:
     """
 
     media_type = "audio"
+    input_range = (0.0, 1.0)  # the log_mel encoder's levels, -80..0 dB; outside would be clamped
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ class PngDecoder:
     """Decoder: ``(C, H, W)`` floats in [0, 1] (C = 1 or 3) -> a PIL image (``L`` or ``RGB``)."""
 
     media_type = "image"
+    input_range = (0.0, 1.0)  # pixel values; outside would be clamped
 
     def decode(self, tensor: Tensor) -> Image.Image:
         if tensor.dim() != 3 or tensor.shape[0] not in (1, 3):

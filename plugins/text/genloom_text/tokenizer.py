@@ -45,6 +45,7 @@ class ByteDecoder:
     """
 
     media_type = "text"
+    input_range = (0, 255)  # byte ids (samples carry no -1 padding: generate() drops it)
 
     def decode(self, tokens: Tensor) -> str:
         return _byte_string(tokens).decode("utf-8", errors="replace")
