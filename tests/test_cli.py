@@ -89,6 +89,15 @@ def test_unknown_component_option_lists_the_factory_options(fake_plugins, tmp_pa
     assert expected in said(capsys)
 
 
+def test_an_option_a_preset_set_for_a_replaced_component_says_to_pick_another_preset(
+    fake_plugins, tmp_path, capsys
+):
+    # pipeline=counting sets generator.vocab_size for bigram; a swapped-in component that
+    # lacks the key must say where the key came from, not only that it is unknown.
+    assert train(tmp_path, "+generator.width=3") == 1
+    assert "pipeline=counting sets options for the components it chooses" in said(capsys)
+
+
 def test_train_then_sample_then_eval(fake_plugins, tmp_path, capsys):
     assert train(tmp_path / "run") == 0
     run = tmp_path / "run"

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from genloom.interfaces import Dataset, Decoder, Encoder, Generator
-from genloom.registry import Registry, RegistryError
+from genloom.registry import Registry, RegistryError, UnknownOption
 
 COMPONENTS = ("dataset", "encoder", "generator", "decoder")
 # Hydra's `instantiate` keys: genloom never instantiates, so none belongs in its config.
@@ -88,13 +88,28 @@ def build(config: DictConfig, registry: Registry, *, with_dataset: bool = True) 
     refuse_instantiation(config)
     keys = COMPONENTS if with_dataset else COMPONENTS[1:]
     built = {}
-    for key in keys:
-        name, options = component_spec(config, key)
-        built[key] = registry.build(key, name, options)
+    specs = [(key, key) for key in keys]
     if config.get("condition_encoder") is not None:
-        name, options = component_spec(config, "condition_encoder")
-        built["condition_encoder"] = registry.build("encoder", name, options)
+        specs.append(("condition_encoder", "encoder"))
+    for key, kind in specs:
+        name, options = component_spec(config, key)
+        try:
+            built[key] = registry.build(kind, name, options)
+        except UnknownOption as err:
+            raise UnknownOption(f"{err}{_preset_hint(config)}") from None
     return Pipeline(**built)
+
+
+def _preset_hint(config: DictConfig) -> str:
+    """A preset's settings fit the components it chose; say so when one was swapped."""
+    preset = OmegaConf.select(config, "pipeline.name")
+    if preset is None:
+        return ""
+    return (
+        f". pipeline={preset} sets options for the components it chooses; if you replaced one "
+        "on the command line (dataset=..., generator=...), pick a preset made for it instead "
+        "(`genloom plugins` lists them)"
+    )
 
 
 def component_names(config: DictConfig) -> dict[str, str]:

@@ -24,6 +24,10 @@ class RegistryError(LookupError):
     """A component could not be registered or built; the message says what to do."""
 
 
+class UnknownOption(RegistryError):
+    """A component's config sets options its factory does not take."""
+
+
 @dataclass(frozen=True)
 class Entry:
     kind: str
@@ -178,7 +182,7 @@ def check_options(
     accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise RegistryError(
+        raise UnknownOption(
             f"{where} has no option {', '.join(prefix + u for u in unknown)}; "
             f"it takes: {', '.join(prefix + a for a in accepted) or 'no options'}"
         )
