@@ -15,7 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from genloom import checkpoint, distributed, pipeline, sampler
+from genloom import checkpoint, distributed, pipeline, rng, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
 from genloom.plugins import PluginSet, active
 from genloom.registry import RegistryError
@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> float | None:
         )
     placement = distributed.setup(cfg.device)
     try:
-        torch.manual_seed(cfg.seed)
+        rng.seed_all(cfg.seed)
         built = pipeline.build(cfg, plugins.registry)
         with distributed.main_first(placement):
             train_data = built.dataset.split("train", built.encoder, built.condition_encoder)
