@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 import genloom
@@ -188,7 +189,7 @@ def read_trainer_state(
     tensors_file, state_file = step_dir / "trainer.safetensors", step_dir / "trainer.json"
     try:
         tensors = load_file(str(tensors_file))
-    except Exception as err:  # safetensors raises its own SafetensorError for a truncated file
+    except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{tensors_file} is damaged or truncated ({err}); {advice}") from err
     try:
         state = json.loads(state_file.read_text())

@@ -391,9 +391,9 @@ class Trainer:
         """Endless batches, starting after the first ``start`` micro-batches of the run.
 
         Loading draws nothing from the global random streams (the generator's: dropout,
-        sampling noise): the loader has its own generator, seeded from ``(seed, epoch)``, and
-        each example is loaded with its own seed (:class:`_EpochBatches`). So the data, and
-        the streams, continue exactly from any step a run resumes at.
+        sampling noise): the loader has its own generator, seeded from ``(seed, epoch, rank)``,
+        and each example is loaded with its own seed (:class:`_EpochBatches`). So the data,
+        and the streams, continue exactly from any step a run resumes at.
         """
         s, p = self.settings, self.placement
         epoch, offset = divmod(start, self.batches_per_epoch)
@@ -518,7 +518,7 @@ class _EpochBatches(torch.utils.data.Dataset):
 
 
 def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return batch  # _EpochBatches collates; the loader's default would copy every tensor
+    return batch  # _EpochBatches has collated it already
 
 
 def collate(examples: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
