@@ -497,8 +497,9 @@ class _EpochBatches(torch.utils.data.Dataset):
     """Item ``k`` is batch ``k`` of one epoch, collated.
 
     Example ``i`` is loaded with the CPU random streams seeded from ``(seed, epoch, i)``,
-    and the streams are put back afterwards: a dataset that augments at random draws the
-    same for an example in the main process or in any worker, on any rank, resumed or not.
+    and in the main process the training's streams are put back afterwards: a dataset
+    that augments at random draws the same for an example in the main process or in any
+    worker, on any rank, resumed or not.
     """
 
     def __init__(self, data: torch.utils.data.Dataset, index_batches: list[list[int]], *, seed: int,
@@ -510,7 +511,8 @@ class _EpochBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         examples = []
-        with rng.cpu_streams_kept():
+        in_worker = torch.utils.data.get_worker_info() is not None  # its streams are its own
+        with contextlib.nullcontext() if in_worker else rng.cpu_streams_kept():
             for i in self.index_batches[k]:
                 rng.seed_cpu_streams(rng.derived_seed(self.seed, self.epoch, i))
                 examples.append(self.data[i])
