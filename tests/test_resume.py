@@ -119,3 +119,16 @@ def test_a_damaged_trainer_state_is_one_message_naming_the_file(fake_plugins, tm
     assert str(step_dir) in out.out
     assert "resume from an earlier checkpoint (trainer.resume=PATH) or train afresh" in out.out
     assert "Traceback" not in out.out + out.err
+
+
+def test_a_checkpoint_written_before_numpy_was_saved_still_resumes(fake_plugins, tmp_path):
+    assert train(tmp_path, "trainer.max_steps=2") == 0
+    step_dir = checkpoint.resolve(tmp_path)
+    state = json.loads((step_dir / "trainer.json").read_text())
+    del state["numpy_rng"]  # what genloom wrote before it kept NumPy's stream
+    (step_dir / "trainer.json").write_text(json.dumps(state))
+    python_state = random.getstate()
+    testing.scramble_global_streams()
+    _, extra = checkpoint.read_trainer_state(step_dir)
+    assert extra["step"] == 2 and random.getstate() == python_state
+    assert train(tmp_path, "trainer.max_steps=3", "trainer.resume=true") == 0
