@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import re
 import shutil
 import stat
@@ -41,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 import genloom
+from genloom import rng
 
 FORMAT_VERSION = 1
 LATEST = "latest"
@@ -461,36 +461,47 @@ def load_trainer_state(
 def read_trainer_state(
     step_dir: Path, device: torch.device | str = "cpu"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(optimizer state dict, the rest of the trainer state)``; restores the RNG states."""
+    """``(optimizer state dict, the rest of the trainer state)``; restores the RNG states.
+
+    A damaged ``trainer.safetensors`` or ``trainer.json`` (truncated, not JSON, keys
+    missing) is a :class:`CheckpointError` naming the file.
+    """
     if not (step_dir / "trainer.json").is_file():
         raise CheckpointError(f"{step_dir} holds weights only (no trainer state); it cannot be resumed")
-    tensors = load_file(str(step_dir / "trainer.safetensors"))
-    state = json.loads((step_dir / "trainer.json").read_text())
-    optim_state: dict[int, dict[str, Any]] = {}
-    for key, value in state["optimizer"]["scalars"].items():
-        index, _, name = key.partition(".")
-        optim_state.setdefault(int(index), {})[name] = value
-    for key, tensor in tensors.items():
-        if key.startswith("optim."):
-            index, _, name = key[len("optim.") :].partition(".")
-            optim_state.setdefault(int(index), {})[name] = tensor.to(device)
-    optimizer_state = {"state": optim_state, "param_groups": state["optimizer"]["param_groups"]}
-    torch.set_rng_state(tensors["rng.cpu"])
-    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
-    version, internal, gauss = state["python_rng"]
-    random.setstate((version, tuple(internal), gauss))
-    return optimizer_state, state["extra"]
+    advice = "resume from an earlier checkpoint (trainer.resume=PATH) or train afresh"
+    tensors_file, state_file = step_dir / "trainer.safetensors", step_dir / "trainer.json"
+    try:
+        tensors = load_file(str(tensors_file))
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{tensors_file} is damaged or truncated ({err}); {advice}") from err
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{state_file} is not valid JSON ({err}); {advice}") from err
+    try:
+        scalars, param_groups = state["optimizer"]["scalars"], state["optimizer"]["param_groups"]
+        extra = state["extra"]
+        optim_state: dict[int, dict[str, Any]] = {}
+        for key, value in scalars.items():
+            index, _, name = key.partition(".")
+            optim_state.setdefault(int(index), {})[name] = value
+        for key, tensor in tensors.items():
+            if key.startswith("optim."):
+                index, _, name = key[len("optim.") :].partition(".")
+                optim_state.setdefault(int(index), {})[name] = tensor.to(device)
+        rng.restore(tensors, {k: state[k] for k in ("python_rng", "numpy_rng") if k in state})
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"the trainer state in {step_dir} is incomplete or damaged ({type(err).__name__}: {err} "
+            f"in {state_file.name} or {tensors_file.name}); {advice}"
+        ) from err
+    return {"state": optim_state, "param_groups": param_groups}, extra
 
 
 def _trainer_state(
     optim: dict[str, Any], extra: dict[str, Any]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
+    tensors, rng_scalars = rng.states()
     scalars = {}
     for index, param_state in optim["state"].items():
         for name, value in param_state.items():
@@ -498,10 +509,9 @@ def _trainer_state(
                 tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{index}.{name}"] = value
-    version, internal, gauss = random.getstate()
     state = {
         "optimizer": {"param_groups": optim["param_groups"], "scalars": scalars},
-        "python_rng": [version, list(internal), gauss],
+        **rng_scalars,
         "extra": extra,
     }
     return tensors, state

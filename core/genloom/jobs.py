@@ -15,7 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from genloom import checkpoint, classes, distributed, pipeline, sampler
+from genloom import checkpoint, classes, distributed, pipeline, rng, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
 from genloom.plugins import PluginLoadError, PluginSet, active
 from genloom.registry import RegistryError
@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> float | None:
         )
     placement = distributed.setup(cfg.device)
     try:
-        torch.manual_seed(cfg.seed)
+        rng.seed_all(cfg.seed)
         built = pipeline.build(cfg, plugins.registry)
         classes.check_condition_classes(built.dataset, built.generator, cfg)
         with distributed.main_first(placement):

@@ -55,6 +55,10 @@ pytest then runs one test per rule and pipeline. The rules:
 
 The checks are also plain functions (``check_loss(built, batch)``...) that raise
 :class:`ContractViolation`, for use outside pytest. Requires pytest to run as tests.
+
+One more check trains, so it is not a rule run for every preset: :func:`check_resume`
+stops a run with SIGINT mid-way, resumes it and requires every logged loss to equal the
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -62,8 +66,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import json
 import math
 import os
+import random
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -71,12 +78,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
-from genloom import checkpoint, doctor, pipeline, plugins
+from genloom import checkpoint, doctor, hookimpl, pipeline, plugins
 from genloom.distributed import Placement
 from genloom.interfaces import kind_protocol
 from genloom.pipeline import Pipeline
@@ -696,3 +704,82 @@ def _violations_fail(check: Any, *args: Any) -> Any:
     except ContractViolation as violation:
         message = str(violation)
     pytest.fail(message, pytrace=False)
+
+
+# ---------------------------------------------------------------------------- exact resume
+# Not a PluginContract rule (it trains three times); plugins call it from their own tests.
+
+
+class _StopAfter:
+    """A hook implementation that sends this process SIGINT after step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    @hookimpl
+    def genloom_train_step_end(self, step: int, metrics: Mapping[str, float]) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def train_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The train records of ``run_dir/metrics.jsonl`` in the order written, without throughput."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "throughput"} for r in records if r["split"] == "train"]
+
+
+def scramble_global_streams(seed: int = 12345) -> None:
+    """Seed every global random stream with something no run uses."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def check_resume(
+    plugin_set: PluginSet, overrides: Sequence[str], *, stop_after: int, directory: Path
+) -> list[dict[str, Any]]:
+    """A run stopped after step ``stop_after`` and resumed logs what the uninterrupted run logs.
+
+    Trains ``overrides`` (``genloom train`` in this process, ``trainer.log_every=1``)
+    straight through; again, stopped by a real SIGINT after ``stop_after`` (the trainer
+    saves); then resumes it with ``trainer.resume=true`` after scrambling every global
+    random stream, so that what the resumed run draws must come from its checkpoint.
+    Every logged train loss, gradient norm and learning rate must be equal (``==``).
+    Returns the uninterrupted run's records.
+    """
+    from genloom import cli
+
+    common = ["train", *overrides, "trainer.progress=false", "trainer.log_every=1"]
+    where = f"`genloom train {' '.join(overrides)}`"
+    with active_plugins(plugin_set):
+        if (status := cli.main([*common, f"hydra.run.dir={directory / 'straight'}"])) != 0:
+            raise ContractViolation("resume", where, f"training exited with status {status}")
+        run = directory / "interrupted"
+        stopper = _StopAfter(stop_after)
+        plugin_set.manager.register(stopper)
+        try:
+            status = cli.main([*common, f"hydra.run.dir={run}"])
+        finally:
+            plugin_set.manager.unregister(stopper)
+        if status != 128 + signal.SIGINT:
+            raise ContractViolation("resume", where, f"SIGINT after step {stop_after} gave status {status}; "
+                                    "is trainer.max_steps above it?")
+        if (saved := checkpoint.read(run).step) != stop_after:
+            raise ContractViolation("resume", where, f"SIGINT after step {stop_after} saved step {saved}")
+        scramble_global_streams()
+        if (status := cli.main([*common, "trainer.resume=true", f"hydra.run.dir={run}"])) != 0:
+            raise ContractViolation("resume", where, f"resuming exited with status {status}")
+    straight, resumed = train_records(directory / "straight"), train_records(run)
+    steps, straight_steps = [r["step"] for r in resumed], [r["step"] for r in straight]
+    if steps != straight_steps:
+        raise ContractViolation("resume", where, f"the resumed run logged steps {steps}, "
+                                f"the uninterrupted one {straight_steps}")
+    for before, after in zip(straight, resumed, strict=True):
+        if before != after:
+            raise ContractViolation(
+                "resume", where,
+                f"after a stop at step {stop_after} and a resume, step {before['step']} logged {after} "
+                f"where the uninterrupted run logged {before}; does the generator draw randomness "
+                "from a stream that is neither torch's, Python's nor NumPy's global one?",
+            )
+    return straight

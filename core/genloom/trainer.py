@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from genloom import checkpoint, sharding
+from genloom import checkpoint, rng, sharding
 from genloom.distributed import Placement, all_reduce_mean, autocast
 
 log = logging.getLogger(__name__)
@@ -388,17 +388,25 @@ class Trainer:
     # -- helpers -----------------------------------------------------------------------
 
     def _train_batches(self, start: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Endless batches, starting after the first ``start`` micro-batches of the run."""
+        """Endless batches, starting after the first ``start`` micro-batches of the run.
+
+        Loading draws nothing from the global random streams (the generator's: dropout,
+        sampling noise): the loader has its own generator, seeded from ``(seed, epoch, rank)``,
+        and each example is loaded with its own seed (:class:`_EpochBatches`). So the data,
+        and the streams, continue exactly from any step a run resumes at.
+        """
         s, p = self.settings, self.placement
         epoch, offset = divmod(start, self.batches_per_epoch)
         while True:
             index_batches = epoch_batches(
                 len(self.train_data), s.batch_size, seed=self.seed, epoch=epoch,
                 rank=p.rank, world_size=p.world_size,
-            )[offset:]
+            )
             loader = torch.utils.data.DataLoader(
-                self.train_data, batch_sampler=index_batches, num_workers=s.num_workers,
-                collate_fn=collate, pin_memory=p.device.type == "cuda",
+                _EpochBatches(self.train_data, index_batches, seed=self.seed, epoch=epoch),
+                batch_size=None, sampler=range(offset, len(index_batches)), collate_fn=_as_is,
+                num_workers=s.num_workers, pin_memory=p.device.type == "cuda",
+                generator=torch.Generator().manual_seed(rng.derived_seed(self.seed, epoch, p.rank)),
             )
             for batch in loader:
                 yield self._to_device(batch)
@@ -483,6 +491,36 @@ def evaluate(
             count += len(index_batch)
     generator.train(was_training)
     return all_reduce_mean({k: v / max(count, 1) for k, v in totals.items()}, count, placement)
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """Item ``k`` is batch ``k`` of one epoch, collated.
+
+    Example ``i`` is loaded with the CPU random streams seeded from ``(seed, epoch, i)``,
+    and in the main process the training's streams are put back afterwards: a dataset
+    that augments at random draws the same for an example in the main process or in any
+    worker, on any rank, resumed or not.
+    """
+
+    def __init__(self, data: torch.utils.data.Dataset, index_batches: list[list[int]], *, seed: int,
+                 epoch: int) -> None:
+        self.data, self.index_batches, self.seed, self.epoch = data, index_batches, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.index_batches)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        examples = []
+        in_worker = torch.utils.data.get_worker_info() is not None  # its streams are its own
+        with contextlib.nullcontext() if in_worker else rng.cpu_streams_kept():
+            for i in self.index_batches[k]:
+                rng.seed_cpu_streams(rng.derived_seed(self.seed, self.epoch, i))
+                examples.append(self.data[i])
+        return collate(examples)
+
+
+def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch  # _EpochBatches has collated it already
 
 
 def collate(examples: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from genloom.interfaces import SampleSpec
 from torch import nn
@@ -34,16 +36,22 @@ class DigitDecoder:
 
 
 class Bigram(nn.Module):
-    def __init__(self, *, vocab_size: int = 10, length: int = 8) -> None:
+    """``dropout`` and ``noise`` (Gaussian noise on the logits) draw from the global RNG in training."""
+
+    def __init__(self, *, vocab_size: int = 10, length: int = 8, dropout: float = 0.0,
+                 noise: float = 0.0) -> None:
         super().__init__()
-        self.vocab_size, self.length = vocab_size, length
+        self.vocab_size, self.length, self.noise = vocab_size, length, noise
         self.sample_spec = SampleSpec(shape=(None,), dtype=torch.long)
         self.logits = nn.Embedding(vocab_size, vocab_size)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.dropout = nn.Dropout(dropout)
 
     def loss(self, batch):
         tokens = batch["tokens"]  # (B, T)
-        logits = self.logits(tokens[:, :-1]) + self.bias  # (B, T-1, V)
+        logits = self.dropout(self.logits(tokens[:, :-1])) + self.bias  # (B, T-1, V)
+        if self.training and self.noise:
+            logits = logits + self.noise * torch.randn_like(logits)
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
         accuracy = (logits.argmax(-1) == tokens[:, 1:]).float().mean()
         return {"loss": loss, "accuracy": accuracy}
@@ -66,26 +74,32 @@ class Bigram(nn.Module):
 
 
 class _CountingSplit(torch.utils.data.Dataset):
-    def __init__(self, starts: list[int], length: int, vocab_size: int) -> None:
-        self.starts, self.length, self.vocab_size = starts, length, vocab_size
+    def __init__(self, starts: list[int], length: int, vocab_size: int, augment: bool = False) -> None:
+        self.starts, self.length, self.vocab_size, self.augment = starts, length, vocab_size, augment
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"tokens": (torch.arange(self.length) + self.starts[i]) % self.vocab_size}
+        tokens = (torch.arange(self.length) + self.starts[i]) % self.vocab_size
+        if self.augment:  # a random shift, drawn from all three global RNGs an augmentation might use
+            shift = int(torch.randint(self.vocab_size, ())) + random.randrange(2) + int(np.random.randint(2))
+            tokens = (tokens + shift) % self.vocab_size
+        return {"tokens": tokens}
 
 
 class Counting:
     unit = "tok"
 
-    def __init__(self, *, length: int = 8, vocab_size: int = 10, examples: int = 64) -> None:
+    def __init__(
+        self, *, length: int = 8, vocab_size: int = 10, examples: int = 64, augment: bool = False
+    ) -> None:
         if examples < 4:
             raise ValueError(f"dataset.examples={examples}: need at least 4")
-        self.length, self.vocab_size, self.examples = length, vocab_size, examples
+        self.length, self.vocab_size, self.examples, self.augment = length, vocab_size, examples, augment
         self.units_per_example = length
 
     def split(self, name, encoder, condition_encoder=None):
         starts = [i % self.vocab_size for i in range(self.examples)]
         starts = starts[::4] if name == "val" else [s for i, s in enumerate(starts) if i % 4]
-        return _CountingSplit(starts, self.length, self.vocab_size)
+        return _CountingSplit(starts, self.length, self.vocab_size, augment=self.augment and name == "train")
