@@ -160,6 +160,7 @@ def trained(fake_plugins, tmp_path_factory) -> Path:
     ("seed=abc", "seed='abc' must be an integer"),
     ("+trainer.max_step=3", "trainer has no key 'max_step'; did you mean trainer.max_steps?"),
     ("+foo=1", "the top level has no key 'foo';"),
+    ("+pipeline.foo=1", "pipeline has no key 'foo'; Keys there: name"),
 ])
 def test_a_mistyped_training_setting_is_one_message(fake_plugins, tmp_path, capsys, override, message):
     assert train(tmp_path, override) == 1

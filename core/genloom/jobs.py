@@ -21,7 +21,7 @@ from genloom import checkpoint, distributed, pipeline, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
 from genloom.plugins import PluginSet, active
 from genloom.registry import RegistryError
-from genloom.settings import SettingsError, check_types, from_mapping
+from genloom.settings import SettingsError, check_types, from_mapping, unknown_key_message
 from genloom.trainer import (
     Trainer,
     TrainerSettings,
@@ -57,6 +57,9 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         check_types(self, where="")
+        extra = sorted(set(self.pipeline or {}) - {"name"}) if isinstance(self.pipeline, dict) else []
+        if extra:  # a preset's pipeline node only names it
+            raise SettingsError(unknown_key_message("pipeline", extra[0], ["name"]))
 
 
 @dataclass
