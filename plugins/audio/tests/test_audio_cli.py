@@ -71,3 +71,14 @@ def test_a_caption_model_trains_and_follows_its_prompts(only_audio, tmp_path: Pa
     assert plucked == sample(run, tmp_path / "again", 'prompt="A plucked c#4!"')  # same words, same ids
     bell = sample(run, tmp_path / "bell", 'prompt="a bell G4"')
     assert plucked["sample_000.wav"] != bell["sample_000.wav"]
+
+
+def test_eval_scores_the_same_at_any_batch_size(trained: Path, tmp_path: Path) -> None:
+    scores = []
+    for size in (1, 3, 8):
+        out = tmp_path / f"b{size}"
+        assert cli.main(["eval", f"checkpoint={trained}", f"batch_size={size}", f"hydra.run.dir={out}"]) == 0
+        written = json.loads((out / "eval.json").read_text())
+        scores.append({k: v for k, v in written.items() if k != "checkpoint"})
+    assert scores[1] == pytest.approx(scores[0], rel=1e-5)
+    assert scores[2] == pytest.approx(scores[0], rel=1e-5)

@@ -81,3 +81,14 @@ def test_the_shapes_preset_selects_its_condition_encoder(only_image, tmp_path: P
     ]
     args = ["train", "pipeline=shapes", *tiny_shapes, "trainer=debug", "trainer.progress=false"]
     assert cli.main([*args, f"hydra.run.dir={tmp_path}"]) == 0
+
+
+def test_eval_scores_the_same_at_any_batch_size(trained: Path, tmp_path: Path) -> None:
+    scores = []
+    for size in (1, 3, 8):
+        out = tmp_path / f"b{size}"
+        assert cli.main(["eval", f"checkpoint={trained}", f"batch_size={size}", f"hydra.run.dir={out}"]) == 0
+        written = json.loads((out / "eval.json").read_text())
+        scores.append({k: v for k, v in written.items() if k != "checkpoint"})
+    assert scores[1] == pytest.approx(scores[0], rel=1e-5)
+    assert scores[2] == pytest.approx(scores[0], rel=1e-5)
