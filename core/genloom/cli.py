@@ -20,8 +20,8 @@ from genloom.plugins import PluginSet, active
 
 HYDRA_COMMANDS = {
     "train": "train a pipeline: genloom train pipeline=text [overrides]",
-    "sample": "sample a checkpoint: genloom sample checkpoint=DIR [n=4] [prompt=...]",
-    "eval": "score a checkpoint on its validation split: genloom eval checkpoint=DIR",
+    "sample": "sample a checkpoint: genloom sample checkpoint=DIR [n=4] [prompt=...] [option=value]",
+    "eval": "score a checkpoint on its validation split: genloom eval checkpoint=DIR [dataset.path=...]",
 }
 USAGE = f"""usage: genloom COMMAND [ARGS]
 
