@@ -288,3 +288,164 @@ def test_sigint_while_a_plugin_loads_prints_interrupted(tmp_path):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert (process.returncode, err, out) == (130, "genloom: interrupted\n", "")
+@pytest.fixture
+def trained(fake_plugins, tmp_path_factory) -> Path:
+    """A 4-step checkpoint of the counting pipeline."""
+    run = tmp_path_factory.mktemp("trained")
+    assert train(run) == 0
+    return run
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.max_steps=1.5", "trainer.max_steps=1.5 must be an integer"),
+    ("trainer.max_steps=abc", "trainer.max_steps='abc' must be an integer"),
+    ("trainer.batch_size=2.5", "trainer.batch_size=2.5 must be an integer"),
+    ("trainer.lr=abc", "trainer.lr='abc' must be a number"),
+    ("trainer.compile=1", "trainer.compile=1 must be true or false"),
+    ("trainer.eval_batches=0", "trainer.eval_batches=0 must be at least 1, or null for the whole split"),
+    ("seed=abc", "seed='abc' must be an integer"),
+    ("+trainer.max_step=3", "trainer has no key 'max_step'; did you mean trainer.max_steps?"),
+    ("+foo=1", "the top level has no key 'foo';"),
+    ("+pipeline.foo=1", "pipeline has no key 'foo'; Keys there: name"),
+])
+def test_a_mistyped_training_setting_is_one_message(fake_plugins, tmp_path, capsys, override, message):
+    assert train(tmp_path, override) == 1
+    out = said(capsys)
+    assert message in out
+    assert "Traceback" not in out and "HYDRA_FULL_ERROR" not in out
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_an_unknown_key_in_a_trainer_file_names_the_file(fake_plugins, tmp_path, capsys):
+    assert train(tmp_path, "trainer=typo") == 1
+    out = said(capsys)
+    assert "trainer has no key 'max_step'; did you mean trainer.max_steps?" in out
+    assert "trainer/typo.yaml" in out and "Traceback" not in out
+
+
+def test_hydras_append_hint_is_hidden_where_following_it_fails(fake_plugins, capsys):
+    assert cli.main(["train", "pipeline=counting", "trainer.max_step=3"]) == 1
+    err = capsys.readouterr().err
+    assert "genloom: trainer has no key 'max_step'; did you mean trainer.max_steps?" in err
+    assert "+trainer.max_step" not in err
+
+
+def test_hydras_append_hint_stays_for_a_factory_option_the_config_leaves_out(fake_plugins, capsys):
+    # The bigram factory takes `length`, but generator/bigram.yaml does not set it.
+    assert cli.main(["train", "pipeline=counting", "generator.length=3"]) == 1
+    err = capsys.readouterr().err
+    assert "+generator.length=3" in err
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_sample_and_eval_without_a_checkpoint_say_how(fake_plugins, tmp_path, capsys, command):
+    assert cli.main([command, f"hydra.run.dir={tmp_path}"]) == 1
+    out = said(capsys)
+    assert f"genloom {command} needs checkpoint=DIR" in out
+    assert "Traceback" not in out and "MissingMandatoryValue" not in out
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("n=abc", "n='abc' must be an integer"),
+    ("n=0", "n=0 must be at least 1"),
+    ("label=abc", "label='abc' must be an integer or null"),
+    ("temperature=abc", "temperature='abc' must be a number"),
+    ("+temprature=0", "generator Bigram does not take temprature; its sampling options are: "
+                      "max_new_tokens, temperature"),
+    ("top_q=0.5", "does not take top_q"),
+    ("steps=50", "does not take steps"),
+])
+def test_a_mistyped_sampling_setting_is_one_message(trained, tmp_path, capsys, override, message):
+    args = ["sample", f"checkpoint={trained}", override, f"hydra.run.dir={tmp_path}"]
+    assert cli.main(args) == 1
+    out = said(capsys)
+    assert message in out
+    assert "Traceback" not in out and "HYDRA_FULL_ERROR" not in out
+
+
+def test_any_keyword_option_of_generate_can_be_set(trained, tmp_path, capsys, monkeypatch):
+    seen = {}
+    real = fake_plugin_components().Bigram.generate
+
+    def generate(self, n, *, condition=None, rng=None, max_new_tokens: int = 8, temperature: float = 1.0,
+                 steps: int = 10, guidance: float = 1.0):
+        seen.update(steps=steps, guidance=guidance)
+        return real(self, n, condition=condition, rng=rng, max_new_tokens=max_new_tokens,
+                    temperature=temperature)
+
+    monkeypatch.setattr(fake_plugin_components().Bigram, "generate", generate)
+    args = ["sample", f"checkpoint={trained}", "steps=50", "+guidance=3", f"hydra.run.dir={tmp_path}"]
+    assert cli.main(args) == 0
+    assert seen == {"steps": 50, "guidance": 3.0}
+    assert isinstance(seen["guidance"], float)  # an integer given for a float option is a float
+
+
+def test_a_sampling_option_sweeps(trained, tmp_path):
+    args = ["sample", "-m", f"checkpoint={trained}", "temperature=0,1", "max_new_tokens=4",
+            f"hydra.sweep.dir={tmp_path}"]
+    assert cli.main(args) == 0
+    texts = [(tmp_path / job / "samples" / "sample_000.txt").read_text() for job in "01"]
+    assert all(len(t.split()) == 4 for t in texts)
+    overrides = (tmp_path / "0" / ".hydra" / "overrides.yaml").read_text()
+    assert "temperature=0" in overrides
+
+
+def test_sample_help_explains_sampling_options(fake_plugins, capsys):
+    assert cli.main(["sample", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Sampling options" in out and "keyword-only option of the generator's generate" in out
+
+
+def test_eval_is_a_per_example_average_whatever_the_batch_size(trained, tmp_path):
+    scores = []
+    for size in (1, 3, 8):
+        out = tmp_path / f"b{size}"
+        assert cli.main(["eval", f"checkpoint={trained}", f"batch_size={size}", f"hydra.run.dir={out}"]) == 0
+        scores.append(json.loads((out / "eval.json").read_text()))
+    for other in scores[1:]:
+        assert other["loss"] == pytest.approx(scores[0]["loss"], rel=1e-5)
+        assert other["accuracy"] == pytest.approx(scores[0]["accuracy"], rel=1e-5)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("batch_size=0", "batch_size=0 must be at least 1"),
+    ("max_batches=0", "max_batches=0 must be at least 1, or null for the whole validation split"),
+    ("max_batches=-1", "max_batches=-1 must be at least 1"),
+    ("batch_size=abc", "batch_size='abc' must be an integer"),
+    ("+batch=3", "the top level has no key 'batch'; did you mean batch_size?"),
+])
+def test_a_mistyped_eval_setting_is_one_message(trained, tmp_path, capsys, override, message):
+    assert cli.main(["eval", f"checkpoint={trained}", override, f"hydra.run.dir={tmp_path}"]) == 1
+    out = said(capsys)
+    assert message in out and "Traceback" not in out
+
+
+def test_eval_scores_other_data_given_as_dataset_overrides(trained, tmp_path, capsys):
+    base = ["eval", f"checkpoint={trained}"]
+    assert cli.main([*base, f"hydra.run.dir={tmp_path / 'own'}"]) == 0
+    assert "the dataset the checkpoint was trained on: counting" in said(capsys)
+    own = json.loads((tmp_path / "own" / "eval.json").read_text())
+    for i, override in enumerate(("dataset.length=5", "+dataset.length=5")):
+        out = tmp_path / f"length{i}"
+        assert cli.main([*base, override, f"hydra.run.dir={out}"]) == 0
+        assert "dataset given on the command line: counting" in said(capsys)
+        assert json.loads((out / "eval.json").read_text())["loss"] != own["loss"]
+    assert cli.main([*base, "dataset.lenght=5", f"hydra.run.dir={tmp_path / 'typo'}"]) == 1
+    assert "dataset 'counting' has no option dataset.lenght; it takes: " in said(capsys)
+    assert cli.main([*base, "dataset=counting", f"hydra.run.dir={tmp_path / 'group'}"]) == 0
+    assert json.loads((tmp_path / "group" / "eval.json").read_text())["loss"] == pytest.approx(own["loss"])
+
+
+def test_sample_says_so_when_training_saved_no_checkpoint(fake_plugins, tmp_path, capsys, monkeypatch):
+    from genloom import trainer
+
+    monkeypatch.setattr(trainer.Trainer, "save", lambda self: None)
+    assert train(tmp_path) == 0
+    out = said(capsys)
+    assert "sample it:" not in out and "no checkpoint was saved" in out
+
+
+def fake_plugin_components():
+    import fake_plugin.components
+
+    return fake_plugin.components

@@ -15,19 +15,20 @@ Ctrl-C before training starts (while torch, plugins or Hydra load) ends any comm
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from genloom import __version__
 from genloom.plugins import PluginLoadError, PluginSet, active
 
 HYDRA_COMMANDS = {
     "train": "train a pipeline: genloom train pipeline=text [overrides]",
-    "sample": "sample a checkpoint: genloom sample checkpoint=DIR [n=4] [prompt=...]",
-    "eval": "score a checkpoint on its validation split: genloom eval checkpoint=DIR",
+    "sample": "sample a checkpoint: genloom sample checkpoint=DIR [n=4] [prompt=...] [option=value]",
+    "eval": "score a checkpoint on its validation split: genloom eval checkpoint=DIR [dataset.path=...]",
 }
 USAGE = f"""usage: genloom COMMAND [ARGS]
 
@@ -96,29 +97,60 @@ def run_hydra(command: str, overrides: list[str]) -> int:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.plugins import Plugins
 
-    from genloom.config import PluginConfigSearchPath, unknown_key_hint
+    from genloom.config import PluginConfigSearchPath, command_overrides, unknown_key_hint
 
     Plugins.instance().register(PluginConfigSearchPath)
-    overrides = _distributed_overrides(command, overrides)
+    overrides = command_overrides(command, _distributed_overrides(command, overrides))
     started = []
+    held = _HeldStderr()
     task = hydra.main(version_base=None, config_path="conf", config_name=command)(
-        _job(command, started)
+        _job(command, started, held.release)
     )
     saved_argv = sys.argv
     sys.argv = [f"genloom {command}", *overrides]
     status = 0
     try:
-        task()
+        with held:
+            task()
     except SystemExit as exit_:
         status = exit_.code if isinstance(exit_.code, int) else 1
     finally:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
-    if status and not started:
-        hint = unknown_key_hint(command, overrides)
-        if hint:
-            print(hint, file=sys.stderr)
+    hydra_said = held.release()
+    hint = unknown_key_hint(command, overrides) if status and not started else None
+    # Hydra's text for an unknown key advises `+key=`, which would fail here: ours replaces it.
+    if not (hint and f"'{hint.key}'" in hydra_said):
+        sys.stderr.write(hydra_said)
+    if hint:
+        print(hint.message, file=sys.stderr)
     return status
+
+
+class _HeldStderr:
+    """What Hydra writes to stderr before the job starts, held so a better message can replace it.
+
+    :meth:`release` (called when the job starts, and at the end) puts the real stream back
+    and returns what was held, which the caller writes.
+    """
+
+    def __init__(self) -> None:
+        self.real = sys.stderr
+        self.buffer = io.StringIO()
+
+    def __enter__(self) -> _HeldStderr:
+        self.real, sys.stderr = sys.stderr, self.buffer
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if sys.stderr is self.buffer:
+            sys.stderr = self.real
+
+    def release(self) -> str:
+        if sys.stderr is self.buffer:
+            sys.stderr = self.real
+        text, self.buffer = self.buffer.getvalue(), io.StringIO()
+        return text
 
 
 def _distributed_overrides(command: str, overrides: list[str]) -> list[str]:
@@ -142,12 +174,13 @@ def _distributed_overrides(command: str, overrides: list[str]) -> list[str]:
     return [*overrides, *extra]
 
 
-def _job(command: str, started: list[bool]):  # noqa: ANN202 - Hydra inspects the function
+def _job(command: str, started: list[bool], release: Callable[[], str]):  # noqa: ANN202 - Hydra inspects it
     def job(cfg):  # noqa: ANN001, ANN202
         # Imported here so that `--help` and `--cfg` answer without loading torch.
         from genloom import jobs
 
         started.append(True)
+        sys.stderr.write(release())  # the job's own output is not held
         return jobs.run(command, cfg)
 
     return job

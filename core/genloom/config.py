@@ -14,6 +14,9 @@ compose as usual.
 from __future__ import annotations
 
 import difflib
+import inspect
+from importlib import resources
+from typing import NamedTuple
 
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
@@ -25,6 +28,10 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf
 
 from genloom.plugins import active
+
+# Config nodes that the registry builds: their keys are the keyword arguments of a factory.
+COMPONENT_KINDS = {"dataset": "dataset", "encoder": "encoder", "generator": "generator",
+                   "decoder": "decoder", "condition_encoder": "encoder"}
 
 
 class PluginConfigSearchPath(SearchPathPlugin):
@@ -60,12 +67,60 @@ class PluginConfigSource(ImportlibResourcesConfigSource):
         return super().load_config(config_path)
 
 
-def unknown_key_hint(command: str, overrides: list[str]) -> str | None:
+def command_overrides(command: str, overrides: list[str]) -> list[str]:
+    """The overrides as Hydra should read them, for the keys ``sample`` and ``eval`` route.
+
+    ``genloom sample``: a top-level key that conf/sample.yaml does not have (``steps=50``,
+    ``+temperature=0``) is an option of the generator's ``generate``; it moves under
+    ``options``, where the sampler checks it against that signature, so a misspelt one is
+    an error rather than a key nobody reads. ``genloom eval``: ``dataset=<option>`` and
+    ``dataset.<key>=<value>`` (with or without ``+``) replace or amend the checkpoint's
+    dataset, which conf/eval.yaml does not hold. Everything else passes unchanged, so
+    ``-m`` sweeps work on sampling options too.
+    """
+    if command not in ("sample", "eval"):
+        return overrides
+    own = _primary_keys(command)
+    routed = []
+    for override in overrides:
+        plus = len(override) - len(override.lstrip("+"))
+        key, eq, value = override[plus:].partition("=")
+        top = key.split(".")[0]
+        if override.startswith(("-", "~")) or not eq or top.startswith("hydra") or not key:
+            routed.append(override)
+        elif command == "sample" and top not in own:
+            routed.append(f"++options.{key}={value}")
+        elif command == "sample" and top == "options" and key != "options":
+            routed.append(f"++{key}={value}")
+        elif command == "eval" and key == "dataset":
+            routed.append(f"+dataset={value}")
+        elif command == "eval" and top == "dataset":
+            routed.append(f"++{key}={value}")
+        else:
+            routed.append(override)
+    return routed
+
+
+def _primary_keys(command: str) -> set[str]:
+    text = resources.files("genloom.conf").joinpath(f"{command}.yaml").read_text()
+    return {str(k) for k in OmegaConf.create(text)} - {"defaults", "hydra"}
+
+
+class KeyHint(NamedTuple):
+    """What to tell a user whose override names a key the config does not have."""
+
+    key: str
+    message: str
+
+
+def unknown_key_hint(command: str, overrides: list[str]) -> KeyHint | None:
     """After Hydra rejected an override, say which keys exist where the user mistyped one.
 
-    Hydra names the unknown key but not the ones available; this composes the config with
-    the user's group choices only and, for the first ``a.b.key=value`` whose key does not
-    exist, lists the keys under ``a.b`` with the closest match first.
+    Hydra names the unknown key and advises ``+key=value``, which in genloom only works for
+    a component option its config file leaves out. This composes the config with the
+    user's group choices only and, for the first ``a.b.key=value`` whose key does not
+    exist, either lists the keys under ``a.b`` with the closest match first, or (for a
+    keyword argument of the component's factory) says to add it with ``+``.
     """
     # Keep the group choices that compose (``seeed=1`` looks like one but is a typo).
     groups: list[str] = []
@@ -90,12 +145,30 @@ def unknown_key_hint(command: str, overrides: list[str]) -> str | None:
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if not isinstance(node, DictConfig) or leaf in node:
             continue
+        if parent in COMPONENT_KINDS and "name" in node:
+            return KeyHint(key, _component_option_hint(parent, str(node.name), leaf, override))
         where = parent or "the top level"
         keys = sorted(str(k) for k in node)
         close = difflib.get_close_matches(leaf, keys, n=1)
         guess = f"; did you mean {(parent + '.' if parent else '') + close[0]}?" if close else ""
-        return f"genloom: {where} has no key {leaf!r}{guess} Keys there: {', '.join(keys)}"
+        return KeyHint(key, f"genloom: {where} has no key {leaf!r}{guess} Keys there: {', '.join(keys)}")
     return None
+
+
+def _component_option_hint(parent: str, name: str, leaf: str, override: str) -> str:
+    """A key its config file leaves out may still be an option of the component's factory."""
+    try:
+        params = inspect.signature(active().registry.factory(COMPONENT_KINDS[parent], name)).parameters
+    except Exception:  # noqa: BLE001 - an unknown or broken component: the build reports it
+        return f"genloom: {parent} has no key {leaf!r}"
+    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    if leaf in accepted:
+        return (f"genloom: {parent} {name!r} takes {leaf}, which its config file leaves out; "
+                f"add it with +{override}")
+    close = difflib.get_close_matches(leaf, accepted, n=1)
+    guess = f"; did you mean {parent}.{close[0]}?" if close else ""
+    return (f"genloom: {parent} {name!r} has no option {parent}.{leaf}{guess} "
+            f"It takes: {', '.join(parent + '.' + a for a in accepted) or 'no options'}")
 
 
 def _is_group_choice(override: str) -> bool:

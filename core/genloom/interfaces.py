@@ -106,6 +106,12 @@ class Generator(Protocol):
 
         Returns scalars: ``"loss"`` is minimised by the trainer; any other entries
         (bits per byte, PSNR...) are averaged over the validation split and logged.
+
+        Evaluation weights each batch's scalars by its number of examples, so each must be
+        the mean over the batch of a per-example value (a mean over tokens is one when the
+        examples are equally long). In eval mode the scores of one example must not depend
+        on the others in its batch, nor change between calls: draw any noise per example
+        from a fixed seed. Then ``genloom eval`` reports the same numbers at any batch size.
         """
         ...
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +21,7 @@ from genloom import checkpoint, classes, distributed, pipeline, rng, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
 from genloom.plugins import PluginLoadError, PluginSet, active
 from genloom.registry import RegistryError
+from genloom.settings import SettingsError, check_types, from_mapping, unknown_key_message
 from genloom.trainer import (
     Trainer,
     TrainerSettings,
@@ -35,7 +38,69 @@ USER_ERRORS = (
     RegistryError, TrainingError, checkpoint.CheckpointError, ValueError, FileNotFoundError,
     NotADirectoryError, PluginLoadError,
 )
-SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_k", "top_p", "stop")
+CHECKPOINT_HELP = "a run directory, its checkpoints/ folder, or one step_* directory"
+
+
+@dataclass
+class RunSettings:
+    """The top level of ``genloom train``'s config: each node is checked where it is used."""
+
+    seed: int = 0
+    device: str = "auto"
+    trainer: Any = None
+    pipeline: Any = None
+    dataset: Any = None
+    encoder: Any = None
+    generator: Any = None
+    decoder: Any = None
+    condition_encoder: Any = None
+
+    def __post_init__(self) -> None:
+        check_types(self, where="")
+        extra = sorted(set(self.pipeline or {}) - {"name"}) if isinstance(self.pipeline, dict) else []
+        if extra:  # a preset's pipeline node only names it
+            raise SettingsError(unknown_key_message("pipeline", extra[0], ["name"]))
+
+
+@dataclass
+class SampleSettings:
+    """``genloom sample``'s config (conf/sample.yaml documents each key)."""
+
+    checkpoint: str
+    n: int = 4
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "auto"
+    prompt: Any = None  # prompt=42 is text too
+    label: int | None = None
+    stream: bool = True
+    options: dict = field(default_factory=dict)  # the generator's own: checked by the sampler
+
+    def __post_init__(self) -> None:
+        check_types(self, where="")
+        for key in ("n", "batch_size"):
+            if getattr(self, key) < 1:
+                raise SettingsError(f"{key}={getattr(self, key)} must be at least 1")
+
+
+@dataclass
+class EvalSettings:
+    """``genloom eval``'s config (conf/eval.yaml documents each key)."""
+
+    checkpoint: str
+    batch_size: int = 32
+    max_batches: int | None = None
+    device: str = "auto"
+    dataset: dict | None = None  # overrides of the checkpoint's dataset
+
+    def __post_init__(self) -> None:
+        check_types(self, where="")
+        if self.batch_size < 1:
+            raise SettingsError(f"batch_size={self.batch_size} must be at least 1")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise SettingsError(
+                f"max_batches={self.max_batches} must be at least 1, or null for the whole validation split"
+            )
 
 
 def run(command: str, cfg: DictConfig) -> float | None:
@@ -61,15 +126,19 @@ def train(cfg: DictConfig) -> float | None:
             f"choose what to train: pipeline=<preset>; installed presets: "
             f"{', '.join(presets) or 'none (install a plugin such as genloom-text)'}"
         )
-    placement = distributed.setup(cfg.device)
+    # Settings are checked before any data is read or built: a typo fails in a second.
+    run_settings = from_mapping(RunSettings, _container(cfg), where="")
+    settings = from_mapping(
+        TrainerSettings, _container(cfg.trainer), where="trainer", source=_trainer_source()
+    )
+    placement = distributed.setup(run_settings.device)
     try:
-        rng.seed_all(cfg.seed)
+        rng.seed_all(run_settings.seed)
         built = pipeline.build(cfg, plugins.registry)
         classes.check_condition_classes(built.dataset, built.generator, cfg)
         with distributed.main_first(placement):
             train_data = built.dataset.split("train", built.encoder, built.condition_encoder)
             val_data = built.dataset.split("val", built.encoder, built.condition_encoder)
-        settings = TrainerSettings(**_container(cfg.trainer))
         out = run_dir()
         if placement.is_main:
             _record_run(out, plugins)
@@ -91,56 +160,94 @@ def train(cfg: DictConfig) -> float | None:
             hooks=plugins.events,
             unit=built.dataset.unit,
             units_per_example=built.dataset.units_per_example,
-            seed=cfg.seed,
+            seed=run_settings.seed,
         )
         result = trainer.fit()
     finally:
         distributed.teardown()
     if placement.is_main:
         log.info("final metrics: %s", json.dumps({k: round(v, 4) for k, v in result.metrics.items()}))
-        log.info("checkpoint: %s", result.checkpoint)
-        log.info("sample it:  genloom sample checkpoint=%s", out)
+        if result.checkpoint is None:
+            log.warning("no checkpoint was saved, so there is nothing to sample from %s", out)
+        else:
+            log.info("checkpoint: %s", result.checkpoint)
+            log.info("sample it:  genloom sample checkpoint=%s", out)
     return result.metrics.get("val_loss")
 
 
 def sample(cfg: DictConfig) -> None:
+    settings = _job_settings(SampleSettings, cfg, "sample")
     plugins = active()
-    model = sampler.load(cfg.checkpoint, plugins, cfg.device)
+    model = sampler.load(settings.checkpoint, plugins, settings.device)
     log.info("loaded %s (step %d)", model.checkpoint.path, model.checkpoint.step)
     out = run_dir()
     _record_run(out, plugins)
     paths = sampler.Sampler(model, hooks=plugins.events).run(
-        n=cfg.n,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
+        n=settings.n,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
         out_dir=out / "samples",
-        prompt=None if cfg.prompt is None else str(cfg.prompt),  # prompt=42 is text too
-        label=cfg.label,
-        stream=cfg.stream,
-        options={key: cfg[key] for key in SAMPLING_OPTIONS},
+        prompt=None if settings.prompt is None else str(settings.prompt),
+        label=settings.label,
+        stream=settings.stream,
+        options=settings.options,
     )
     log.info("wrote %d files to %s", len(paths), out / "samples")
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> float:
+    settings = _job_settings(EvalSettings, cfg, "eval")
     plugins = active()
-    model = sampler.load(cfg.checkpoint, plugins, cfg.device, with_dataset=True)
+    model = sampler.load(settings.checkpoint, plugins, settings.device)
     built, ckpt = model.pipeline, model.checkpoint
+    # The dataset is the user's choice or the checkpoint's (the log says which), built
+    # like any other component; the model came through the safe path above.
+    name, options = pipeline.component_spec(_eval_config(ckpt, settings.dataset), "dataset")
+    built.dataset = plugins.registry.build("dataset", name, options)
     placement = distributed.Placement(model.device)
     val_data = built.dataset.split("val", built.encoder, built.condition_encoder)
     metrics = evaluate(
-        built.generator, val_data, batch_size=cfg.batch_size, max_batches=cfg.max_batches,
+        built.generator, val_data, batch_size=settings.batch_size, max_batches=settings.max_batches,
         placement=placement,
     )
     out = run_dir()
     _record_run(out, plugins)
-    _write_comparison(built, val_data, cfg.batch_size, placement.device, out / "reconstructions")
+    _write_comparison(built, val_data, settings.batch_size, placement.device, out / "reconstructions")
     (out / "eval.json").write_text(
         json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, **metrics}, indent=2)
     )
     log.info("%s at step %d: %s", ckpt.path, ckpt.step,
              ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return metrics["loss"]
+
+
+def _eval_config(ckpt: checkpoint.Checkpoint, dataset: dict | None) -> DictConfig:
+    """The checkpoint's config, its dataset replaced or amended by the user's overrides.
+
+    ``dataset=<option>`` replaces the checkpoint's dataset node; ``dataset.<key>=<value>``
+    changes one key of it. Either way the log says which data is scored.
+    """
+    config = ckpt.config.copy()
+    if dataset:
+        chosen = "dataset" in HydraConfig.get().runtime.choices
+        node = dataset if chosen else OmegaConf.merge(config.dataset, dataset)
+        config.dataset = node
+        source = "the dataset given on the command line"
+    else:
+        source = "the dataset the checkpoint was trained on"
+    name, options = pipeline.component_spec(config, "dataset")
+    log.info(
+        "scoring the validation split of %s: %s %s (another: dataset=<option> or dataset.<key>=<value>)",
+        source, name, " ".join(f"{k}={v}" for k, v in options.items()),
+    )
+    return config
+
+
+def _job_settings(cls: type, cfg: DictConfig, command: str) -> Any:
+    """``cls`` from the composed config of ``command``; a missing checkpoint says what to give."""
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise SettingsError(f"genloom {command} needs checkpoint=DIR: {CHECKPOINT_HELP}")
+    return from_mapping(cls, _container(cfg, resolve=False), where="")
 
 
 def _write_comparison(
@@ -165,9 +272,18 @@ def _record_run(out: Path, plugins: PluginSet) -> None:
     (out / "plugins.json").write_text(json.dumps(plugins.versions(), indent=2))
 
 
-def _container(node: DictConfig) -> dict:
-    options = OmegaConf.to_container(node, resolve=True)
+def _container(node: DictConfig, *, resolve: bool = True) -> dict:
+    options = OmegaConf.to_container(node, resolve=resolve)
     assert isinstance(options, dict)
     return options
+
+
+def _trainer_source() -> str:
+    """Where the ``trainer`` keys came from, for a message about one of them."""
+    choices = HydraConfig.get().runtime.choices
+    files = [f"trainer/{choices['trainer']}.yaml"] if choices.get("trainer") else []
+    if choices.get("pipeline"):
+        files.append(f"pipeline/{choices['pipeline']}.yaml")
+    return f" (set on the command line or in {' or '.join(files)})" if files else ""
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import typing
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,12 +28,9 @@ from genloom.distributed import select_device
 from genloom.interfaces import StreamingDecoder, StreamingGenerator
 from genloom.plugins import PluginSet
 from genloom.registry import Registry, RegistryError
+from genloom.settings import SettingsError, check_value
 
 log = logging.getLogger(__name__)
-
-# Options given as media (text) that the sampler encodes before the generator sees them.
-ENCODED_OPTIONS = ("stop",)
-
 
 @dataclass
 class LoadedModel:
@@ -213,6 +211,69 @@ def _warn_on_plugin_drift(ckpt: checkpoint.Checkpoint, plugins: PluginSet) -> No
             )
 
 
+def sampling_options(
+    built: pipeline.Pipeline, options: Mapping[str, Any], device: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """Check the sampling options a user set against the generator's ``generate``.
+
+    Any keyword-only parameter of ``generate`` (besides ``condition`` and ``rng``) is an
+    option: a name it does not take is an error that lists those it does, a value is
+    checked against the parameter's annotation (``steps=2.5`` for an ``int`` is an error),
+    and null keeps the generator's default. A parameter annotated as a tensor takes media
+    (text, say) that the pipeline's encoder encodes, as it encodes a prompt.
+    """
+    generator = built.generator
+    params = inspect.signature(generator.generate).parameters
+    accepted = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+                      and n not in ("condition", "rng"))
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_any:
+        raise RegistryError(
+            f"generator {type(generator).__name__} does not take {', '.join(unknown)}; "
+            f"its sampling options are: {', '.join(accepted) or 'none'}"
+        )
+    hints = _annotations(generator.generate)
+    chosen = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        annotation = hints.get(key)
+        if _is_tensor(annotation):
+            if isinstance(value, (dict, list)):
+                raise SettingsError(f"{key}={value!r} must be given as text (it is encoded)")
+            encoded = built.encoder.encode(str(value))
+            if encoded.numel() == 0:
+                raise SettingsError(
+                    f"{key}={value!r} encodes to nothing; give a non-empty value, or leave {key} unset"
+                )
+            chosen[key] = encoded.to(device)
+        elif annotation is not None:
+            chosen[key] = check_value(key, value, annotation)
+        else:
+            chosen[key] = value
+    return chosen
+
+
+def _annotations(function: Any) -> dict[str, Any]:
+    """The resolved annotations of ``function``; strings for those that do not resolve."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - e.g. a name imported under TYPE_CHECKING only
+        return {k: v for k, v in getattr(function, "__annotations__", {}).items()}
+
+
+def _is_tensor(annotation: Any) -> bool:
+    """Whether a parameter annotated so takes a tensor (``Tensor``, ``Tensor | None``...)."""
+    if annotation is None:
+        return False
+    if isinstance(annotation, str):
+        return "Tensor" in annotation
+    if annotation is torch.Tensor:
+        return True
+    return any(a is torch.Tensor for a in typing.get_args(annotation))
+
+
 class Sampler:
     def __init__(self, model: LoadedModel, *, hooks: Any, echo: TextIO | None = None) -> None:
         self.pipeline = model.pipeline
@@ -221,23 +282,8 @@ class Sampler:
         self.echo = echo if echo is not None else sys.stdout
 
     def sampling_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Keep the options a user set; reject those this generator does not take."""
-        generate = self.pipeline.generator.generate
-        params = inspect.signature(generate).parameters
-        accepted = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
-                          and n not in ("condition", "rng"))
-        chosen = {k: v for k, v in options.items() if v is not None}
-        unknown = sorted(set(chosen) - set(accepted))
-        if unknown:
-            name = type(self.pipeline.generator).__name__
-            raise RegistryError(
-                f"generator {name} does not take {', '.join(unknown)}; "
-                f"its sampling options are: {', '.join(accepted) or 'none'}"
-            )
-        for key in ENCODED_OPTIONS:
-            if key in chosen:
-                chosen[key] = self.pipeline.encoder.encode(str(chosen[key])).to(self.device)
-        return chosen
+        """The generator's keyword arguments for the options a user set (:func:`sampling_options`)."""
+        return sampling_options(self.pipeline, options, self.device)
 
     def condition(self, prompt: str | None, label: int | None) -> torch.Tensor | None:
         """The generator's condition: the encoded prompt, or a class index."""

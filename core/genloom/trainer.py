@@ -29,6 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from genloom import checkpoint, rng, sharding
 from genloom.distributed import Placement, all_reduce_mean, autocast
+from genloom.settings import check_types
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,14 @@ class TrainerSettings:
     STRATEGIES = ("ddp", "fsdp")
 
     def __post_init__(self) -> None:
+        check_types(self, where="trainer")
         for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key}={getattr(self, key)} must be at least 1")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            raise ValueError(
+                f"trainer.eval_batches={self.eval_batches} must be at least 1, or null for the whole split"
+            )
         if self.strategy not in self.STRATEGIES:
             raise ValueError(f"trainer.strategy={self.strategy!r}; use one of {', '.join(self.STRATEGIES)}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -470,8 +476,14 @@ def evaluate(
 ) -> dict[str, float]:
     """Average every metric ``generator.loss`` reports over the split, in a fixed order.
 
-    Each rank scores its own shard; the means are weighted by example counts across ranks.
+    A per-example average: each batch's means are weighted by its number of examples
+    (``Generator.loss`` documents what that asks of a generator), so the result does not
+    depend on ``batch_size``; ``max_batches`` scores only the first batches. Each rank
+    scores its own shard; the means are weighted by example counts across ranks.
     """
+    if batch_size < 1 or (max_batches is not None and max_batches < 1):
+        raise ValueError(f"evaluation takes batch_size >= 1 and max_batches >= 1 or null, "
+                         f"got {batch_size} and {max_batches}")
     was_training = generator.training
     generator.eval()
     # Rank r scores examples r, r + world, ...: the same shards as training, in order.

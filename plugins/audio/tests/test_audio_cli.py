@@ -99,3 +99,12 @@ def test_a_synth_preset_on_a_folder_points_to_the_folder_preset(only_audio, tmp_
     out = capsys.readouterr().out
     assert "dataset.condition=pitch is not something audio_folder provides" in out
     assert "pipeline=audio_folder dataset.path=DIR" in out
+def test_eval_scores_the_same_at_any_batch_size(trained: Path, tmp_path: Path) -> None:
+    scores = []
+    for size in (1, 3, 8):
+        out = tmp_path / f"b{size}"
+        assert cli.main(["eval", f"checkpoint={trained}", f"batch_size={size}", f"hydra.run.dir={out}"]) == 0
+        written = json.loads((out / "eval.json").read_text())
+        scores.append({k: v for k, v in written.items() if k != "checkpoint"})
+    assert scores[1] == pytest.approx(scores[0], rel=1e-5)
+    assert scores[2] == pytest.approx(scores[0], rel=1e-5)

@@ -65,7 +65,7 @@ def test_a_caption_model_reads_word_ids() -> None:
 
 def test_labels_out_of_range_are_clear_errors() -> None:
     model = MelVAE(**TINY, condition="label", num_classes=5)
-    with pytest.raises(ValueError, match=r"label=7 is not a class of this model.*labels 0..4"):
+    with pytest.raises(ValueError, match=r"label=7 is not a class.*labels 0..4. The model was trained"):
         model.generate(1, condition=torch.tensor(7))
     with pytest.raises(ValueError, match="the data holds label 9"):
         model.train().loss(batch(2, torch.tensor([1, 9])))
@@ -96,3 +96,19 @@ def test_a_spectrogram_of_the_wrong_size_names_the_keys_to_set() -> None:
 def test_bad_options_name_the_key(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MelVAE(**{**TINY, **options})
+
+
+@pytest.mark.parametrize("condition", ["none", "label"])
+def test_evaluation_is_a_per_example_average_whatever_the_batch_size(condition) -> None:
+    from genloom.distributed import Placement
+    from genloom.trainer import evaluate
+
+    torch.manual_seed(0)
+    model = MelVAE(**TINY, condition=condition, num_classes=3)
+    mels = torch.rand(8, 1, 30, 13, generator=torch.Generator().manual_seed(2))
+    data = [{"mel": mel, "condition": torch.tensor(i % 3)} for i, mel in enumerate(mels)]
+    cpu = Placement(torch.device("cpu"))
+    scores = [evaluate(model, data, batch_size=size, max_batches=None, placement=cpu) for size in (1, 3, 8)]
+    for other in scores[1:]:
+        assert other == pytest.approx(scores[0], rel=1e-5, abs=1e-6)
+    assert model.training  # evaluation gives the training mode back

@@ -48,7 +48,9 @@ from genloom_image.png import PngDecoder
 
 CONDITIONS = ("none", "label", "caption")
 LOG_2PI = math.log(2 * math.pi)
-EVAL_SEED = 0  # posterior noise in evaluation is drawn from this seed: metrics are reproducible
+# Posterior noise in evaluation is drawn from this seed, once per example shape: metrics are
+# reproducible and an example's score is the same whatever batch it is scored in.
+EVAL_SEED = 0
 
 
 class VAE(nn.Module):
@@ -125,8 +127,12 @@ class VAE(nn.Module):
         self._check_pixels(x)
         ids = self._batch_condition(batch, len(x))
         mean, logvar = self.encoder(x, ids)
-        noise_rng = None if self.training else torch.Generator(x.device).manual_seed(EVAL_SEED)
-        noise = torch.randn(mean.shape, generator=noise_rng, device=x.device, dtype=mean.dtype)
+        if self.training:
+            noise = torch.randn_like(mean)
+        else:  # one seeded draw shared by every example: its score does not depend on its batch
+            rng = torch.Generator(x.device).manual_seed(EVAL_SEED)
+            one = torch.randn(mean.shape[1:], generator=rng, device=x.device, dtype=mean.dtype)
+            noise = one.expand_as(mean)
         z = mean + torch.exp(0.5 * logvar) * noise
         x_hat = self.decoder(z, ids)  # (B, C, R, R)
         log_sigma = self.log_sigma.clamp(min=math.log(1e-3))
@@ -207,7 +213,10 @@ class VAE(nn.Module):
         if self.condition == "label" and not self._labels_checked:
             # Once: an out-of-range label would otherwise surface as an opaque index error,
             # and checking every batch would cost a device sync per step.
-            self._check_labels(ids, "the data holds label {}, which")
+            self._check_labels(
+                ids, "the data holds label {}, which",
+                "Set generator.num_classes to the dataset's number of classes",
+            )
             self._labels_checked = True
         if dropout and self.training and self.condition_dropout > 0:  # ids of "no condition"
             drop = torch.rand(size, device=ids.device) < self.condition_dropout
@@ -237,7 +246,9 @@ class VAE(nn.Module):
                     "this VAE is conditioned on labels (generator.condition=label): sample it "
                     f"with label=N, 0 <= N < {self.num_classes}, not a prompt"
                 )
-            self._check_labels(condition, "label={}")
+            self._check_labels(
+                condition, "label={}", "The model was trained with these classes: sample it with one of them"
+            )
             return condition.expand(n)
         if condition.dim() == 0:
             raise ValueError(
@@ -252,15 +263,14 @@ class VAE(nn.Module):
             )
         return condition.expand(n, -1) if condition.dim() == 1 else condition
 
-    def _check_labels(self, labels: Tensor, what: str) -> None:
+    def _check_labels(self, labels: Tensor, what: str, advice: str) -> None:
         """Reject labels outside ``0..num_classes - 1``; ``what`` names the label: ``"label={}"``."""
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= self.num_classes:
             bad = low if low < 0 else high
             raise ValueError(
                 f"{what.format(bad)} is not a class of this model: generator.num_classes="
-                f"{self.num_classes} gives labels 0..{self.num_classes - 1}. Set "
-                "generator.num_classes to the dataset's number of classes"
+                f"{self.num_classes} gives labels 0..{self.num_classes - 1}. {advice}"
             )
 
     def _check_pixels(self, x: Tensor) -> None:

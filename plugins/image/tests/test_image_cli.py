@@ -121,3 +121,12 @@ def test_a_caption_preset_on_a_folder_points_to_the_folder_preset(only_image, tm
     args = ["pipeline=shapes", "dataset=image_folder", f"dataset.path={data}", f"hydra.run.dir={tmp_path}"]
     assert cli.main(["train", *args]) == 1
     assert "pipeline=image_folder dataset.path=" in capsys.readouterr().out
+def test_eval_scores_the_same_at_any_batch_size(trained: Path, tmp_path: Path) -> None:
+    scores = []
+    for size in (1, 3, 8):
+        out = tmp_path / f"b{size}"
+        assert cli.main(["eval", f"checkpoint={trained}", f"batch_size={size}", f"hydra.run.dir={out}"]) == 0
+        written = json.loads((out / "eval.json").read_text())
+        scores.append({k: v for k, v in written.items() if k != "checkpoint"})
+    assert scores[1] == pytest.approx(scores[0], rel=1e-5)
+    assert scores[2] == pytest.approx(scores[0], rel=1e-5)

@@ -70,7 +70,7 @@ def test_a_label_steers_generation_and_wrong_conditions_are_explained() -> None:
     assert not torch.allclose(one, two)
     mixed = model.generate(2, condition=torch.tensor([1, 2]), rng=rng())
     assert torch.equal(mixed[0], one[0]) and torch.equal(mixed[1], two[1])
-    with pytest.raises(ValueError, match="label=3 is not a class of this model.*labels 0..2"):
+    with pytest.raises(ValueError, match="label=3 is not a class.*labels 0..2. The model was trained"):
         model.generate(1, condition=torch.tensor(3))
     with pytest.raises(ValueError, match="conditioned on labels.*label=N"):
         model.generate(1, condition=torch.tensor([5, 9, 2, 0]))  # an encoded prompt
@@ -140,3 +140,18 @@ def test_architecture_options_that_cannot_work_name_the_key() -> None:
     with pytest.raises(ValueError, match=r"takes images \(B, 3, 8, 8\)"):
         tiny().loss({"image": torch.rand(2, 1, 8, 8)})
     assert math.isfinite(tiny().loss(batch())["loss"].item())
+
+
+@pytest.mark.parametrize("condition", ["none", "label"])
+def test_evaluation_is_a_per_example_average_whatever_the_batch_size(condition) -> None:
+    from genloom.distributed import Placement
+    from genloom.trainer import evaluate
+
+    model = tiny(condition=condition, num_classes=3)
+    images = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    data = [{"image": image, "condition": torch.tensor(i % 3)} for i, image in enumerate(images)]
+    cpu = Placement(torch.device("cpu"))
+    scores = [evaluate(model, data, batch_size=size, max_batches=None, placement=cpu) for size in (1, 3, 8)]
+    for other in scores[1:]:
+        assert other == pytest.approx(scores[0], rel=1e-5, abs=1e-6)
+    assert model.training  # evaluation gives the training mode back

@@ -257,6 +257,11 @@ class Transformer(nn.Module):
         """The prompt as token ids ``(P,)`` on ``device``, cropped to fit the context."""
         if condition is None or condition.numel() == 0:
             return torch.tensor([self.start_token], device=device)
+        if condition.dim() == 0:
+            raise ValueError(
+                "this Transformer is conditioned by a prompt of text (prompt=\"...\"), not by a "
+                "class label: sample it without label="
+            )
         if condition.dim() != 1 or condition.is_floating_point():
             raise ValueError(
                 f"condition must be a 1-D tensor of token ids, got shape "

@@ -78,3 +78,35 @@ def test_eval_reports_bits_per_byte(trained, tmp_path):
     scores = json.loads((tmp_path / "eval.json").read_text())
     assert scores["step"] == 6
     assert scores["bits_per_byte"] == pytest.approx(scores["loss"] / 0.6931471805599453)
+
+
+def test_eval_of_moved_data_takes_the_new_path(only_text, tmp_path, capsys):
+    data = tmp_path / "notes"
+    data.mkdir()
+    (data / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    run = tmp_path / "run"
+    args = ["train", "pipeline=text_debug", "trainer=debug", "trainer.progress=false",
+            "dataset=text_files", f"dataset.path={data}", f"hydra.run.dir={run}"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    moved = data.rename(tmp_path / "moved")
+    assert cli.main(["eval", f"checkpoint={run}", f"hydra.run.dir={tmp_path / 'e1'}"]) == 1
+    out = capsys.readouterr()
+    assert f"the dataset the checkpoint was trained on: text_files path={data}" in out.out
+    assert "does not exist" in out.out + out.err
+    args = ["eval", f"checkpoint={run}", f"dataset.path={moved}", f"hydra.run.dir={tmp_path / 'e2'}"]
+    assert cli.main(args) == 0
+    assert f"the dataset given on the command line: text_files path={moved}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e2" / "eval.json").read_text())["loss"] > 0
+
+
+def test_unknown_sampling_options_are_errors_that_list_the_accepted_ones(trained, tmp_path, capsys):
+    for typo in ("+temprature=0", "top_q=0.5", "steps=3"):
+        assert cli.main(["sample", f"checkpoint={trained}", typo, f"hydra.run.dir={tmp_path}"]) == 1
+        out = capsys.readouterr()
+        assert ("its sampling options are: max_new_tokens, stop, temperature, top_k, top_p, use_cache"
+                in out.out + out.err)
+    assert cli.main(["sample", f"checkpoint={trained}", 'stop=""', f"hydra.run.dir={tmp_path}"]) == 1
+    assert "stop='' encodes to nothing" in capsys.readouterr().out
+    assert cli.main(["sample", f"checkpoint={trained}", "label=3", f"hydra.run.dir={tmp_path}"]) == 1
+    assert "not by a class label: sample it without label=" in capsys.readouterr().out

@@ -225,6 +225,8 @@ def test_invalid_sampling_options_are_clear_errors() -> None:
         model.generate(1, top_k=0)
     with pytest.raises(ValueError, match="1-D tensor of token ids"):
         model.generate(1, condition=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r'prompt of text \(prompt="..."\), not by a class label'):
+        model.generate(1, condition=torch.tensor(3))  # what label=3 hands it
     with pytest.raises(ValueError, match="token id 300"):
         model.generate(1, condition=torch.tensor([1, 300]))
     with pytest.raises(ValueError, match="non-empty"):
