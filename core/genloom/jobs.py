@@ -15,7 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from genloom import checkpoint, distributed, pipeline, sampler
+from genloom import checkpoint, distributed, pipeline, rundir, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
 from genloom.plugins import PluginSet, active
 from genloom.registry import RegistryError
@@ -33,7 +33,7 @@ log = logging.getLogger("genloom")
 # Errors that mean "the input or config is wrong": reported as a message, exit status 1.
 USER_ERRORS = (
     RegistryError, TrainingError, checkpoint.CheckpointError, ValueError, FileNotFoundError,
-    NotADirectoryError,
+    NotADirectoryError, rundir.RunDirectoryBusy,
 )
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_k", "top_p", "stop")
 
@@ -62,7 +62,10 @@ def train(cfg: DictConfig) -> float | None:
             f"{', '.join(presets) or 'none (install a plugin such as genloom-text)'}"
         )
     placement = distributed.setup(cfg.device)
+    lock = None
     try:
+        # Before genloom writes anything there (Hydra has written .hydra/ and train.log).
+        lock = rundir.RunDirLock(run_dir()) if placement.is_main else None
         torch.manual_seed(cfg.seed)
         built = pipeline.build(cfg, plugins.registry)
         with distributed.main_first(placement):
@@ -94,6 +97,8 @@ def train(cfg: DictConfig) -> float | None:
         )
         result = trainer.fit()
     finally:
+        if lock is not None:
+            lock.release()
         distributed.teardown()
     if placement.is_main:
         log.info("final metrics: %s", json.dumps({k: round(v, 4) for k, v in result.metrics.items()}))
