@@ -42,7 +42,7 @@ def run(command: str, cfg: DictConfig) -> float | None:
     try:
         return {"train": train, "sample": sample, "eval": evaluate_checkpoint}[command](cfg)
     except TrainingInterrupted as stop:
-        log.warning("%s", stop)
+        (log.error if stop.error else log.warning)("%s", stop)
         raise SystemExit(128 + stop.signum) from None
     except USER_ERRORS as err:
         log.error("%s", err)
