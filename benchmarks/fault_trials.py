@@ -8,7 +8,9 @@ that save. A signal strike sends SIGTERM or SIGINT at a random training step and
 the exit status 128+signum. After every strike, every ``step_*`` directory must load and
 ``checkpoints/latest`` must resolve to a complete checkpoint; at the end,
 ``trainer.resume=true`` must finish the run with exactly the weights and the
-``metrics.jsonl`` records (steps and splits, in order) of one uninterrupted run.
+``metrics.jsonl`` records (steps and splits, in order) of one uninterrupted run. A pair
+trial starts two trainers on one run directory at once: the second must be refused and the
+first must train exactly like an uninterrupted run.
 
 The runs train the test suite's fake plugin (``tests/fake_plugin``: a bigram model on a
 counting dataset), so the trials need no installed plugin and take seconds each. To aim
@@ -57,6 +59,8 @@ class Tally:
     signals: int = 0
     signal_status_ok: int = 0
     finished_before_strike: int = 0
+    pairs: int = 0
+    pairs_refused: int = 0
     corrupt: int = 0
     failed_resumes: int = 0
     problems: list[str] = field(default_factory=list)
@@ -110,9 +114,9 @@ def child(argv: list[str]) -> int:
 class Run:
     """One child process training into ``run_dir``."""
 
-    def __init__(self, run_dir: Path, extra: list[str], delay: float) -> None:
+    def __init__(self, run_dir: Path, extra: list[str], delay: float, marks: str = "") -> None:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.marks = run_dir.parent / f"{run_dir.name}.marks"
+        self.marks = run_dir.parent / f"{run_dir.name}{marks}.marks"
         self.marks.write_text("")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "FAULT_TRIALS_MARKS": str(self.marks),
                "FAULT_TRIALS_DELAY": str(delay)}
@@ -264,6 +268,23 @@ def trial(base: Path, reference: Path, tally: Tally, rng: random.Random, delay: 
     resume_and_compare(run_dir, reference, tally, base.name, delay)
 
 
+def pair_trial(base: Path, reference: Path, tally: Tally, delay: float) -> None:
+    """Two trainers started together on one run directory: one trains, the other is refused."""
+    run_dir = base / "run"
+    tally.pairs += 1
+    first, second = Run(run_dir, [], delay, marks="first"), Run(run_dir, [], delay, marks="second")
+    results = [first.finish(), second.finish()]
+    statuses = [status for status, _ in results]
+    refused = sum(status == 1 and "is in use by another genloom process" in out for status, out in results)
+    tally.pairs_refused += refused
+    if not (statuses == [0, 0] or (statuses.count(0) == 1 and refused == 1)):  # [0, 0]: no overlap
+        tally.problems.append(f"{base.name}: two trainers exited {statuses}: "
+                              f"{results[0][1][-800:]}\n{results[1][1][-800:]}")
+    inspect(run_dir, tally, f"{base.name} after two trainers")
+    if final_weights(run_dir) != final_weights(reference) or log_shape(run_dir) != log_shape(reference):
+        tally.problems.append(f"{base.name}: the run two trainers shared differs from an uninterrupted one")
+
+
 def report(tally: Tally, seconds: float) -> str:
     rows = [
         ("trials (run directories)", tally.trials),
@@ -273,6 +294,8 @@ def report(tally: Tally, seconds: float) -> str:
         ("SIGTERM/SIGINT", tally.signals),
         ("  exits with 128+signum", tally.signal_status_ok),
         ("runs that ended before the strike", tally.finished_before_strike),
+        ("two trainers on one run directory", tally.pairs),
+        ("  the second refused", tally.pairs_refused),
         ("corrupt checkpoints", tally.corrupt),
         ("failed resumes", tally.failed_resumes),
     ]
@@ -288,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signals", type=int, default=2, help="SIGTERM/SIGINT strikes in all (default 2)")
     parser.add_argument("--chain", type=int, default=2,
                         help="strikes on one run directory before it is resumed to the end (default 2)")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="trials that start two trainers on one run directory (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.03,
                         help="seconds each slowed point of a save sleeps (default 0.03)")
@@ -309,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, strikes in enumerate(chains):
             tally.trials += 1
             trial(base / f"trial-{i:02d}", reference, tally, rng, args.delay, strikes)
+        for i in range(args.pairs):
+            pair_trial(base / f"pair-{i:02d}", reference, tally, args.delay)
     print(report(tally, time.perf_counter() - start))
     return 1 if tally.corrupt or tally.failed_resumes or tally.problems else 0
 

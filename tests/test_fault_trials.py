@@ -1,4 +1,4 @@
-"""The fault-trial script still runs and finds nothing: kill -9 and signals never cost a checkpoint."""
+"""The fault-trial script still runs and finds nothing: kills, signals and a second trainer cost nothing."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fault_trials.py"
 
 
 @pytest.mark.slow
-def test_kills_and_signals_leave_loadable_checkpoints_and_exact_resumes(tmp_path: Path) -> None:
+def test_kills_signals_and_a_second_trainer_cost_no_checkpoint_and_no_resume(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--kills", "1", "--signals", "1", "--chain", "2", "--seed", "3",
-         "--dir", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--kills", "1", "--signals", "1", "--chain", "2", "--pairs", "1",
+         "--seed", "3", "--dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = dict(line.rsplit(None, 1) for line in done.stdout.splitlines() if not line.startswith("wall"))
     assert rows["kill -9"] == "1" and rows["SIGTERM/SIGINT"] == "1"
+    assert rows["two trainers on one run directory"] == "1"
     assert rows["corrupt checkpoints"] == "0" and rows["failed resumes"] == "0"

@@ -560,8 +560,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    log.info("%s: dropped %d record(s) after step %d, written by a run that stopped after its last "
-             "checkpoint", path, dropped, step)
+    log.info("%s: dropped %d record(s) after step %d, where this run starts (left by a run that "
+             "stopped later or by an earlier run in this directory)", path, dropped, step)
 
 
 def collate(examples: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
