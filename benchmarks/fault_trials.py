@@ -20,7 +20,7 @@ when each save begins and ends. The code that runs is the real one; only its tim
 changes.
 
     python benchmarks/fault_trials.py                       # quick: 4 kills, 2 signals
-    python benchmarks/fault_trials.py --kills 20 --signals 10 --chain 3
+    python benchmarks/fault_trials.py --kills 20 --signals 10 --chain 5 --jobs 3
 
 It prints the counts and exits 1 if any checkpoint failed to load or any resume failed.
 """
@@ -36,11 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_STEPS = 30
+MAX_STEPS = 40
 ARGS = [
     "pipeline=counting", "trainer=debug", "trainer.progress=false", "device=cpu",
     f"trainer.max_steps={MAX_STEPS}", "trainer.batch_size=8", "trainer.log_every=3",
@@ -128,7 +129,7 @@ class Run:
     def lines(self) -> list[str]:
         return self.marks.read_text().splitlines()
 
-    def wait_for(self, predicate, timeout: float = 120) -> bool:
+    def wait_for(self, predicate, timeout: float = 900) -> bool:
         """Poll the marks until ``predicate(lines)``; False if the process ended first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -139,7 +140,7 @@ class Run:
             time.sleep(0.005)
         raise TimeoutError(f"{self.marks}: no progress in {timeout}s")
 
-    def finish(self, timeout: float = 300) -> tuple[int, str]:
+    def finish(self, timeout: float = 900) -> tuple[int, str]:
         out, _ = self.process.communicate(timeout=timeout)
         return self.process.returncode, out
 
@@ -244,9 +245,11 @@ def trial(base: Path, reference: Path, tally: Tally, rng: random.Random, delay: 
         if kind == "kill":
             tally.kills += 1
             if re_save or rng.random() < 0.75:
-                hit = strike_save(run, 1 if re_save else rng.randint(1, (MAX_STEPS - start) // 5), delay, rng)
+                # An early save of the run, so that the chain has steps left for its next strikes.
+                hit = strike_save(run, 1 if re_save else rng.randint(1, 2), delay, rng)
             else:
-                hit = strike_at_step(run, rng.randrange(start + 1, MAX_STEPS), signal.SIGKILL)
+                step = rng.randrange(start + 1, min(start + 10, MAX_STEPS))
+                hit = strike_at_step(run, step, signal.SIGKILL)
             status, out = run.finish()
             if hit and run.in_save():
                 tally.kills_in_save += 1
@@ -254,7 +257,7 @@ def trial(base: Path, reference: Path, tally: Tally, rng: random.Random, delay: 
         else:
             tally.signals += 1
             signum = rng.choice([signal.SIGTERM, signal.SIGINT])
-            hit = strike_at_step(run, rng.randrange(start + 1, MAX_STEPS - 3), signum)
+            hit = strike_at_step(run, rng.randrange(start + 1, min(start + 8, MAX_STEPS - 3)), signum)
             status, out = run.finish()
             if hit and status == 128 + signum:
                 tally.signal_status_ok += 1
@@ -316,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.03,
                         help="seconds each slowed point of a save sleeps (default 0.03)")
+    parser.add_argument("--jobs", type=int, default=1, help="trials run side by side (default 1)")
     parser.add_argument("--dir", type=Path, help="keep the trials' run directories here")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -328,14 +332,26 @@ def main(argv: list[str] | None = None) -> int:
         if status != 0:
             print(f"the uninterrupted reference run failed ({status}):\n{out}", file=sys.stderr)
             return 2
-        tally = Tally()
         plan = ["kill"] * args.kills + ["signal"] * args.signals
+        rng.shuffle(plan)
         chains = [plan[i : i + args.chain] for i in range(0, len(plan), args.chain)]
-        for i, strikes in enumerate(chains):
-            tally.trials += 1
-            trial(base / f"trial-{i:02d}", reference, tally, rng, args.delay, strikes)
-        for i in range(args.pairs):
+
+        def run_chain(i: int) -> Tally:
+            tally = Tally(trials=1)
+            trial(base / f"trial-{i:02d}", reference, tally, random.Random(args.seed * 1000 + i),
+                  args.delay, chains[i])
+            return tally
+
+        def run_pair(i: int) -> Tally:
+            tally = Tally()
             pair_trial(base / f"pair-{i:02d}", reference, tally, args.delay)
+            return tally
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            tallies = [*pool.map(run_chain, range(len(chains))), *pool.map(run_pair, range(args.pairs))]
+        tally = Tally(problems=[p for t in tallies for p in t.problems])
+        for name in (f.name for f in fields(Tally) if f.name != "problems"):
+            setattr(tally, name, sum(getattr(t, name) for t in tallies))
     print(report(tally, time.perf_counter() - start))
     return 1 if tally.corrupt or tally.failed_resumes or tally.problems else 0
 
