@@ -268,3 +268,16 @@ def test_checkpoints_follow_the_umask_like_any_other_output(tmp_path, umask):
     assert stat.S_IMODE(step_dir.stat().st_mode) == 0o777 & ~umask
     for file in [*step_dir.iterdir(), tmp_path / "latest"]:
         assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask, file.name
+
+
+def test_a_folder_whose_latest_was_never_written_uses_its_newest_complete_step(tmp_path, caplog):
+    model, optimizer = model_and_optimizer()
+    save(tmp_path, 1, model, optimizer)
+    (tmp_path / "latest").unlink()  # a first save killed between its rename and writing latest
+    with caplog.at_level(logging.WARNING, logger="genloom.checkpoint"):
+        assert checkpoint.resolve(tmp_path) == tmp_path / "step_000001"
+    assert "has no latest file (a save was killed before writing it); using the newest" in caplog.text
+    shutil.rmtree(tmp_path / "step_000001")
+    (tmp_path / "step_000002").mkdir()
+    with pytest.raises(CheckpointError, match="holds no complete step directory"):
+        checkpoint.resolve(tmp_path)

@@ -338,11 +338,11 @@ def _follow_latest(folder: Path) -> Path:
         if _is_complete(target):
             return target
     complete = [d for d in _step_dirs(folder) if _is_complete(d)]
-    said = f"{latest} names {name}" if name is not None else f"{folder} has no {LATEST} file"
+    said = (f"{latest} names {name}, which is not a complete checkpoint" if name is not None
+            else f"{folder} has no {LATEST} file (a save was killed before writing it)")
     if not complete:
-        raise CheckpointError(f"{said}, which is not a complete checkpoint, and {folder} holds no other")
-    log.warning("%s, which is not a complete checkpoint; using the newest complete one, %s",
-                said, complete[-1])
+        raise CheckpointError(f"{said}, and {folder} holds no complete step directory")
+    log.warning("%s; using the newest complete one, %s", said, complete[-1])
     return complete[-1]
 
 
