@@ -82,7 +82,7 @@ def save(
     Debris of killed saves goes first; then the free space is checked against ``keep + 1``
     checkpoints of this size. A failure to write (a full disk, an I/O error) raises a
     :class:`CheckpointError` that says so and leaves the last good checkpoint as it was.
-    One writer per directory: :func:`genloom.rundir.lock` holds the run directory.
+    One writer per directory: :class:`genloom.rundir.RunDirLock` holds the run directory.
     """
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     recover(checkpoints_dir)
