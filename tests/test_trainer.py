@@ -1,16 +1,19 @@
 """The shared Trainer: schedule, sharding, exact resume, signals, non-finite losses."""
 
+import collections
 import json
 import math
 import os
+import shutil
 import signal
 
 import fake_plugin
 import pytest
 import torch
-from genloom import cli, hookimpl, plugins
+from genloom import checkpoint, cli, hookimpl, plugins
 from genloom.plugins import PluginSource, load_plugins
-from genloom.trainer import TrainerSettings, epoch_batches
+from genloom.trainer import Trainer, TrainerSettings, epoch_batches
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 RESUMABLE = [
@@ -125,3 +128,134 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_000002"]
     state = load_file(tmp_path / "checkpoints" / "step_000002" / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in state.values())  # the kept weights are finite
+
+
+GRID = [  # logs every 2 steps, evaluates every 4, saves every 4 (keeping 2)
+    "pipeline=counting", "trainer=debug", "trainer.progress=false", "trainer.max_steps=8",
+    "trainer.batch_size=8", "trainer.log_every=2", "trainer.eval_every=4", "trainer.checkpoint_every=4",
+]
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def shape(run_dir):
+    """What a reader of metrics.jsonl sees, less the wall-clock throughput."""
+    return [{k: v for k, v in r.items() if k != "throughput"} for r in records(run_dir)]
+
+
+@pytest.fixture
+def signal_after_step(monkeypatch):
+    """Send this process ``signum`` once the trainer finishes optimizer step ``at``."""
+    def install(at, signum=signal.SIGINT):
+        real = Trainer._train_step
+
+        def step_then_signal(self, batches):
+            real(self, batches)
+            if self.step == at:
+                os.kill(os.getpid(), signum)
+
+        monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
+
+    return install
+
+
+def test_a_signal_between_logs_then_resume_reads_like_one_run(fake_plugins, signal_after_step, monkeypatch,
+                                                              tmp_path):
+    assert cli.main(["train", *GRID, f"hydra.run.dir={tmp_path / 'straight'}"]) == 0
+    signal_after_step(3)  # off the log grid: the stop must not add a record of its own
+    run = tmp_path / "stopped"
+    assert cli.main(["train", *GRID, f"hydra.run.dir={run}"]) == 128 + signal.SIGINT
+    assert (run / "checkpoints" / "latest").read_text() == "step_000003"
+    assert [r["step"] for r in records(run)] == [2]
+    monkeypatch.undo()
+    assert cli.main(["train", *GRID, "trainer.resume=true", f"hydra.run.dir={run}"]) == 0
+    assert shape(run) == shape(tmp_path / "straight")  # the step-4 loss covers steps 3 and 4 too
+
+
+def test_resume_after_a_crash_drops_the_records_written_after_the_checkpoint(
+    fake_plugins, monkeypatch, tmp_path
+):
+    assert cli.main(["train", *GRID, f"hydra.run.dir={tmp_path / 'straight'}"]) == 0
+    real_save = Trainer.save
+
+    def crash_at_step_8(self):
+        if self.step == 8:  # logged and evaluated step 8, then died before its checkpoint
+            with open(self.run_dir / "metrics.jsonl", "a") as metrics:
+                metrics.write('{"step": 8, "spl')  # and a torn line
+            raise SystemExit(137)
+        return real_save(self)
+
+    monkeypatch.setattr(Trainer, "save", crash_at_step_8)
+    run = tmp_path / "crashed"
+    assert cli.main(["train", *GRID, f"hydra.run.dir={run}"]) == 137
+    assert [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()[:-1])] == [
+        2, 4, 4, 6, 8, 8]
+    monkeypatch.undo()
+    assert cli.main(["train", *GRID, "trainer.resume=true", f"hydra.run.dir={run}"]) == 0
+    assert shape(run) == shape(tmp_path / "straight")
+
+
+def test_start_up_puts_back_a_step_a_killed_re_save_moved_aside_and_clears_debris(
+    fake_plugins, tmp_path, capsys
+):
+    ckpts = tmp_path / "checkpoints"
+    assert cli.main(["train", *GRID, f"hydra.run.dir={tmp_path}"]) == 0
+    # As a kill -9 between the renames of a re-save of step 8 leaves it: 8 moved aside, the
+    # new 8 complete under its temporary name, latest naming the missing step_000008.
+    (ckpts / "step_000008").rename(ckpts / ".step_000008.replaced-dead")
+    shutil.copytree(ckpts / ".step_000008.replaced-dead", ckpts / ".step_000008-dead")
+    (ckpts / ".step_000012-dead").mkdir()
+    (ckpts / ".latest.tmp").write_text("step_0000")
+    capsys.readouterr()
+    # Nothing left to train: no save runs, so only the start-up can have cleaned up.
+    assert cli.main(["train", *GRID, "trainer.resume=true", f"hydra.run.dir={tmp_path}"]) == 0
+    assert f"resumed from {ckpts / 'step_000008'} at step 8" in capsys.readouterr().out
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step_000004", "step_000008"]
+
+
+def test_resume_falls_back_to_the_newest_complete_step(fake_plugins, tmp_path, capsys):
+    assert cli.main(["train", *GRID, f"hydra.run.dir={tmp_path}"]) == 0
+    shutil.rmtree(tmp_path / "checkpoints" / "step_000008")
+    assert cli.main(["train", *GRID, "trainer.resume=true", f"hydra.run.dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "latest names step_000008, which is not a complete checkpoint; using the newest" in out
+    assert f"resumed from {tmp_path / 'checkpoints' / 'step_000004'} at step 4" in out
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_000008"
+
+
+def test_sigterm_on_a_full_disk_says_why_and_exits_with_the_signals_status(
+    fake_plugins, signal_after_step, monkeypatch, tmp_path, capsys
+):
+    usage = collections.namedtuple("Usage", "total used free")
+    good = tmp_path / "checkpoints" / "step_000004"
+    # The disk fills up once step 4 is saved; SIGTERM arrives after step 6.
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 0, 100 if good.exists() else 10**9))
+    signal_after_step(6, signal.SIGTERM)
+    assert cli.main(["train", *GRID, f"hydra.run.dir={tmp_path}"]) == 128 + signal.SIGTERM
+    out = capsys.readouterr().out
+    assert "stopped by SIGTERM without saving: not enough disk space to save step 6 in " in out
+    assert f"The last good checkpoint, {good}, is intact." in out
+    assert "Traceback" not in out
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_000004"
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_message_and_keeps_the_last_one(
+    fake_plugins, monkeypatch, tmp_path, capsys
+):
+    real_save_file = checkpoint.save_file
+
+    def disk_fills(tensors, filename, *args, **kwargs):
+        if "step_000008" in filename:
+            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+        return real_save_file(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_fills)
+    monkeypatch.setattr(checkpoint, "save_model", lambda model, filename: disk_fills(model.state_dict(),
+                                                                                     filename))
+    assert cli.main(["train", *GRID, f"hydra.run.dir={tmp_path}"]) == 1
+    out = capsys.readouterr().out
+    assert f"could not save step 8 in {tmp_path / 'checkpoints'}: the disk is full" in out
+    assert "Traceback" not in out
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_000004"]

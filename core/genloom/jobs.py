@@ -17,7 +17,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from genloom import checkpoint, classes, distributed, pipeline, rng, sampler
+from genloom import checkpoint, classes, distributed, pipeline, rng, rundir, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
 from genloom.plugins import PluginLoadError, PluginSet, active
 from genloom.registry import RegistryError
@@ -36,7 +36,7 @@ log = logging.getLogger("genloom")
 # Errors that mean "the input or config is wrong": reported as a message, exit status 1.
 USER_ERRORS = (
     RegistryError, TrainingError, checkpoint.CheckpointError, ValueError, FileNotFoundError,
-    NotADirectoryError, PluginLoadError,
+    NotADirectoryError, PluginLoadError, rundir.RunDirectoryBusy,
 )
 CHECKPOINT_HELP = "a run directory, its checkpoints/ folder, or one step_* directory"
 
@@ -107,7 +107,7 @@ def run(command: str, cfg: DictConfig) -> float | None:
     try:
         return {"train": train, "sample": sample, "eval": evaluate_checkpoint}[command](cfg)
     except TrainingInterrupted as stop:
-        log.warning("%s", stop)
+        (log.error if stop.error else log.warning)("%s", stop)
         raise SystemExit(128 + stop.signum) from None
     except USER_ERRORS as err:
         log.error("%s", err)
@@ -132,7 +132,10 @@ def train(cfg: DictConfig) -> float | None:
         TrainerSettings, _container(cfg.trainer), where="trainer", source=_trainer_source()
     )
     placement = distributed.setup(run_settings.device)
+    lock = None
     try:
+        # Before genloom writes anything there (Hydra has written .hydra/ and train.log).
+        lock = rundir.RunDirLock(run_dir()) if placement.is_main else None
         rng.seed_all(run_settings.seed)
         built = pipeline.build(cfg, plugins.registry)
         classes.check_condition_classes(built.dataset, built.generator, cfg)
@@ -164,6 +167,8 @@ def train(cfg: DictConfig) -> float | None:
         )
         result = trainer.fit()
     finally:
+        if lock is not None:
+            lock.release()
         distributed.teardown()
     if placement.is_main:
         log.info("final metrics: %s", json.dumps({k: round(v, 4) for k, v in result.metrics.items()}))

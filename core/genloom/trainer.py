@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from genloom import checkpoint, rng, sharding
-from genloom.distributed import Placement, all_reduce_mean, autocast
+from genloom.distributed import Placement, all_reduce_mean, autocast, main_first
 from genloom.settings import check_types
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,15 @@ class TrainingError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved first."""
+    """SIGINT or SIGTERM arrived; a checkpoint was saved first, or ``error`` says why not."""
 
-    def __init__(self, signum: int, saved: Path | None) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint: {saved}")
+    def __init__(self, signum: int, saved: Path | None, error: str | None = None) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} without saving: {error}" if error else
+                         f"stopped by {name}; checkpoint: {saved}")
         self.signum = signum
         self.saved = saved
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,7 @@ class Trainer:
         self.step = 0
         self.last_checkpoint: Path | None = None
         self._stop_signal: int | None = None
+        self._resumed_window: dict[str, Any] | None = None  # the loss window a stop saved
 
         s = settings
         self.batches_per_epoch = len(
@@ -243,22 +248,37 @@ class Trainer:
             checkpoint.load_weights(self.generator, step_dir, self.placement.device)
             extra = checkpoint.load_trainer_state(step_dir, self.optimizer, self.placement.device)
         self.step = int(extra["step"])
+        self._resumed_window = extra.get("window")
         self.last_checkpoint = step_dir
         log.info("resumed from %s at step %d", step_dir, self.step)
 
     # -- the loop ----------------------------------------------------------------------
 
     def fit(self) -> RunResult:
+        """Train to ``max_steps``; the run directory must have one writer (:mod:`genloom.rundir`).
+
+        On rank 0 a start-up first undoes what a killed save left, and ``metrics.jsonl``
+        loses the records written after the checkpoint it starts from (all of them on a
+        fresh start), so that it reads as one uninterrupted run.
+        """
         s, p = self.settings, self.placement
+        with main_first(p):
+            if p.is_main:
+                checkpoint.recover(self.checkpoints_dir)
         self._resume()
         if p.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         batches = self._train_batches(start=self.step * s.grad_accum)
         self._bar = tqdm(
             total=s.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
             disable=not (p.is_main and s.progress), desc="train",
         )
         self._window = _LossWindow(torch.zeros((), device=p.device))
+        if self._resumed_window:  # stopped between two logs: the next log covers those steps too
+            self._window.loss_sum.fill_(self._resumed_window["loss_sum"])
+            self._window.steps = self._resumed_window["steps"]
+            self._window.start -= self._resumed_window["seconds"]
         self.last_metrics = {}
         self.generator.train()
         with contextlib.ExitStack() as stack:
@@ -279,10 +299,14 @@ class Trainer:
                     self.last_metrics.update({f"val_{k}": v for k, v in self.evaluate().items()})
                     self._record("val", {k: v for k, v in self.last_metrics.items() if k.startswith("val_")})
                     self._window.start = time.perf_counter()  # evaluation is not training time
-                if self.step % s.checkpoint_every == 0 or done or self._stop_signal:
+                if self.step % s.checkpoint_every == 0 or done:
                     self._report()  # never save weights trained on a loss nobody checked
-                    self.save()
+                    self._save_or_say_why()
                     self._window.start = time.perf_counter()
+                elif self._stop_signal:
+                    # Not logged: a record off the log grid would not be in an uninterrupted
+                    # run's log. save() checks the window's loss and keeps it in the checkpoint.
+                    self._save_or_say_why()
                 if self._stop_signal:
                     raise TrainingInterrupted(self._stop_signal, self.last_checkpoint)
         return RunResult(self.step, self.last_checkpoint, self.last_metrics)
@@ -316,11 +340,14 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         self._stop_signal = int(flag.item()) or None
 
-    def _report(self) -> None:
-        """Log the steps since the last report; stop here if their loss is not finite."""
+    def _window_loss(self) -> tuple[float, float]:
+        """``(sum, mean)`` of the loss since the last report, over every rank's batches.
+
+        Stops training if the mean is not finite.
+        """
         window = self._window
         if window.steps == 0:
-            return
+            return 0.0, 0.0
         loss_sum = window.loss_sum
         if self.placement.distributed:  # every rank's batches, as one process would log them
             loss_sum = loss_sum.clone()
@@ -334,6 +361,14 @@ class Trainer:
                 f"saving. Last good checkpoint: {self.last_checkpoint or 'none yet'}. "
                 "Try a lower trainer.lr, trainer.grad_clip=1.0, or trainer.precision=fp32."
             )
+        return float(loss_sum), mean_loss
+
+    def _report(self) -> None:
+        """Log the steps since the last report; stop here if their loss is not finite."""
+        window = self._window
+        if window.steps == 0:
+            return
+        _, mean_loss = self._window_loss()
         s, p = self.settings, self.placement
         units = s.batch_size * s.grad_accum * p.world_size * self.units_per_example * window.steps
         metrics = {
@@ -369,6 +404,11 @@ class Trainer:
         """
         path = None
         gathered = {}
+        extra_state: dict[str, Any] = {"step": self.step, "seed": self.seed}
+        if self._window.steps:  # a stop between logs: the resumed run's next log covers these steps
+            loss_sum, _ = self._window_loss()  # raises if not finite: such weights are not saved
+            extra_state["window"] = {"loss_sum": loss_sum, "steps": self._window.steps,
+                                     "seconds": time.perf_counter() - self._window.start}
         if self.sharded:
             gathered = {"weights": sharding.full_weights(self.generator),
                         "optimizer_state": sharding.full_optimizer_state(self.generator, self.optimizer)}
@@ -381,7 +421,7 @@ class Trainer:
                 plugins=self.plugin_versions,
                 optimizer=self.optimizer,
                 **gathered,
-                extra_state={"step": self.step, "seed": self.seed},
+                extra_state=extra_state,
                 keep=self.settings.keep_checkpoints,
             )
             self.last_checkpoint = path
@@ -390,6 +430,15 @@ class Trainer:
         if self.placement.distributed:
             torch.distributed.barrier()
         return path
+
+    def _save_or_say_why(self) -> None:
+        """Save; a save a signal asked for that fails still stops with the signal's status."""
+        try:
+            self.save()
+        except checkpoint.CheckpointError as err:
+            if self._stop_signal:
+                raise TrainingInterrupted(self._stop_signal, None, error=str(err)) from err
+            raise
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -533,6 +582,36 @@ class _EpochBatches(torch.utils.data.Dataset):
 
 def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch  # _EpochBatches has collated it already
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records of steps up to ``step`` (the checkpoint a run starts from).
+
+    Records past it were written by a run that stopped before its next checkpoint; the
+    resumed run writes them again. A torn last line is dropped too. Rewritten atomically.
+    """
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            keep = int(json.loads(line)["step"]) <= step
+        except (ValueError, TypeError, KeyError):
+            keep = False
+        if keep:
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    if not dropped:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    log.info("%s: dropped %d record(s) after step %d, where this run starts (left by a run that "
+             "stopped later or by an earlier run in this directory)", path, dropped, step)
 
 
 def collate(examples: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
