@@ -350,6 +350,29 @@ def test_resuming_from_a_truncated_weights_file_is_one_message(fakes, tmp_path, 
     assert f"{step_dir / 'model.safetensors'} is damaged or truncated" in said
 
 
+def test_resuming_from_a_fifo_trainer_state_does_not_hang(fakes, tmp_path, capsys):
+    args = ["train", "pipeline=counting", "trainer=debug", "trainer.progress=false"]
+    assert cli.main([*args, f"hydra.run.dir={tmp_path / 'first'}"]) == 0
+    step_dir = checkpoint.resolve(tmp_path / "first")
+    (step_dir / "trainer.safetensors").unlink()
+    os.mkfifo(step_dir / "trainer.safetensors")
+    capsys.readouterr()
+    args += [f"trainer.resume={step_dir}", f"hydra.run.dir={tmp_path / 'run'}"]
+    with time_limit(LIMIT_S):
+        status = cli.main(args)
+    said = "".join(capsys.readouterr())
+    assert status == 1 and "Traceback" not in said
+    assert f"{step_dir / 'trainer.safetensors'} is a FIFO" in said
+
+
+def test_an_oversized_latest_file_is_refused_unread(fakes, tmp_path, capsys):
+    step_dir = write_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "latest").write_text(step_dir.name + " " * (checkpoint.LATEST_LIMIT + 1))
+    status, said, _ = run("sample", tmp_path / "ckpt", tmp_path, capsys, "n=1")
+    assert status == 1 and "Traceback" not in said
+    assert "latest is larger than" in said
+
+
 def test_a_sound_checkpoint_still_samples(fakes, tmp_path, capsys):
     step_dir = write_checkpoint(tmp_path / "ckpt", {**CONFIG, "generator": {"name": "stack", "n_layer": 3}})
     status, said, _ = run("sample", step_dir, tmp_path, capsys, "n=2", "stream=false")

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 # Size bounds for what a checkpoint's small files may hold (a saved one is a few KiB).
 CONFIG_LIMIT = 1 << 20
 META_LIMIT = 1 << 20
+LATEST_LIMIT = 4096
+TRAINER_JSON_LIMIT = 64 << 20  # optimizer scalars and RNG state: well under this for any model
 HEADER_LIMIT = 100_000_000  # the safetensors library's own bound on a header
 # Bytes per element of each safetensors dtype that torch can load.
 DTYPE_SIZES = {
@@ -518,11 +520,12 @@ def read_trainer_state(
     advice = "resume from an earlier checkpoint (trainer.resume=PATH) or train afresh"
     tensors_file, state_file = step_dir / "trainer.safetensors", step_dir / "trainer.json"
     try:
+        read_header(tensors_file)  # a regular file with a sound header, or one message
         tensors = load_file(str(tensors_file))
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{tensors_file} is damaged or truncated ({err}); {advice}") from err
     try:
-        state = json.loads(state_file.read_text())
+        state = json.loads(read_text(state_file, TRAINER_JSON_LIMIT))
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{state_file} is not valid JSON ({err}); {advice}") from err
     try:
@@ -613,7 +616,7 @@ def _move_in(tmp: Path, final: Path) -> None:
 
 def _follow_latest(folder: Path) -> Path:
     latest = folder / LATEST
-    name = latest.read_text().strip() if latest.is_file() else None
+    name = read_text(latest, LATEST_LIMIT).strip() if latest.is_file() else None
     if name is not None:
         if not STEP_DIR.match(name):
             raise CheckpointError(
