@@ -316,7 +316,8 @@ def test_a_mistyped_training_setting_is_one_message(fake_plugins, tmp_path, caps
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_an_unknown_key_in_a_trainer_file_names_the_file(fake_plugins, tmp_path, capsys):
+def test_an_unknown_key_in_a_trainer_file_names_the_file(installed, tmp_path, capsys):
+    installed(fake_plugin.source(), misbehaving.source("typo", "typo", "genloom-typo"))
     assert train(tmp_path, "trainer=typo") == 1
     out = said(capsys)
     assert "trainer has no key 'max_step'; did you mean trainer.max_steps?" in out
