@@ -157,7 +157,7 @@ def save(
         _umask_modes(tmp)
         _fsync_dir(tmp)
         _move_in(tmp, final)
-        _write_atomic(checkpoints_dir / LATEST, final.name)
+        write_atomic(checkpoints_dir / LATEST, final.name)
         _fsync_dir(checkpoints_dir)
     except (OSError, SafetensorError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -567,7 +567,8 @@ def _trainer_state(
     return tensors, state
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         f.write(text)

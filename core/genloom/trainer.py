@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -604,12 +603,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             dropped += 1
     if not dropped:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    checkpoint.write_atomic(path, "".join(kept))
     log.info("%s: dropped %d record(s) after step %d, where this run starts (left by a run that "
              "stopped later or by an earlier run in this directory)", path, dropped, step)
 
