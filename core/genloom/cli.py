@@ -1,6 +1,6 @@
 """``genloom``: the command line. Parse, build, run; the work happens in :mod:`genloom.jobs`.
 
-``train``, ``sample`` and ``eval`` are Hydra applications: everything after the command
+``train``, ``sample``, ``eval`` and ``serve`` are Hydra applications: everything after the command
 is a Hydra override, and ``--cfg job``, ``--help`` and ``-m`` sweeps work as in any Hydra
 app. Their config search path is genloom's own ``conf/`` plus the config package each
 installed plugin registers. ``plugins`` imports neither torch nor Hydra.
@@ -21,6 +21,7 @@ HYDRA_COMMANDS = {
     "train": "train a pipeline: genloom train pipeline=text [overrides]",
     "sample": "sample a checkpoint: genloom sample checkpoint=DIR [n=4] [prompt=...]",
     "eval": "score a checkpoint on its validation split: genloom eval checkpoint=DIR",
+    "serve": "serve checkpoints over HTTP: genloom serve checkpoint=DIR | 'models={a: DIR, b: DIR}'",
 }
 USAGE = f"""usage: genloom COMMAND [ARGS]
 
@@ -30,6 +31,7 @@ commands:
   train     {HYDRA_COMMANDS["train"]}
   sample    {HYDRA_COMMANDS["sample"]}
   eval      {HYDRA_COMMANDS["eval"]}
+  serve     {HYDRA_COMMANDS["serve"]}
   plugins   list installed plugins and what they provide: genloom plugins [--json] [--check]
   hooks     the hook reference for plugin authors
   new-plugin  write a ready-to-install plugin: genloom new-plugin NAME [--modality text|image|audio|other]

@@ -64,7 +64,11 @@ class Decoder(Protocol):
         ...
 
     def write(self, media: Sequence[Any], directory: Path) -> list[Path]:
-        """Write each item into ``directory`` (plus any gallery); return the paths written."""
+        """Write each item into ``directory`` (plus any gallery); return the paths written.
+
+        The paths start with one file per item, in the order of ``media``; gallery files
+        (a contact sheet of them all...) follow. ``genloom serve`` answers with these files.
+        """
         ...
 
 
@@ -140,9 +144,13 @@ class SlotOutput:
     """The row's new output ``(k,)`` on the CPU; ``k`` may be 0 (tokens held back while a
     stop sequence is undecided) or more than 1 (held tokens released)."""
 
-    done: bool
-    """Whether the row has finished (its stop sequence, or its token budget); its slot is
-    then free for another row."""
+    finish: Literal["stop", "length"] | None = None
+    """Why the row finished: ``"stop"`` (its stop sequence), ``"length"`` (its token budget);
+    None while it runs. A finished row's slot is free for another row."""
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
 
 
 @runtime_checkable
