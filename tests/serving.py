@@ -23,7 +23,7 @@ from genloom import checkpoint, pipeline
 from genloom.plugins import PluginSet
 from genloom.testing import compose
 
-STARTUP_TIMEOUT_S = 60
+STARTUP_TIMEOUT_S = 180  # a loaded CI machine takes a while to import torch
 
 
 def make_checkpoint(plugin_set: PluginSet, preset: str, directory: Path, *, overrides: Sequence[str] = (),

@@ -268,7 +268,7 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
         base, row_seeds = seeds(body.seed, body.n)
         stream = TokenStream(asyncio.get_running_loop(), [RowSpec(condition, opts, s) for s in row_seeds])
         tokens = await collect(model, stream)
-        items = [model.decoder.decode(t) for t in tokens]
+        items = [model.decoder.decode(ids) for _, ids in tokens]
         files, gallery = await asyncio.to_thread(model.files, items)
         return MediaResult(base, items, files, gallery)
 

@@ -28,7 +28,8 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def model_paths(cfg: DictConfig) -> dict[str, str]:
     """``{name: checkpoint}`` from ``checkpoint=DIR`` or ``models={name: DIR, ...}``."""
-    models = OmegaConf.to_container(cfg.get("models") or {}, resolve=True)
+    node = cfg.get("models")
+    models = {} if node is None else OmegaConf.to_container(node, resolve=True)
     if not isinstance(models, dict):
         raise RegistryError(f"models must be a mapping {{name: checkpoint}}, got {models!r}")
     if cfg.get("checkpoint") is not None:
@@ -107,5 +108,26 @@ def run(cfg: DictConfig) -> None:
         timeout_graceful_shutdown=int(settings["grace_period_s"]), access_log=False,
     )
     log.info("serving on http://%s:%d (Ctrl-C or SIGTERM stops it)", settings["host"], settings["port"])
-    uvicorn.Server(config).run()
+    _GracefulServer(config).run()
     log.info("stopped")
+
+
+def _graceful_server_class():  # noqa: ANN202 - uvicorn is imported only when serving
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, but a signal that ended a graceful shutdown is not raised again.
+
+        uvicorn re-raises SIGTERM once it has shut down, so the process would die of it; a
+        drained server has done what SIGTERM asks, and exits with status 0.
+        """
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return GracefulServer
+
+
+def _GracefulServer(config: Any) -> Any:  # noqa: N802 - reads as the class it builds
+    return _graceful_server_class()(config)

@@ -393,7 +393,7 @@ class SlotBatch:
             out: dict[int, SlotOutput] = {}
             for slot in [s for s, row in self.rows.items() if row.max_new_tokens == 0]:
                 del self.rows[slot]
-                out[slot] = SlotOutput(torch.empty(0, dtype=torch.long), done=True)
+                out[slot] = SlotOutput(torch.empty(0, dtype=torch.long), finish="length")
             decoding = [slot for slot, row in self.rows.items() if row.pos > 0]
             logits = {slot: self._prefill(slot, row) for slot, row in self.rows.items() if row.pos == 0}
             if decoding:
@@ -450,23 +450,24 @@ class SlotBatch:
         row = self.rows[slot]
         token = _sample(logits, row.temperature, row.top_k, row.top_p, row.rng)  # (1,)
         row.produced += 1
+        finish = None
         if row.matcher is None:
-            emitted, done = [int(token)], False
+            emitted = [int(token)]
         else:
             emitted = row.matcher.push(int(token))
-            done = row.matcher.stopped
+            finish = "stop" if row.matcher.stopped else None
         row.context = torch.cat([row.context, token])
         row.fresh = token
         if len(row.context) > self.model.block_size:
             row.context = row.context[1 - self.model.block_size :]
             row.fresh, row.pos = row.context, 0
-        if not done and row.produced == row.max_new_tokens:
-            done = True
+        if finish is None and row.produced == row.max_new_tokens:
+            finish = "length"
             if row.matcher is not None:
                 emitted += row.matcher.flush()
-        if done:
+        if finish is not None:
             del self.rows[slot]
-        return SlotOutput(torch.tensor(emitted, dtype=torch.long), done=done)
+        return SlotOutput(torch.tensor(emitted, dtype=torch.long), finish=finish)
 
 
 def _rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
