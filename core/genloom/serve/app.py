@@ -30,6 +30,7 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -431,6 +432,21 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
                 "outputs": [file_json(f) for f in result.files],
                 "gallery": [file_json(f) for f in result.gallery]}
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with the served models' names as the values ``model`` may take."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            names = list(models)
+            for component in ("CompletionRequest", "ImageRequest"):
+                schema["components"]["schemas"][component]["properties"]["model"]["enum"] = names
+            for param in schema["paths"]["/v1/generate/{model_name}"]["post"]["parameters"]:
+                if param["name"] == "model_name":
+                    param["schema"]["enum"] = names
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     web = resources.files("genloom.serve") / "web"
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
