@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -185,7 +186,8 @@ def test_the_generic_route_answers_each_decoders_media(client) -> None:
     assert raw.content == base64.b64decode(one["outputs"][0]["b64_json"])
     text = client.post("/v1/generate/story", json={"prompt": "Hi", "max_new_tokens": 4, "seed": 2}).json()
     assert text["outputs"][0]["content_type"].startswith("text/plain")
-    assert text["outputs"][0]["text"] == completion(client, prompt="Hi", max_tokens=4, seed=2)["choices"][0]["text"]
+    same = completion(client, prompt="Hi", max_tokens=4, seed=2)["choices"][0]["text"]
+    assert text["outputs"][0]["text"] == same
     image = client.post("/v1/generate/digits", json={"label": 1, "response_format": "raw"})
     assert image.headers["content-type"] == "image/png"
 
@@ -248,7 +250,8 @@ def test_a_body_too_large_or_not_json_is_refused(client) -> None:
     big = client.post("/v1/completions", content=b'{"model": "story", "prompt": "' + b"x" * 5000 + b'"}',
                       headers={"content-type": "application/json"})
     assert "larger than 4096 bytes (serve.max_body_bytes)" in error_of(big, 413)
-    broken = client.post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
+    broken = client.post("/v1/completions", content=b"{not json",
+                         headers={"content-type": "application/json"})
     assert "invalid request" in error_of(broken, 400)
 
 
@@ -362,3 +365,21 @@ def test_serving_the_cli_way_matches_the_in_process_app(checkpoints, tmp_path) -
         models = httpx.get(f"{base}/v1/models", timeout=TIMEOUT).json()["data"]
         assert [m["id"] for m in models] == ["story"]
         wait_healthy(base)
+
+
+@pytest.mark.slow
+def test_a_thirty_second_soak_answers_everything_and_holds_its_memory(checkpoints, tmp_path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_soak.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--checkpoint", str(checkpoints["story"]), "--duration", "30",
+         "--concurrency", "32", "--max-tokens", "16"],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    (tmp_path / "soak.json").write_text(json.dumps(report, indent=2))
+    allowed = {"200", "400", "404", "503", "200 (hung up)", "503 (hung up)"}
+    assert set(report["by_status"]) <= allowed, report
+    assert report["by_status"].get("200", 0) > 0 and report["by_status"].get("400", 0) > 0, report
+    assert report["rss_growth_pct"] < 5, report
+    assert report["busy_after"] == 0, report
