@@ -383,3 +383,83 @@ def test_a_thirty_second_soak_answers_everything_and_holds_its_memory(checkpoint
     assert report["by_status"].get("200", 0) > 0 and report["by_status"].get("400", 0) > 0, report
     assert report["rss_growth_pct"] < 5, report
     assert report["busy_after"] == 0, report
+
+
+# -- the web page, in a real browser --------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    if not CHROMIUM.exists():
+        if os.environ.get("GENLOOM_REQUIRE_BROWSER") == "1":
+            pytest.fail("GENLOOM_REQUIRE_BROWSER=1 but /usr/bin/chromium is missing: "
+                        "apt-get install chromium")
+        pytest.skip("no /usr/bin/chromium (apt-get install chromium); .ci/run installs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+def test_the_page_streams_text_shows_images_and_plays_audio(server, browser_page, tmp_path) -> None:
+    try:
+        use_the_page(browser_page, server, tmp_path)
+    finally:
+        browser_page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+
+
+def use_the_page(page, server: str, tmp_path: Path) -> None:  # noqa: ANN001 - a Playwright page
+    page.goto(server)
+    page.wait_for_selector("#model option[value=story]", state="attached")
+
+    page.select_option("#model", "story")
+    page.fill("#prompt", "Once")
+    page.fill("input[name=max_new_tokens]", "80")
+    page.fill("input[name=temperature]", "0.8")
+    # Record every length the text passes through while it streams in.
+    page.evaluate("""() => {
+        window.lengths = [];
+        new MutationObserver(() => {
+            const pre = document.querySelector('pre.text');
+            if (pre) window.lengths.push(pre.textContent.length);
+        }).observe(document.querySelector('#outputs'), {subtree: true, childList: true, characterData: true});
+    }""")
+    page.click("#generate")
+    page.wait_for_function("!document.querySelector('#generate').disabled")
+    lengths = page.evaluate("window.lengths")
+    assert len(set(lengths)) > 5, f"the text should arrive piece by piece, saw lengths {lengths}"
+    assert page.text_content("pre.text").startswith("Once") and page.is_hidden("#error")
+
+    page.select_option("#model", "digits")
+    page.fill("#prompt", "")
+    page.fill("#label", "3")
+    page.fill("#n", "8")
+    page.fill("#seed", "4")
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('#outputs .grid img').length === 8")
+    page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+
+    page.select_option("#model", "notes")
+    page.fill("#label", "5")
+    page.fill("#n", "2")
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('#outputs audio').length === 2")
+    assert page.eval_on_selector("#outputs audio", "a => a.src.startsWith('data:audio/wav;base64,')")
+    page.wait_for_selector("#outputs .gallery img[alt='spectrograms.png']")
+
+    page.select_option("#model", "digits")
+    page.fill("#label", "99")
+    page.fill("#n", "1")
+    page.click("#generate")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "400: model 'digits'" in page.text_content("#error") and "label=99" in page.text_content("#error")
