@@ -1,6 +1,8 @@
 """Soak `genloom serve`: concurrency 32, 5% malformed requests, 5% clients that hang up.
 
-    python benchmarks/serve_soak.py --checkpoint RUN_DIR [--duration 600] [--concurrency 32]
+    python benchmarks/serve_soak.py [--checkpoint RUN_DIR] [--duration 600] [--concurrency 32]
+
+Without ``--checkpoint`` it serves a tiny text model with random weights (``text_debug``).
 
 Starts `genloom serve` on a free loopback port, warms it up, then keeps ``--concurrency``
 clients busy for ``--duration`` seconds (completions, half of them streamed). Prints one
@@ -19,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -151,12 +154,29 @@ def soak(checkpoint: str, duration: float, concurrency: int, max_tokens: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a text run directory to serve")
+    parser.add_argument("--checkpoint", help="a text run directory to serve (default: a tiny random one)")
     parser.add_argument("--duration", type=float, default=600.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
-    print(json.dumps(soak(args.checkpoint, args.duration, args.concurrency, args.max_tokens)))
+    with tempfile.TemporaryDirectory(prefix="genloom-soak-") as tmp:
+        checkpoint = args.checkpoint or str(tiny_checkpoint(Path(tmp)))
+        print(json.dumps(soak(checkpoint, args.duration, args.concurrency, args.max_tokens)))
+
+
+def tiny_checkpoint(directory: Path) -> Path:
+    import torch
+    from genloom import checkpoint, pipeline
+    from genloom.testing import active_plugins, compose, load_only
+
+    plugin_set = load_only(["genloom_text.plugin"])
+    with active_plugins(plugin_set):
+        config = compose(plugin_set, ["pipeline=text_debug"])
+    torch.manual_seed(0)
+    built = pipeline.build(config, plugin_set.registry, with_dataset=False)
+    checkpoint.save(directory / "checkpoints", step=0, model=built.generator, config=config,
+                    plugins=plugin_set.versions())
+    return directory
 
 
 if __name__ == "__main__":
