@@ -421,21 +421,27 @@ class SlotBatch:
         positions = torch.tensor([row.pos for row in rows], device=idx.device)  # (B,)
         x = model.drop(model.tok_emb(idx) + model.pos_emb(positions)[:, None])  # (B, 1, C)
         B, _, C = x.shape
+        slot_index = torch.tensor(slots, device=idx.device)
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_length.setdefault(row.pos + 1, []).append(i)
+        member_index = {end: torch.tensor(m, device=idx.device) for end, m in by_length.items()}
+        slot_tensor = {end: slot_index[member_index[end]] for end in by_length}
         for layer, block in enumerate(model.blocks):
             attn = block.attn
             heads = (B, 1, attn.n_head, C // attn.n_head)
             qkv = _rows_linear(block.ln_1(x), attn.qkv.weight, attn.qkv.bias)
             q, k, v = (t.view(heads).transpose(1, 2) for t in qkv.split(C, dim=2))  # (B, H, 1, D)
-            ys = []
-            for i, (slot, row) in enumerate(zip(slots, rows, strict=True)):
-                keys, values = self.keys[layer], self.values[layer]
-                keys[slot, :, row.pos] = k[i, :, 0]
-                values[slot, :, row.pos] = v[i, :, 0]
-                end = row.pos + 1
-                ys.append(F.scaled_dot_product_attention(
-                    q[i : i + 1], keys[slot : slot + 1, :, :end], values[slot : slot + 1, :, :end]
-                ))  # (1, H, 1, D)
-            y = torch.cat(ys).transpose(1, 2).reshape(B, 1, C)
+            keys, values = self.keys[layer], self.values[layer]
+            keys[slot_index, :, positions] = k[:, :, 0]  # each row's new key at its own position
+            values[slot_index, :, positions] = v[:, :, 0]
+            y = torch.empty_like(q)  # (B, H, 1, D)
+            # Rows at the same position attend over caches of the same length: one SDPA call
+            # per length, never a padded, masked one whose sums would include other lengths.
+            for end, at in member_index.items():
+                kept = slot_tensor[end]
+                y[at] = F.scaled_dot_product_attention(q[at], keys[kept, :, :end], values[kept, :, :end])
+            y = y.transpose(1, 2).reshape(B, 1, C)
             x = x + _rows_linear(y, attn.out_proj.weight, attn.out_proj.bias)
             mlp = block.mlp
             hidden = mlp.gelu(_rows_linear(block.ln_2(x), mlp.fc.weight, mlp.fc.bias))
