@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]" $(foreach p,$(PLUGINS),-e "$(p)[test]")
+	$(PY) -m pip install --quiet -e ".[test,serve]" $(foreach p,$(PLUGINS),-e "$(p)[test]")
 	touch $@
 
 test: setup
@@ -33,6 +33,9 @@ demo: setup
 	@echo "text:  checkpoint $(DEMO_DIR)/text/checkpoints, samples $(DEMO_DIR)/text/sample/samples"
 	@echo "image: checkpoint $(DEMO_DIR)/image/checkpoints, grid $(DEMO_DIR)/image/sample/samples/grid.png"
 	@echo "audio: checkpoint $(DEMO_DIR)/audio/checkpoints, WAVs (C5) and spectrograms.png in $(DEMO_DIR)/audio/sample/samples"
+	@echo
+	@echo "serve all three (a web page and an OpenAI-compatible API at http://127.0.0.1:8000):"
+	@echo "  $(GENLOOM) serve 'models={story: $(DEMO_DIR)/text, digits: $(DEMO_DIR)/image, notes: $(DEMO_DIR)/audio}'"
 
 # About 45 minutes on 2 CPU cores (docs/benchmarks.md has the figures). The peers the
 # benchmarks compare with (transformers) are installed here, never by `make test`.
@@ -45,6 +48,8 @@ bench: setup
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/image.py
 	$(PY) benchmarks/audio.py
+	$(PY) benchmarks/serve.py
+	$(PY) benchmarks/serve_soak.py --duration 600
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -62,3 +62,10 @@ def test_runtime_overhead_reports_both_generators_and_griffin_lim() -> None:
 def test_gpu_benchmark_runs_tiny_on_cpu() -> None:
     out = bench("gpu.py", "--tiny")
     assert "MFU" in out and "decoding" in out
+
+
+def test_serve_compares_continuous_batching_with_batching_off() -> None:
+    out = bench("serve.py", "--quick", "--contenders", "genloom cb", "genloom off")
+    rows = [line for line in out.splitlines() if line.startswith("| genloom")]
+    assert {row.split("|")[1].strip() for row in rows} == {"genloom cb", "genloom off"}
+    assert len(rows) == 4  # two contenders at C = 1 and 4, greedy texts asserted equal

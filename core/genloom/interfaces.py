@@ -16,6 +16,8 @@ the same encoder encodes the user's prompt.
 These are structural interfaces (``typing.Protocol``): a plugin implements the methods,
 it inherits nothing. Optional capabilities: :class:`StreamingGenerator` and
 :class:`StreamingDecoder` let the sampler show output while it is being generated;
+:class:`BatchedDecoding` lets ``genloom serve`` decode many independent requests in one
+running batch (continuous batching);
 :class:`Reconstructing` and :class:`ComparisonDecoder` let ``genloom eval`` show
 originals beside their reconstructions; :class:`ConditionClasses` and
 :class:`ClassConditioned` let ``genloom train`` check, before the first step, that a
@@ -66,7 +68,11 @@ class Decoder(Protocol):
         ...
 
     def write(self, media: Sequence[Any], directory: Path) -> list[Path]:
-        """Write each item into ``directory`` (plus any gallery); return the paths written."""
+        """Write each item into ``directory`` (plus any gallery); return the paths written.
+
+        The paths start with one file per item, in the order of ``media``; gallery files
+        (a contact sheet of them all...) follow. ``genloom serve`` answers with these files.
+        """
         ...
 
 
@@ -142,6 +148,62 @@ class StreamingGenerator(Protocol):
         self, n: int, *, condition: Tensor | None = None, rng: torch.Generator | None = None
     ) -> Iterator[Tensor]:
         """Yield successive ``(n, k)`` chunks of the output; closing the iterator stops early."""
+        ...
+
+
+@dataclass(frozen=True)
+class SlotOutput:
+    """What one row of a :class:`SlotDecoder` produced in one :meth:`SlotDecoder.step`."""
+
+    tokens: Tensor
+    """The row's new output ``(k,)`` on the CPU; ``k`` may be 0 (tokens held back while a
+    stop sequence is undecided) or more than 1 (held tokens released)."""
+
+    finish: Literal["stop", "length"] | None = None
+    """Why the row finished: ``"stop"`` (its stop sequence), ``"length"`` (its token budget);
+    None while it runs. A finished row's slot is free for another row."""
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+
+@runtime_checkable
+class SlotDecoder(Protocol):
+    """A running batch of up to ``capacity`` independent rows, decoded one step at a time.
+
+    Rows join with :meth:`add` and leave when they finish or are :meth:`free`-d, at any
+    step, so new requests never wait for the batch to drain (continuous batching). Each row
+    has its own condition, sampling options and random generator. Batch invariance is the
+    contract: a row's output depends only on its condition, options and generator, never on
+    which other rows shared the batch, and equals what :meth:`StreamingGenerator.stream`
+    gives for ``n=1`` with the same arguments.
+    """
+
+    capacity: int
+    """The most rows decoded together."""
+
+    def add(self, *, condition: Tensor | None, rng: torch.Generator | None, **options: Any) -> int:
+        """Start a row; return its slot. ``options`` are the generator's keyword-only sampling
+        options (as :meth:`Generator.generate` takes them). Raise ``ValueError`` for a bad
+        option or condition, and ``RuntimeError`` when every slot is taken."""
+        ...
+
+    def step(self) -> dict[int, SlotOutput]:
+        """Advance every active row by one decoding step; return each row's output by slot."""
+        ...
+
+    def free(self, slot: int) -> None:
+        """Drop a row that has not finished (its client went away); its slot becomes free."""
+        ...
+
+
+@runtime_checkable
+class BatchedDecoding(Protocol):
+    """A generator that decodes independent rows in one running batch (see :class:`SlotDecoder`)."""
+
+    def open_slots(self, capacity: int) -> SlotDecoder:
+        """An empty running batch of ``capacity`` slots on the generator's device."""
         ...
 
 

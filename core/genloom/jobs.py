@@ -1,4 +1,4 @@
-"""What ``genloom train``, ``sample`` and ``eval`` do once Hydra has composed the config.
+"""What ``genloom train``, ``sample``, ``eval`` and ``serve`` do once Hydra has composed the config.
 
 Each job is short: parse the config into typed settings, build the pipeline from the
 registry, hand it to the runtime, report where the results are. Errors a user can fix
@@ -105,7 +105,8 @@ class EvalSettings:
 
 def run(command: str, cfg: DictConfig) -> float | None:
     try:
-        return {"train": train, "sample": sample, "eval": evaluate_checkpoint}[command](cfg)
+        jobs = {"train": train, "sample": sample, "eval": evaluate_checkpoint, "serve": serve}
+        return jobs[command](cfg)
     except TrainingInterrupted as stop:
         (log.error if stop.error else log.warning)("%s", stop)
         raise SystemExit(128 + stop.signum) from None
@@ -198,6 +199,17 @@ def sample(cfg: DictConfig) -> None:
         options=settings.options,
     )
     log.info("wrote %d files to %s", len(paths), out / "samples")
+
+
+def serve(cfg: DictConfig) -> None:
+    """Load every checkpoint named, then answer HTTP until SIGTERM or Ctrl-C (exit status 0)."""
+    try:
+        from genloom.serve import server
+    except ImportError as err:
+        raise RegistryError(
+            f"genloom serve needs the serve extra ({err.name} is missing): pip install 'genloom[serve]'"
+        ) from None
+    server.run(cfg)
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> float:

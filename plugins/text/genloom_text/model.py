@@ -5,6 +5,16 @@ learned positional embeddings, and an LM head tied to the token embedding. Sampl
 supports temperature, top-k, top-p, a stop sequence and streaming, with or without a
 cache of past keys and values.
 
+Continuous batching (``genloom serve``): :meth:`Transformer.open_slots` gives a
+:class:`SlotBatch`, a running batch whose rows each have their own prompt, position, slot
+of the KV cache, options and random generator; rows join and leave between steps. A row's
+tokens equal those :meth:`Transformer.stream` gives for ``n=1`` with the same arguments,
+whatever else shares the batch: its prompt is prefilled alone, exactly as ``stream`` does;
+in a batched step each linear layer runs as one matrix product per row (``bmm`` over rows,
+each the ``(1, C)`` product a lone row computes, rather than one ``(B, C)`` product whose
+rounding may change with ``B``), attention runs per row over that row's own cache length,
+and each row samples with its own generator.
+
 Context overflow: the model attends to at most ``block_size`` tokens. Whenever the context
 would grow past that (a long prompt, or a long generation), it is cut to its last
 ``block_size - 1`` tokens and the cache is rebuilt from them. Cutting one token more than
@@ -18,10 +28,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from genloom.interfaces import SampleSpec
+from genloom.interfaces import SampleSpec, SlotOutput
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
@@ -162,11 +173,7 @@ class Transformer(nn.Module):
         """
         device = self.tok_emb.weight.device
         _check_sampling_options(n, max_new_tokens, temperature, top_k, top_p)
-        if rng is not None and rng.device.type != device.type:
-            raise ValueError(
-                f"rng is a generator on {rng.device} but the model is on {device}; "
-                f"create it with torch.Generator(device={str(device)!r})"
-            )
+        _check_rng(rng, device)
         prompt = self._prompt(condition, device)
         stop_ids = self._stop_ids(stop)
         return self._stream(n, prompt, rng, max_new_tokens, temperature, top_k, top_p, stop_ids, use_cache)
@@ -204,6 +211,10 @@ class Transformer(nn.Module):
         )
         tokens = torch.cat(chunks, dim=1) if chunks else torch.empty(n, 0, dtype=torch.long)
         return [row[row >= 0] for row in tokens]
+
+    def open_slots(self, capacity: int) -> SlotBatch:
+        """A running batch of up to ``capacity`` independent rows (see :class:`SlotBatch`)."""
+        return SlotBatch(self, capacity)
 
     @torch.inference_mode()
     def _stream(
@@ -299,6 +310,187 @@ class Transformer(nn.Module):
                 f"{what} holds token id {bad}, outside this model's vocabulary of "
                 f"{self.vocab_size}; was it encoded with the encoder the model was trained with?"
             )
+
+
+@dataclass
+class _Row:
+    """One row of a :class:`SlotBatch`: its context, progress and sampling options."""
+
+    context: Tensor  # (L,) what the next prediction conditions on
+    fresh: Tensor  # (k,) the tail of the context not yet in the row's cache slot
+    pos: int  # positions of the row's slot that hold keys and values
+    rng: torch.Generator | None
+    max_new_tokens: int
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    matcher: _StopMatcher | None
+    produced: int = 0
+
+
+class SlotBatch:
+    """Continuous batching: up to ``capacity`` rows decoded together, each in its own cache slot.
+
+    Implements :class:`genloom.interfaces.SlotDecoder`. Each row keeps its own context,
+    position and slot of a ``(capacity, H, block_size, D)`` cache per layer. A step first
+    prefills, one row at a time, the rows that have no cached positions yet (a new prompt,
+    or a context rebuilt after overflow, by the rule in the module docstring), then decodes
+    every other row's last token in one batched pass, then samples each row with its own
+    options and generator. The per-row arithmetic is that of :meth:`Transformer.stream` with
+    ``n=1`` (see the module docstring), so a row's tokens do not depend on its neighbours.
+    """
+
+    def __init__(self, model: Transformer, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"a slot batch needs a capacity of at least 1 row, got {capacity!r}")
+        self.model = model
+        self.capacity = capacity
+        weight = model.tok_emb.weight
+        n_head = model.blocks[0].attn.n_head if len(model.blocks) else 1
+        shape = (capacity, n_head, model.block_size, weight.shape[1] // n_head)
+        self.keys = [weight.new_zeros(shape) for _ in model.blocks]
+        self.values = [weight.new_zeros(shape) for _ in model.blocks]
+        self.rows: dict[int, _Row] = {}
+
+    def add(
+        self,
+        *,
+        condition: Tensor | None = None,
+        rng: torch.Generator | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: Tensor | None = None,
+        use_cache: bool = True,
+    ) -> int:
+        """Start a row with the options of :meth:`Transformer.stream`; return its slot.
+
+        ``use_cache`` is accepted for symmetry with ``stream`` and makes no difference: a
+        slot batch always caches, and the tokens are the same either way.
+        """
+        device = self.model.tok_emb.weight.device
+        _check_sampling_options(1, max_new_tokens, temperature, top_k, top_p)
+        _check_rng(rng, device)
+        prompt = self.model._prompt(condition, device)
+        stop_ids = self.model._stop_ids(stop)
+        slot = next((s for s in range(self.capacity) if s not in self.rows), None)
+        if slot is None:
+            raise RuntimeError(f"all {self.capacity} slots are in use; wait for a row to finish")
+        self.rows[slot] = _Row(
+            context=prompt, fresh=prompt, pos=0, rng=rng, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_k=top_k, top_p=top_p,
+            matcher=None if stop_ids is None else _StopMatcher(stop_ids),
+        )
+        return slot
+
+    def free(self, slot: int) -> None:
+        """Drop an unfinished row; its slot takes a new row from the next :meth:`add`."""
+        self.rows.pop(slot, None)
+
+    @torch.inference_mode()
+    def step(self) -> dict[int, SlotOutput]:
+        """Advance every row by one token; return each row's output, keyed by slot."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            out: dict[int, SlotOutput] = {}
+            for slot in [s for s, row in self.rows.items() if row.max_new_tokens == 0]:
+                del self.rows[slot]
+                out[slot] = SlotOutput(torch.empty(0, dtype=torch.long), finish="length")
+            decoding = [slot for slot, row in self.rows.items() if row.pos > 0]
+            logits = {slot: self._prefill(slot, row) for slot, row in self.rows.items() if row.pos == 0}
+            if decoding:
+                logits.update(zip(decoding, self._decode(decoding), strict=True))
+            for slot, row_logits in logits.items():
+                out[slot] = self._advance(slot, row_logits)
+            return out
+        finally:
+            model.train(was_training)
+
+    def _prefill(self, slot: int, row: _Row) -> Tensor:
+        """The row's next-token logits ``(1, V)`` after caching its whole context, alone."""
+        cache = KVCache(n_layer=len(self.keys), block_size=self.model.block_size)
+        cache.keys = [k[slot : slot + 1] for k in self.keys]  # views: writes land in the slot
+        cache.values = [v[slot : slot + 1] for v in self.values]
+        logits = self.model(row.fresh[None], cache)[:, -1]  # (1, V)
+        row.pos = cache.pos
+        return logits
+
+    def _decode(self, slots: list[int]) -> list[Tensor]:
+        """Next-token logits ``(1, V)`` for each row's one fresh token, all rows in one pass."""
+        model = self.model
+        rows = [self.rows[s] for s in slots]
+        idx = torch.stack([row.fresh for row in rows])  # (B, 1)
+        positions = torch.tensor([row.pos for row in rows], device=idx.device)  # (B,)
+        x = model.drop(model.tok_emb(idx) + model.pos_emb(positions)[:, None])  # (B, 1, C)
+        B, _, C = x.shape
+        slot_index = torch.tensor(slots, device=idx.device)
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_length.setdefault(row.pos + 1, []).append(i)
+        member_index = {end: torch.tensor(m, device=idx.device) for end, m in by_length.items()}
+        slot_tensor = {end: slot_index[member_index[end]] for end in by_length}
+        for layer, block in enumerate(model.blocks):
+            attn = block.attn
+            heads = (B, 1, attn.n_head, C // attn.n_head)
+            qkv = _rows_linear(block.ln_1(x), attn.qkv.weight, attn.qkv.bias)
+            q, k, v = (t.view(heads).transpose(1, 2) for t in qkv.split(C, dim=2))  # (B, H, 1, D)
+            keys, values = self.keys[layer], self.values[layer]
+            keys[slot_index, :, positions] = k[:, :, 0]  # each row's new key at its own position
+            values[slot_index, :, positions] = v[:, :, 0]
+            y = torch.empty_like(q)  # (B, H, 1, D)
+            # Rows at the same position attend over caches of the same length: one SDPA call
+            # per length, never a padded, masked one whose sums would include other lengths.
+            for end, at in member_index.items():
+                kept = slot_tensor[end]
+                y[at] = F.scaled_dot_product_attention(q[at], keys[kept, :, :end], values[kept, :, :end])
+            y = y.transpose(1, 2).reshape(B, 1, C)
+            x = x + _rows_linear(y, attn.out_proj.weight, attn.out_proj.bias)
+            mlp = block.mlp
+            hidden = mlp.gelu(_rows_linear(block.ln_2(x), mlp.fc.weight, mlp.fc.bias))
+            x = x + _rows_linear(hidden, mlp.out_proj.weight, mlp.out_proj.bias)
+        for row in rows:
+            row.pos += 1
+        logits = _rows_linear(model.ln_f(x), model.tok_emb.weight, None)  # (B, 1, V)
+        return list(logits[:, -1:].unbind(0))  # B of (1, V)
+
+    def _advance(self, slot: int, logits: Tensor) -> SlotOutput:
+        """Sample the row's next token from ``logits`` ``(1, V)``, as ``stream`` does for one row."""
+        row = self.rows[slot]
+        token = _sample(logits, row.temperature, row.top_k, row.top_p, row.rng)  # (1,)
+        row.produced += 1
+        finish = None
+        if row.matcher is None:
+            emitted = [int(token)]
+        else:
+            emitted = row.matcher.push(int(token))
+            finish = "stop" if row.matcher.stopped else None
+        row.context = torch.cat([row.context, token])
+        row.fresh = token
+        if len(row.context) > self.model.block_size:
+            row.context = row.context[1 - self.model.block_size :]
+            row.fresh, row.pos = row.context, 0
+        if finish is None and row.produced == row.max_new_tokens:
+            finish = "length"
+            if row.matcher is not None:
+                emitted += row.matcher.flush()
+        if finish is not None:
+            del self.rows[slot]
+        return SlotOutput(torch.tensor(emitted, dtype=torch.long), finish=finish)
+
+
+def _rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear`` of ``x`` ``(B, 1, C_in)`` as B separate ``(1, C_in)`` products ``(B, 1, C_out)``.
+
+    Each row is computed exactly as a lone row is, so its result cannot depend on B.
+    """
+    B = x.shape[0]
+    weight_t = weight.t().expand(B, *weight.t().shape)  # (B, C_in, C_out), no copy
+    if bias is None:
+        return torch.bmm(x, weight_t)
+    return torch.baddbmm(bias.expand(B, 1, -1), x, weight_t)
 
 
 class KVCache:
@@ -473,6 +665,14 @@ def _check_sampling_options(
         problems.append(f"top_p={top_p} must be in (0, 1] (or null for no limit)")
     if problems:
         raise ValueError("invalid sampling options: " + "; ".join(problems))
+
+
+def _check_rng(rng: torch.Generator | None, device: torch.device) -> None:
+    if rng is not None and rng.device.type != device.type:
+        raise ValueError(
+            f"rng is a generator on {rng.device} but the model is on {device}; "
+            f"create it with torch.Generator(device={str(device)!r})"
+        )
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -1,0 +1,457 @@
+"""The ASGI app: OpenAI-compatible routes, a generic media route, health, metrics, the page.
+
+Routes (``docs/serving.md`` has examples of each):
+
+* ``GET /v1/models``: the served models, their media type, generator, step and options;
+* ``POST /v1/completions``: OpenAI's completions, for streaming models (SSE with ``stream``);
+* ``POST /v1/images/generations``: OpenAI's image generations, for models whose decoder
+  writes PNG files (``response_format: b64_json``);
+* ``POST /v1/generate/{model}``: any model, answered with its decoder's files;
+* ``GET /health``, ``GET /metrics`` (Prometheus), and the web page at ``/``.
+
+Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from genloom.serve.engine import (
+    BatchingEngine,
+    ContinuousEngine,
+    MediaRequest,
+    MediaResult,
+    Overloaded,
+    RowSpec,
+    TokenStream,
+)
+from genloom.serve.metrics import Metrics
+from genloom.serve.models import BadRequest, MediaFile, ServedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; beyond these the answer is a 4xx that says so."""
+
+    max_n: int = 16
+    max_tokens: int = 1024
+    max_prompt_chars: int = 8192
+    max_body_bytes: int = 1 << 20
+    max_batch: int = 32
+    max_queue: int = 64
+    batch_window_ms: float = 5.0
+
+
+@dataclass
+class ServeOptions:
+    api_key: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+
+
+# -- request bodies (FastAPI turns these into the OpenAPI schema) --------------------------------
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's completion request; other keys are the generator's own sampling options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    prompt: str | list[str] = ""
+    max_tokens: int | None = Field(default=16, ge=0)
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1)
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+
+class ImageRequest(BaseModel):
+    """OpenAI's image generation request; ``label`` picks a class of a label-conditioned model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    prompt: str | None = None
+    label: int | None = None
+    n: int = Field(default=1, ge=1)
+    seed: int | None = None
+    response_format: Literal["b64_json"] = "b64_json"
+    size: str | None = None
+
+
+class GenerateRequest(BaseModel):
+    """Any model: a prompt or a label, how many, a seed; other keys are the generator's options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str | None = None
+    label: int | None = None
+    n: int = Field(default=1, ge=1)
+    seed: int | None = None
+    response_format: Literal["json", "raw"] = "json"
+
+
+# OpenAI keys that genloom does not implement: set to anything but their default, they are refused.
+_UNSUPPORTED = ("suffix", "logprobs", "echo", "best_of", "logit_bias", "presence_penalty",
+                "frequency_penalty", "quality", "style")
+
+
+def error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None = None) -> FastAPI:
+    """The server for ``models`` (name -> model); engines start with the app and stop after it."""
+    options = options or ServeOptions()
+    limits = options.limits
+    metrics = Metrics()
+    engines: dict[str, ContinuousEngine | BatchingEngine] = {}
+    state = {"draining": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for name, model in models.items():
+            if model.streams:
+                engines[name] = ContinuousEngine(
+                    model, max_batch=limits.max_batch, max_queue=limits.max_queue, metrics=metrics)
+            else:
+                engines[name] = BatchingEngine(
+                    model, max_batch=limits.max_batch, max_queue=limits.max_queue,
+                    window_s=limits.batch_window_ms / 1000, metrics=metrics)
+        log.info("serving %s", ", ".join(f"{n} ({m.media_type})" for n, m in models.items()))
+        yield
+        state["draining"] = True
+        for engine in engines.values():
+            engine.close()
+        for engine in engines.values():
+            await asyncio.to_thread(engine.thread.join)
+        engines.clear()
+
+    app = FastAPI(title="genloom serve", version="1", lifespan=lifespan,
+                  description="Serve genloom checkpoints: OpenAI-compatible text and images, any media.")
+    app.state.engines = engines
+    app.state.metrics = metrics
+    if options.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(options.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # noqa: ANN202 - Starlette's signature
+        length = request.headers.get("content-length")
+        too_big = JSONResponse(error_body(
+            f"the request body is larger than {limits.max_body_bytes} bytes (serve.max_body_bytes)",
+            code="body_too_large"), status_code=413)
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            return too_big
+        if length is None and request.method == "POST":
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limits.max_body_bytes:
+                    return too_big
+            request._body = body  # Starlette reads the cached body from here
+        response = await call_next(request)
+        metrics.requests.labels(request.url.path.split("/")[2] if request.url.path.startswith("/v1/")
+                                else request.url.path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, err: BadRequest) -> JSONResponse:
+        code = "model_not_found" if err.status == 404 else None
+        return JSONResponse(error_body(str(err), param=err.param, code=code), status_code=err.status)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_: Request, err: Overloaded) -> JSONResponse:
+        return JSONResponse(error_body(f"{err}; retry later", kind="server_overloaded", code="overloaded"),
+                            status_code=503, headers={"Retry-After": str(err.retry_after)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"] if p != "body")
+            problems.append(f"{where or 'body'}: {e['msg']}")
+        first = err.errors()[0]["loc"][-1] if err.errors() else None
+        return JSONResponse(error_body("invalid request: " + "; ".join(problems), param=str(first)),
+                            status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, err: HTTPException) -> JSONResponse:
+        kind = "authentication_error" if err.status_code == 401 else "invalid_request_error"
+        return JSONResponse(error_body(str(err.detail), kind=kind), status_code=err.status_code,
+                            headers=getattr(err, "headers", None))
+
+    async def authorized(request: Request) -> None:
+        if options.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {options.api_key}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def model_named(name: str) -> ServedModel:
+        if name not in models:
+            raise BadRequest(f"model {name!r} is not served here; served models: {', '.join(models)}",
+                             param="model", status=404)
+        return models[name]
+
+    def check_common(model: ServedModel, body: BaseModel, n: int, prompts: list[str]) -> dict[str, Any]:
+        """The limits every route shares; returns the generator's own options from the body."""
+        if n > limits.max_n:
+            raise BadRequest(f"n={n} is more than {limits.max_n} (serve.max_n)", param="n")
+        for prompt in prompts:
+            if len(prompt) > limits.max_prompt_chars:
+                raise BadRequest(f"the prompt holds {len(prompt)} characters, more than "
+                                 f"{limits.max_prompt_chars} (serve.max_prompt_chars)", param="prompt")
+        extra = dict(body.model_extra or {})
+        for key in _UNSUPPORTED:
+            value = extra.pop(key, None)
+            if value not in (None, False, 0, 1) or (key == "best_of" and value not in (None, 1)):
+                raise BadRequest(f"{key!r} is not supported by genloom serve", param=key)
+        if model.streams and "max_new_tokens" in extra:
+            check_tokens(extra["max_new_tokens"])
+        return extra
+
+    def check_tokens(value: Any) -> None:
+        if isinstance(value, int) and value > limits.max_tokens:
+            raise BadRequest(f"max_tokens={value} is more than {limits.max_tokens} (serve.max_tokens)",
+                             param="max_tokens")
+
+    def seeds(seed: int | None, count: int) -> tuple[int, list[int]]:
+        """A request's seed (drawn when not given) and each of its rows' (seed, seed + 1, ...)."""
+        base = secrets.randbits(31) if seed is None else seed
+        return base, [base + i for i in range(count)]
+
+    async def media(model: ServedModel, body: ImageRequest | GenerateRequest, extra: dict[str, Any],
+                    route: str) -> MediaResult:
+        started = time.perf_counter()
+        condition = model.condition(body.prompt, body.label)
+        opts = model.sampling_options(extra)
+        if model.streams:
+            result = await streamed_media(model, body, condition, opts)
+        else:
+            future = engines[model.name].submit(MediaRequest(body.n, condition, opts, body.seed))
+            result = await asyncio.wrap_future(future)
+        metrics.latency.labels(model.name, route).observe(time.perf_counter() - started)
+        return result
+
+    async def streamed_media(model: ServedModel, body: GenerateRequest | ImageRequest, condition: Any,
+                             opts: dict[str, Any]) -> MediaResult:
+        base, row_seeds = seeds(body.seed, body.n)
+        stream = TokenStream(asyncio.get_running_loop(), [RowSpec(condition, opts, s) for s in row_seeds])
+        tokens = await collect(model, stream)
+        items = [model.decoder.decode(ids) for _, ids in tokens]
+        files, gallery = await asyncio.to_thread(model.files, items)
+        return MediaResult(base, items, files, gallery)
+
+    async def collect(model: ServedModel, stream: TokenStream) -> list[Any]:
+        """Submit a stream and wait for all its rows; each row's tokens."""
+        engines[model.name].submit(stream)
+        done: dict[int, Any] = {}
+        try:
+            while len(done) < len(stream.rows):
+                kind, row, value, _ = await stream.events.get()
+                if kind == "error":
+                    raise value
+                if kind == "done":
+                    done[row] = value
+        finally:
+            stream.cancel()
+        return [done[i] for i in range(len(stream.rows))]
+
+    def file_json(f: MediaFile) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": f.name, "content_type": f.content_type,
+                               "b64_json": base64.b64encode(f.data).decode()}
+        if f.content_type.startswith("text/"):
+            out["text"] = f.data.decode("utf-8", errors="replace")
+        return out
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "draining" if state["draining"] else "ok",
+                "models": {name: {"busy": engine.busy} for name, engine in engines.items()}}
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [m.describe() for m in models.values()]}
+
+    @app.post("/v1/completions", dependencies=[Depends(authorized)], response_model=None)
+    async def completions(body: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+        model = model_named(body.model)
+        if not model.streams:
+            raise BadRequest(f"model {body.model!r} answers {model.media_type}, not streamed text; "
+                             f"use /v1/generate/{body.model}", param="model")
+        prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
+        if not prompts:
+            raise BadRequest("prompt is an empty list; give a string or a list of strings", param="prompt")
+        extra = check_common(model, body, body.n, prompts)
+        check_tokens(body.max_tokens)
+        stop = body.stop
+        if isinstance(stop, list):
+            if len(stop) > 1:
+                raise BadRequest("genloom serve takes one stop sequence; got "
+                                 f"{len(stop)}", param="stop")
+            stop = stop[0] if stop else None
+        if stop == "":
+            raise BadRequest("stop is empty; give the text to stop at, or leave it out", param="stop")
+        wanted = {"max_new_tokens": body.max_tokens, "temperature": body.temperature,
+                  "top_p": body.top_p, "stop": stop, **extra}
+        opts = model.sampling_options({k: v for k, v in wanted.items() if v is not None})
+        base, row_seeds = seeds(body.seed, len(prompts) * body.n)
+        rows = [RowSpec(model.condition(p, None), opts, row_seeds[i * body.n + j])
+                for i, p in enumerate(prompts) for j in range(body.n)]
+        prompt_tokens = sum(0 if r.condition is None else r.condition.numel() for r in rows[:: body.n])
+        created = int(time.time())
+        ident = f"cmpl-{secrets.token_hex(12)}"
+        stream = TokenStream(asyncio.get_running_loop(), rows)
+        started = time.perf_counter()
+
+        def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"id": ident, "object": "text_completion", "created": created, "model": body.model,
+                    "system_fingerprint": f"seed-{base}", "choices": choices}
+
+        if not body.stream:
+            tokens = await collect(model, stream)
+            choices, used = [], 0
+            for i, (reason, ids) in enumerate(tokens):
+                used += ids.numel()
+                choices.append({"index": i, "text": model.decoder.decode(ids), "logprobs": None,
+                                "finish_reason": reason})
+            metrics.latency.labels(model.name, "completions").observe(time.perf_counter() - started)
+            return {**envelope(choices), "usage": {
+                "prompt_tokens": prompt_tokens, "completion_tokens": used,
+                "total_tokens": prompt_tokens + used}}
+
+        engines[model.name].submit(stream)
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        # Wait for the first event before answering, so that an option the generator refuses
+        # is a 400 rather than an error inside a 200 stream.
+        first = await stream.events.get()
+        if first[0] == "error":
+            stream.cancel()
+            raise first[2]
+
+        async def events() -> AsyncIterator[str]:
+            finished, used = 0, 0
+            waiting = [first]
+            try:
+                while finished < len(rows):
+                    kind, row, value, count = waiting.pop() if waiting else await stream.events.get()
+                    if kind == "error":
+                        status = getattr(value, "status", 500)
+                        kind_name = "invalid_request_error" if status < 500 else "server_error"
+                        yield f"data: {json.dumps(error_body(str(value), kind=kind_name))}\n\n"
+                        break
+                    if kind == "text":
+                        choice = {"index": row, "text": value, "logprobs": None, "finish_reason": None}
+                    else:
+                        reason, ids = value
+                        finished += 1
+                        used += count
+                        # The decoder's whole text may hold a character the pieces still held back.
+                        sent = stream_text.setdefault(row, "")
+                        whole = model.decoder.decode(ids)
+                        rest = whole[len(sent):] if whole.startswith(sent) else ""
+                        choice = {"index": row, "text": rest, "logprobs": None, "finish_reason": reason}
+                    if kind == "text":
+                        stream_text[row] = stream_text.get(row, "") + value
+                    yield f"data: {json.dumps(envelope([choice]))}\n\n"
+                if include_usage:
+                    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": used,
+                             "total_tokens": prompt_tokens + used}
+                    yield f"data: {json.dumps({**envelope([]), 'usage': usage})}\n\n"
+                yield "data: [DONE]\n\n"
+                metrics.latency.labels(model.name, "completions").observe(time.perf_counter() - started)
+            finally:
+                stream.cancel()  # a client that went away frees its slots at the next step
+
+        stream_text: dict[int, str] = {}
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/images/generations", dependencies=[Depends(authorized)])
+    async def images(body: ImageRequest) -> dict[str, Any]:
+        model = model_named(body.model)
+        extra = check_common(model, body, body.n, [body.prompt or ""])
+        if body.size is not None:
+            raise BadRequest("size is fixed by the model's training; leave it out", param="size")
+        result = await media(model, body, extra, "images")
+        if not all(f.content_type == "image/png" for f in result.files):
+            raise BadRequest(f"model {body.model!r} answers {model.media_type}, not PNG images; "
+                             f"use /v1/generate/{body.model}", param="model")
+        return {"created": int(time.time()), "seed": result.seed,
+                "data": [{"b64_json": base64.b64encode(f.data).decode()} for f in result.files]}
+
+    @app.post("/v1/generate/{model_name}", dependencies=[Depends(authorized)], response_model=None)
+    async def generate(model_name: str, body: GenerateRequest) -> dict[str, Any] | Response:
+        model = model_named(model_name)
+        extra = check_common(model, body, body.n, [body.prompt or ""])
+        if body.response_format == "raw" and body.n != 1:
+            raise BadRequest("response_format=raw answers one file: set n=1", param="n")
+        result = await media(model, body, extra, "generate")
+        if body.response_format == "raw":
+            item = result.files[0]
+            return Response(item.data, media_type=item.content_type,
+                            headers={"X-Genloom-Seed": str(result.seed)})
+        return {"model": model_name, "media_type": model.media_type, "seed": result.seed,
+                "outputs": [file_json(f) for f in result.files],
+                "gallery": [file_json(f) for f in result.gallery]}
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with the served models' names as the values ``model`` may take."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            names = list(models)
+            for component in ("CompletionRequest", "ImageRequest"):
+                schema["components"]["schemas"][component]["properties"]["model"]["enum"] = names
+            for param in schema["paths"]["/v1/generate/{model_name}"]["post"]["parameters"]:
+                if param["name"] == "model_name":
+                    param["schema"]["enum"] = names
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    web = resources.files("genloom.serve") / "web"
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse((web / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(packages=[("genloom.serve", "web")]), name="static")
+    return app
