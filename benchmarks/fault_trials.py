@@ -86,7 +86,7 @@ def child(argv: list[str]) -> int:
             return function(*args, **kwargs)
         return wrapper
 
-    for name in ("save_file", "save_model", "_fsync_dir", "_write_atomic", "_prune"):
+    for name in ("save_file", "save_model", "_fsync_dir", "write_atomic", "_prune"):
         setattr(checkpoint, name, slowed(getattr(checkpoint, name)))
     checkpoint.os.replace = slowed(os.replace)  # the renames of _move_in
     checkpoint.shutil.rmtree = slowed(checkpoint.shutil.rmtree)

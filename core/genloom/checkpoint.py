@@ -522,6 +522,8 @@ def read_trainer_state(
     try:
         read_header(tensors_file)  # a regular file with a sound header, or one message
         tensors = load_file(str(tensors_file))
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; {advice}") from None
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{tensors_file} is damaged or truncated ({err}); {advice}") from err
     try:
