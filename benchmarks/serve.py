@@ -177,12 +177,13 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
     block_size = 32 + args.new_tokens  # the prompt and every new token fit: no context overflow
     model = trained_model(SIZES[size_name], block_size)
     run_dir = save_checkpoint(model, size_name, block_size, tmp / "run")
-    hf_model = gpt2_like(model, activation="gelu")
-    with torch.no_grad():
-        copy_weights(model, hf_model)
-    hf_model.eval()
-    hf_dir = tmp / "hf"
-    hf_model.save_pretrained(hf_dir)
+    hf_model, hf_dir = None, tmp / "hf"
+    if any(name.startswith("HF") for name in args.contenders):  # transformers: `make bench` installs it
+        hf_model = gpt2_like(model, activation="gelu")
+        with torch.no_grad():
+            copy_weights(model, hf_model)
+        hf_model.eval()
+        hf_model.save_pretrained(hf_dir)
 
     servers: dict[str, tuple[subprocess.Popen, str]] = {}
     genloom = [sys.executable, "-m", "genloom", "serve", f"checkpoint={run_dir}", "device=cpu",
