@@ -23,7 +23,8 @@ originals beside their reconstructions; :class:`ConditionClasses` and
 :class:`ClassConditioned` let ``genloom train`` check, before the first step, that a
 generator steered by class indices takes as many classes as the dataset has;
 :class:`BoundedDecoder` declares the values a decoder reads, which the contract kit checks
-samples against.
+samples against; :class:`Tokenizing` marks a stage-1 autoencoder whose discrete codes another
+pipeline's token model can generate.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -204,6 +205,32 @@ class BatchedDecoding(Protocol):
 
     def open_slots(self, capacity: int) -> SlotDecoder:
         """An empty running batch of ``capacity`` slots on the generator's device."""
+        ...
+
+
+@runtime_checkable
+class Tokenizing(Protocol):
+    """A generator whose examples have a discrete code: a stage-1 (vector-quantised) autoencoder.
+
+    Its tokenizing half turns an example ``(B, *sample_spec.shape)`` into ``token_count`` code
+    indices in ``[0, codebook_size)`` and its detokenizing half turns them back, so a frozen copy
+    of it can serve as another pipeline's encoder and the front of its decoder (the
+    ``from_checkpoint`` components): a token model (stage 2) then generates media by
+    generating codes. Both halves are deterministic and batch-independent in eval mode.
+    """
+
+    codebook_size: int
+    """How many distinct codes there are; every code lies in ``[0, codebook_size)``."""
+
+    token_count: int
+    """How many codes one example is, in a fixed (raster) order."""
+
+    def tokenize(self, examples: Tensor) -> Tensor:
+        """``(B, *sample_spec.shape)`` floats -> ``(B, token_count)`` int64 codes."""
+        ...
+
+    def detokenize(self, codes: Tensor) -> Tensor:
+        """``(B, token_count)`` int64 codes -> ``(B, *sample_spec.shape)``, what the decoder reads."""
         ...
 
 
