@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+
 import fake_plugin
+import genloom
 import pytest
 from genloom import plugins
-from genloom.plugins import PluginSet, load_plugins
+from genloom.plugins import PluginSet, PluginSource, load_plugins
 from hydra.core.global_hydra import GlobalHydra
 
 
@@ -13,6 +16,22 @@ from hydra.core.global_hydra import GlobalHydra
 def fake_plugins() -> PluginSet:
     """The process uses only the fake plugin for the duration of a test."""
     plugin_set = load_plugins([fake_plugin.source()], strict=True, disabled=[])
+    plugins.set_active(plugin_set)
+    yield plugin_set
+    plugins.set_active(None)
+    GlobalHydra.instance().clear()
+
+
+def builtin_source() -> PluginSource:
+    """genloom's built-in plugin (``encoder=from_checkpoint``...), as its entry point loads it."""
+    return PluginSource("genloom", lambda: importlib.import_module("genloom.builtin"), "genloom.builtin",
+                        "genloom", genloom.__version__)
+
+
+@pytest.fixture
+def two_stage_plugins() -> PluginSet:
+    """The fake plugin and genloom's built-in one (the frozen components), nothing else."""
+    plugin_set = load_plugins([fake_plugin.source(), builtin_source()], strict=True, disabled=[])
     plugins.set_active(plugin_set)
     yield plugin_set
     plugins.set_active(None)

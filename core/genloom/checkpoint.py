@@ -6,7 +6,10 @@ A checkpoint is a directory ``checkpoints/step_000500/`` holding
 * ``config.yaml``: the resolved pipeline config, enough to rebuild every component;
 * ``meta.json``: step, genloom version, and the plugin distributions and versions in use;
 * ``trainer.safetensors`` + ``trainer.json``: optimizer tensors, RNG states and the rest
-  of the trainer state, for exact resume.
+  of the trainer state, for exact resume;
+* ``frozen/<key>/`` (a two-stage pipeline only): the stage-1 checkpoint each frozen
+  component is built from, stored so that the directory alone rebuilds it
+  (:mod:`genloom.frozen`).
 
 It is written under a temporary name and renamed into place, then ``checkpoints/latest``
 is replaced atomically, so a crash mid-save leaves the previous checkpoint untouched. A
@@ -50,6 +53,7 @@ from genloom import rng
 
 FORMAT_VERSION = 1
 LATEST = "latest"
+FROZEN_DIR = "frozen"
 STEP_DIR = re.compile(r"^step_(\d+)$")
 _REPLACED = ".replaced-"  # a step being saved again is moved aside under this name
 _SMALL_FILES = 64 * 1024  # config.yaml, meta.json, trainer.json and the safetensors headers
@@ -122,11 +126,14 @@ def save(
     keep: int = 2,
     weights: dict[str, torch.Tensor] | None = None,
     optimizer_state: dict[str, Any] | None = None,
+    frozen: dict[str, Path] | None = None,
 ) -> Path:
     """Write ``checkpoints_dir/step_{step}`` atomically and point ``latest`` at it.
 
     The weights come from ``model``, or ready-made from ``weights`` (a sharded model's,
     gathered); the optimizer state likewise from ``optimizer`` or ``optimizer_state``.
+    ``frozen`` maps a pipeline key to a directory of files stored verbatim under
+    ``frozen/<key>/`` (hard links where the file system allows: they never change).
     Debris of killed saves goes first; then the free space is checked against ``keep + 1``
     checkpoints of this size. A failure to write (a full disk, an I/O error) raises a
     :class:`CheckpointError` that says so and leaves the last good checkpoint as it was.
@@ -141,6 +148,7 @@ def save(
         _trainer_state(optimizer_state, extra_state or {}) if optimizer_state is not None else ({}, None)
     )
     size = _nbytes(weights if weights is not None else model.state_dict()) + _nbytes(trainer_tensors)
+    size += sum(_tree_size(d) for d in (frozen or {}).values())
     _check_space(checkpoints_dir, step=step, size=size + _SMALL_FILES, keep=keep)
     tmp = _new_dir(checkpoints_dir, prefix=f".{final.name}-")
     try:
@@ -155,6 +163,11 @@ def save(
             save_file(trainer_tensors, str(tmp / "trainer.safetensors"))
             (tmp / "trainer.json").write_text(json.dumps(trainer_json))
         _umask_modes(tmp)
+        for key, source in (frozen or {}).items():
+            _store_verbatim(source, tmp / FROZEN_DIR / key)
+            _fsync_dir(tmp / FROZEN_DIR / key)
+        if frozen:
+            _fsync_dir(tmp / FROZEN_DIR)
         _fsync_dir(tmp)
         _move_in(tmp, final)
         write_atomic(checkpoints_dir / LATEST, final.name)
@@ -569,10 +582,22 @@ def _trainer_state(
     return tensors, state
 
 
-def write_atomic(path: Path, text: str) -> None:
+def _store_verbatim(source: Path, dest: Path) -> None:
+    """The regular files of ``source`` in ``dest``: hard-linked (they are never rewritten), else copied."""
+    dest.mkdir(parents=True)
+    for file in sorted(source.iterdir()):
+        if not file.is_file() or file.is_symlink():
+            continue
+        try:
+            os.link(file, dest / file.name)
+        except OSError:
+            shutil.copyfile(file, dest / file.name)
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Replace ``path`` with ``text`` in one step: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
+    with open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

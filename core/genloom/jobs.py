@@ -17,7 +17,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from genloom import checkpoint, classes, distributed, pipeline, rng, rundir, sampler
+from genloom import cache, checkpoint, classes, distributed, frozen, pipeline, rng, rundir, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
 from genloom.plugins import PluginLoadError, PluginSet, active
 from genloom.registry import RegistryError
@@ -29,6 +29,7 @@ from genloom.trainer import (
     TrainingInterrupted,
     collate,
     evaluate,
+    resume_dir,
 )
 
 log = logging.getLogger("genloom")
@@ -138,12 +139,13 @@ def train(cfg: DictConfig) -> float | None:
         # Before genloom writes anything there (Hydra has written .hydra/ and train.log).
         lock = rundir.RunDirLock(run_dir()) if placement.is_main else None
         rng.seed_all(run_settings.seed)
-        built = pipeline.build(cfg, plugins.registry)
+        out = run_dir()
+        built = _build_for_training(cfg, plugins, resume_dir(settings, out / "checkpoints"))
+        frozen.place(built, placement.device)
         classes.check_condition_classes(built.dataset, built.generator, cfg)
         with distributed.main_first(placement):
-            train_data = built.dataset.split("train", built.encoder, built.condition_encoder)
-            val_data = built.dataset.split("val", built.encoder, built.condition_encoder)
-        out = run_dir()
+            train_data, val_data = _splits(built, cfg, out, progress=settings.progress and placement.is_main)
+        copies = frozen.stage_copies(built, out) if placement.is_main else {}
         if placement.is_main:
             _record_run(out, plugins)
             n_params = sum(p.numel() for p in built.generator.parameters())
@@ -165,6 +167,7 @@ def train(cfg: DictConfig) -> float | None:
             unit=built.dataset.unit,
             units_per_example=built.dataset.units_per_example,
             seed=run_settings.seed,
+            frozen=copies,
         )
         result = trainer.fit()
     finally:
@@ -179,6 +182,33 @@ def train(cfg: DictConfig) -> float | None:
             log.info("checkpoint: %s", result.checkpoint)
             log.info("sample it:  genloom sample checkpoint=%s", out)
     return result.metrics.get("val_loss")
+
+
+def _build_for_training(cfg: DictConfig, plugins: PluginSet, resume_from: Path | None) -> pipeline.Pipeline:
+    """The training pipeline; a resumed one builds its frozen components from the checkpoint's copies."""
+    config = cfg
+    if resume_from is not None:
+        frozen.check_resume(cfg, resume_from)
+        config = frozen.bind(cfg, resume_from)
+    built = pipeline.build(config, plugins.registry)
+    frozen.check_pipeline(built)
+    return built
+
+
+def _splits(
+    built: pipeline.Pipeline, cfg: DictConfig, out: Path, *, progress: bool
+) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+    """The train and val splits; through a frozen encoder they are encoded once per run directory."""
+    stages = frozen.frozen_components(built)
+    encoding = {key: stage.source.sha256 for key, stage in stages.items() if key != "decoder"}
+    if not encoding:
+        return (built.dataset.split("train", built.encoder, built.condition_encoder),
+                built.dataset.split("val", built.encoder, built.condition_encoder))
+    dataset_config = _container(cfg.dataset)
+    keys = {split: cache.cache_key(dataset_config, split, encoding) for split in ("train", "val")}
+    splits = cache.cached_splits(built.dataset, built.encoder, built.condition_encoder,
+                                 directory=out / cache.CACHE_DIR, keys=keys, progress=progress)
+    return splits["train"], splits["val"]
 
 
 def sample(cfg: DictConfig) -> None:

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import torch
 from torch.overrides import TorchFunctionMode
 
-from genloom import checkpoint, pipeline
+from genloom import checkpoint, frozen, pipeline
 from genloom.distributed import select_device
 from genloom.interfaces import StreamingDecoder, StreamingGenerator
 from genloom.plugins import PluginSet
@@ -49,7 +49,9 @@ def load(
     generator is first built on the ``meta`` device within a budget the weights file sets,
     and only a generator whose every tensor matches the file, and that fits in memory, is
     built for real. Whatever the files hold, the result is the model or one
-    :class:`checkpoint.CheckpointError` that names the file.
+    :class:`checkpoint.CheckpointError` that names the file. Frozen components
+    (``from_checkpoint``) are built from the stage-1 copies the checkpoint stores
+    (:func:`genloom.frozen.bind`), through this same function.
     """
     ckpt = checkpoint.read(path)
     _warn_on_plugin_drift(ckpt, plugins)
@@ -58,7 +60,9 @@ def load(
     try:
         pipeline.refuse_instantiation(ckpt.config)
         _check_generator_fits(ckpt, plugins.registry, target)
-        built = pipeline.build(ckpt.config, plugins.registry, with_dataset=with_dataset)
+        config = frozen.bind(ckpt.config, ckpt.path)
+        built = pipeline.build(config, plugins.registry, with_dataset=with_dataset)
+        frozen.check_pipeline(built)
     except checkpoint.CheckpointError:
         raise
     except RegistryError as err:
@@ -70,6 +74,7 @@ def load(
         ) from None
     checkpoint.load_weights(built.generator, ckpt.path, target)
     built.generator.to(target).eval()
+    frozen.place(built, target)
     return LoadedModel(built, ckpt, target)
 
 

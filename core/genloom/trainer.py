@@ -167,8 +167,10 @@ class Trainer:
         unit: str = "item",
         units_per_example: int = 1,
         seed: int = 0,
+        frozen: Mapping[str, Path] | None = None,
     ) -> None:
         self.generator = generator.to(placement.device)
+        self.frozen = dict(frozen or {})  # stored in every checkpoint (genloom.frozen.stage_copies)
         self.train_data, self.val_data = train_data, val_data
         self.settings = settings
         self.placement = placement
@@ -227,18 +229,9 @@ class Trainer:
         )
 
     def _resume(self) -> None:
-        resume = self.settings.resume
-        if resume is False or resume is None or resume == "false":
+        step_dir = resume_dir(self.settings, self.checkpoints_dir)
+        if step_dir is None:
             return
-        if resume is True or resume == "true":
-            step_dir = checkpoint.latest_in(self.checkpoints_dir)
-            if step_dir is None:
-                raise TrainingError(
-                    f"trainer.resume=true but {self.checkpoints_dir} holds no checkpoint; "
-                    "point hydra.run.dir at the run to continue, or pass trainer.resume=PATH"
-                )
-        else:
-            step_dir = checkpoint.resolve(resume)
         if self.sharded:  # every rank reads the full checkpoint and keeps its shard
             optimizer_state, extra = checkpoint.read_trainer_state(step_dir)
             weights = checkpoint.read_weights(step_dir)
@@ -422,6 +415,7 @@ class Trainer:
                 **gathered,
                 extra_state=extra_state,
                 keep=self.settings.keep_checkpoints,
+                frozen=self.frozen,
             )
             self.last_checkpoint = path
             log.info("saved checkpoint %s", path)
@@ -510,6 +504,22 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def resume_dir(settings: TrainerSettings, checkpoints_dir: Path) -> Path | None:
+    """The step directory ``trainer.resume`` names (None: a fresh start)."""
+    resume = settings.resume
+    if resume is False or resume is None or resume == "false":
+        return None
+    if resume is True or resume == "true":
+        step_dir = checkpoint.latest_in(checkpoints_dir)
+        if step_dir is None:
+            raise TrainingError(
+                f"trainer.resume=true but {checkpoints_dir} holds no checkpoint; "
+                "point hydra.run.dir at the run to continue, or pass trainer.resume=PATH"
+            )
+        return step_dir
+    return checkpoint.resolve(resume)
 
 
 @torch.no_grad()

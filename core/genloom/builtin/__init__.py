@@ -1,0 +1,24 @@
+"""genloom's built-in plugin: the components the core provides itself, for every modality.
+
+It is found through the core distribution's own ``genloom`` entry point and loaded like any
+third-party plugin (``genloom plugins`` lists it as ``genloom``; ``GENLOOM_DISABLE_PLUGINS=genloom``
+leaves it out), so the registry has one way in. What it registers knows no modality:
+
+* ``encoder=from_checkpoint`` / ``decoder=from_checkpoint``: a trained stage-1 autoencoder,
+  frozen, as a two-stage pipeline's encoder and decoder (:mod:`genloom.frozen`).
+"""
+
+from genloom import hookimpl
+
+
+@hookimpl
+def genloom_register_components(register):
+    register("encoder", "from_checkpoint", "genloom.frozen:encoder_from_checkpoint",
+             summary="a Tokenizing stage-1 run, frozen: media -> codes")
+    register("decoder", "from_checkpoint", "genloom.frozen:decoder_from_checkpoint",
+             summary="a Tokenizing stage-1 run, frozen: codes -> media")
+
+
+@hookimpl
+def genloom_register_config(register):
+    register("genloom.builtin.conf")

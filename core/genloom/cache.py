@@ -1,0 +1,163 @@
+"""Encode once: a dataset split materialised to safetensors files in the run directory.
+
+A stage-2 pipeline encodes its data through a frozen stage 1 (:mod:`genloom.frozen`), which
+costs a forward pass of a network per example. :func:`cached_split` does that once per run
+directory (:func:`cached_splits`): the split's examples are read in order, each under its own
+fixed seed, stacked, and written atomically (a killed run leaves no half cache) to
+``cache/<split>-<key>.safetensors``; a later start in the same run directory (a resume)
+reads them back instead of encoding again. The key is a sha256 of the dataset's resolved
+config, the split and the sha256 of every frozen stage's weights, so other data or another
+stage 1 never reads a stale cache; the files a dataset reads are not part of the key (a
+folder whose files change needs a new run directory).
+
+A split that draws at random per example (an augmentation) is not cached: freezing one
+draw would change what the model trains on. Modality-blind: it knows tensors only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from genloom import checkpoint, rng
+from genloom.interfaces import Dataset, Encoder
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "cache"
+FORMAT = 1
+
+
+class TensorSplit(torch.utils.data.Dataset):
+    """A split held as stacked tensors: example ``i`` is ``{key: tensor[i]}``."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        lengths = {len(t) for t in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"a split's tensors must share their first dimension, got {sorted(lengths)}")
+        self.tensors = dict(tensors)
+        self.length = lengths.pop()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {key: tensor[i] for key, tensor in self.tensors.items()}
+
+
+class CountingEncoder:
+    """An encoder that ticks ``on_encode`` after each item (the progress bar); otherwise the same."""
+
+    def __init__(self, encoder: Encoder, on_encode: Callable[[], None]) -> None:
+        self._encoder, self._on_encode = encoder, on_encode
+
+    def encode(self, media: Any) -> torch.Tensor:
+        encoded = self._encoder.encode(media)
+        self._on_encode()
+        return encoded
+
+    def __getattr__(self, name: str) -> Any:  # the encoder's other attributes and capabilities
+        return getattr(self._encoder, name)
+
+
+def cache_key(dataset_config: Mapping[str, Any], split: str, frozen: Mapping[str, str]) -> str:
+    """sha256 of what the cached tensors are a function of: the data's config, the split, stage 1."""
+    record = {"format": FORMAT, "dataset": dataset_config, "split": split,
+              "frozen": dict(sorted(frozen.items()))}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_splits(
+    dataset: Dataset,
+    encoder: Encoder,
+    condition_encoder: Encoder | None,
+    *,
+    directory: Path,
+    keys: Mapping[str, str],
+    progress: bool = True,
+) -> dict[str, torch.utils.data.Dataset]:
+    """``{split: data}`` for each split of ``keys``, read from the cache or encoded into it.
+
+    ``directory`` is the run directory's ``cache/`` folder; ``keys`` maps a split to its
+    :func:`cache_key`. A cache file that does not read back is encoded again, with a
+    warning. Splits to encode share one progress bar, ticked per encoded item; the
+    encoders are wrapped once, so a dataset that encodes all its splits at the first
+    call (and keeps them per encoder) still encodes once.
+    """
+    out: dict[str, torch.utils.data.Dataset] = {}
+    for split, key in keys.items():
+        path = _path(directory, split, key)
+        if path.is_file():
+            try:
+                out[split] = TensorSplit(_read(path))
+                log.info("%s split: %d examples read from the encoding cache %s",
+                         split, len(out[split]), path)
+            except (checkpoint.CheckpointError, ValueError) as err:
+                log.warning("the encoding cache %s does not read back (%s); encoding again", path, err)
+    missing = [split for split in keys if split not in out]
+    if not missing:
+        return out
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="encode", unit="item", disable=not progress, dynamic_ncols=True) as bar:
+        def tick() -> None:
+            bar.update(1)
+
+        counted = CountingEncoder(encoder, tick)
+        counted_condition = None if condition_encoder is None else CountingEncoder(condition_encoder, tick)
+        for split in missing:
+            data = dataset.split(split, counted, counted_condition)
+            tensors = _materialise(data, split)
+            if tensors is None:
+                out[split] = data
+                continue
+            path = _path(directory, split, keys[split])
+            directory.mkdir(parents=True, exist_ok=True)
+            checkpoint.write_atomic(path, save(tensors, metadata={"format": str(FORMAT), "split": split}))
+            log.info("%s split: %d examples encoded once, cached in %s", split, len(data), path)
+            out[split] = TensorSplit(tensors)
+    return out
+
+
+def _path(directory: Path, split: str, key: str) -> Path:
+    return directory / f"{split}-{key[:32]}.safetensors"
+
+
+def _materialise(data: torch.utils.data.Dataset, split: str) -> dict[str, torch.Tensor] | None:
+    """Every example of ``data``, stacked per key; None when the split cannot be cached as such."""
+    n = len(data)
+    if n == 0:
+        return None
+    with rng.cpu_streams_kept():
+        examples = []
+        for i in range(n):
+            rng.seed_cpu_streams(rng.derived_seed(FORMAT, i))
+            examples.append(data[i])
+        rng.seed_cpu_streams(rng.derived_seed(FORMAT, n))  # another draw for example 0
+        again = data[0]
+    first = examples[0]
+    if again.keys() != first.keys() or any(not torch.equal(again[k], first[k]) for k in first):
+        log.warning("the %s split draws at random per example (an augmentation?); it is not cached, "
+                    "so each start of this run encodes it again", split)
+        return None
+    try:
+        return {key: torch.stack([ex[key] for ex in examples]).contiguous() for key in first}
+    except (KeyError, RuntimeError) as err:
+        log.warning("the %s split's examples differ in keys or shapes (%s); it is not cached", split, err)
+        return None
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    checkpoint.read_header(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise checkpoint.CheckpointError(f"{path} cannot be read: {err}") from None
