@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from genloom import checkpoint, rng
 from genloom.interfaces import Dataset, Encoder
@@ -121,7 +121,7 @@ def cached_splits(
                 continue
             path = _path(directory, split, keys[split])
             directory.mkdir(parents=True, exist_ok=True)
-            checkpoint.write_atomic(path, save(tensors, metadata={"format": str(FORMAT), "split": split}))
+            checkpoint.write_atomic(path, save(tensors, metadata={"format": str(FORMAT)}))
             log.info("%s split: %d examples encoded once, cached in %s", split, len(data), path)
             out[split] = TensorSplit(tensors)
     return out
@@ -156,8 +156,9 @@ def _materialise(data: torch.utils.data.Dataset, split: str) -> dict[str, torch.
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
+    """Read into memory, not mapped: the run's data must not change under it if the file does."""
     checkpoint.read_header(path)
     try:
-        return load_file(str(path))
+        return load(path.read_bytes())
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise checkpoint.CheckpointError(f"{path} cannot be read: {err}") from None

@@ -96,10 +96,7 @@ def load_stage(path: str | Path, step: int | None = None, *, option: str) -> Fro
     from genloom.sampler import load
 
     if str(path) in ("", "???"):
-        raise checkpoint.CheckpointError(
-            f"{NAME} needs {option}=RUN: the stage-1 run directory, its checkpoints/ folder or one "
-            "step_* directory (a run whose generator is Tokenizing)"
-        )
+        raise checkpoint.CheckpointError(missing_checkpoint(option))
     try:
         step_dir = _step_dir(path, step)
     except checkpoint.CheckpointError as err:
@@ -141,6 +138,11 @@ def load_stage(path: str | Path, step: int | None = None, *, option: str) -> Fro
         _loaded[key] = stage
     log.info("frozen stage 1 from %s (step %d, sha256 %s...)", step_dir, ckpt.step, digest[:12])
     return stage
+
+
+def missing_checkpoint(option: str) -> str:
+    return (f"{NAME} needs {option}=RUN: the stage-1 run directory, its checkpoints/ folder or one "
+            "step_* directory (a run whose generator is Tokenizing)")
 
 
 def _identity(step_dir: Path) -> tuple | None:
@@ -324,9 +326,7 @@ def bind(config: DictConfig, step_dir: Path) -> DictConfig:
 def stored_sources(step_dir: Path) -> dict[str, Source]:
     """``{key: source record}`` of the frozen copies a checkpoint stores."""
     folder = step_dir / FROZEN_DIR
-    if not folder.is_dir():
-        return {}
-    return {p.name: read_source(p) for p in sorted(folder.iterdir()) if (p / SOURCE_FILE).is_file()}
+    return {key: read_source(folder / key) for key in KEYS if (folder / key / SOURCE_FILE).is_file()}
 
 
 def check_resume(config: DictConfig, step_dir: Path) -> None:
