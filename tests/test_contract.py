@@ -237,6 +237,7 @@ def test_samples_outside_the_decoders_range_are_caught(built) -> None:
     found = violation(testing.check_value_range, built)
     assert found.rule == "value_range" and "decoder 'digits'" in found.where
     assert "but the decoder reads [0, 4] (its input_range)" in found.why
+    assert "sample only ids in [0, 4] (mask the logits of any other id)" in found.why  # ids, not values
 
 
 def test_an_unreadable_input_range_is_caught(built) -> None:

@@ -156,6 +156,8 @@ def test_a_stage_2_checkpoint_samples_after_stage_1_is_deleted(two_stage_plugins
     files = sorted((tmp_path / "samples" / "samples").glob("*.txt"))
     assert [f.name for f in files] == ["vector_000.txt", "vector_001.txt", "vector_002.txt"]
     assert all(len(f.read_text().split()) == 8 for f in files)  # stage 1's vectors, decoded from codes
+    assert cli.main(["eval", f"checkpoint={run}", f"hydra.run.dir={tmp_path / 'eval'}"]) == 0
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["step"] == 4
     assert "Traceback" not in said(capsys)
 
 
@@ -168,6 +170,7 @@ def test_a_moved_stage_2_run_still_samples(two_stage_plugins, stage_1, tmp_path)
     assert model.pipeline.encoder.stage.files == checkpoint.resolve(moved) / "frozen" / "encoder"
 
 
+@pytest.mark.slow  # trains two runs
 def test_a_resumed_stage_2_run_does_not_encode_again_and_reads_the_same_tensors(
     two_stage_plugins, stage_1, tmp_path, encode_calls
 ):
@@ -195,6 +198,7 @@ def test_the_cached_split_holds_exactly_what_the_frozen_encoder_gives(two_stage_
     assert torch.equal(load_file(str(val))["tokens"], expected)
 
 
+@pytest.mark.slow  # trains two runs
 def test_a_damaged_cache_is_encoded_again_not_reused(two_stage_plugins, stage_1, tmp_path, encode_calls,
                                                      capsys):
     run = stage_2(tmp_path, stage_1, "trainer.max_steps=2")
@@ -256,6 +260,7 @@ def test_a_forgotten_encoder_checkpoint_says_what_to_give(two_stage_plugins, tmp
     assert "Traceback" not in out
 
 
+@pytest.mark.slow  # trains two runs
 def test_a_stage_1_whose_generator_is_not_tokenizing_is_one_message(two_stage_plugins, tmp_path, capsys):
     counting = tmp_path / "counting"
     assert train(counting, "counting") == 0
@@ -268,6 +273,7 @@ def test_a_stage_1_whose_generator_is_not_tokenizing_is_one_message(two_stage_pl
     assert "Traceback" not in out
 
 
+@pytest.mark.slow  # trains two runs
 def test_encoder_and_decoder_of_different_stage_1s_are_refused(two_stage_plugins, stage_1, tmp_path, capsys):
     other = tmp_path / "other"
     assert train(other, "waves", "seed=1") == 0
@@ -277,6 +283,7 @@ def test_encoder_and_decoder_of_different_stage_1s_are_refused(two_stage_plugins
     assert "hold different stage-1 weights; the decoder must undo the encoder's codes" in said(capsys)
 
 
+@pytest.mark.slow  # trains two runs
 def test_resuming_with_another_stage_1_is_refused(two_stage_plugins, stage_1, tmp_path, capsys):
     run = stage_2(tmp_path, stage_1, "trainer.max_steps=2")
     other = tmp_path / "other"

@@ -28,7 +28,7 @@ def test_installed_wheels_list_the_text_plugin(wheel_env, tmp_path):
     (text,) = [p for p in json.loads(out) if p["name"] == "text"]
     assert text["status"] == "ok" and text["distribution"] == "genloom-text"
     assert "transformer" in text["config_groups"]["generator"]
-    (core,) = [p for p in json.loads(out) if p["name"] == "genloom"]  # the built-in plugin, its config shipped
+    (core,) = [p for p in json.loads(out) if p["name"] == "genloom"]  # the built-in plugin and its config
     assert core["status"] == "ok" and core["config_groups"]["encoder"] == ["from_checkpoint"]
     where = run(wheel_env / "bin" / "python", "-c",
                 "import genloom, genloom.conf, genloom_text; "

@@ -41,7 +41,8 @@ pytest then runs one test per rule and pipeline. The rules:
     without ``device=`` (or with ``device="cpu"``), or one that reads a tensor moved to
     the CPU (``.cpu()``, ``.to("cpu")``) or made without ``device=``.
 ``value_range``
-    when the decoder declares ``input_range`` (:class:`genloom.interfaces.BoundedDecoder`),
+    when the decoder declares ``input_range`` (:class:`genloom.interfaces.BoundedDecoder`; a
+    frozen code decoder declares ``(0, K - 1)``, its codebook),
     every generated value lies in it: the decoder would silently clamp the rest.
 ``evaluation``
     scoring the validation split twice, with the global random state changed in
@@ -510,11 +511,15 @@ def check_value_range(built: Built, n: int = 4) -> None:
             continue
         least, most = sample.min().item(), sample.max().item()
         if least < low or most > high:
+            # Integer samples are ids (a code decoder reads [0, K - 1]); floats are values to rescale.
+            remedy = (f"sample only ids in [{low:g}, {high:g}] (mask the logits of any other id)"
+                      if not sample.is_floating_point() else
+                      f"map generate()'s output into [{low:g}, {high:g}] "
+                      "(for example (x + 1) / 2 from [-1, 1])")
             raise ContractViolation(
                 "value_range", where,
                 f"example {i} holds values in [{least:.4g}, {most:.4g}], but the decoder reads "
-                f"[{low:g}, {high:g}] (its input_range) and would clamp or drop the rest; map "
-                f"generate()'s output into [{low:g}, {high:g}] (for example (x + 1) / 2 from [-1, 1])")
+                f"[{low:g}, {high:g}] (its input_range) and would clamp or drop the rest; {remedy}")
 
 
 def check_evaluation(built: Built, batches: int = EVAL_BATCHES) -> None:
