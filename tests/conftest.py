@@ -30,8 +30,9 @@ def builtin_source() -> PluginSource:
 
 @pytest.fixture
 def two_stage_plugins() -> PluginSet:
-    """The fake plugin and genloom's built-in one (the frozen components), nothing else."""
-    plugin_set = load_plugins([fake_plugin.source(), builtin_source()], strict=True, disabled=[])
+    """The fake plugins (counting, and the two-stage quantiser) and genloom's built-in one, nothing else."""
+    sources = [fake_plugin.source(), fake_plugin.two_stage_source(), builtin_source()]
+    plugin_set = load_plugins(sources, strict=True, disabled=[])
     plugins.set_active(plugin_set)
     yield plugin_set
     plugins.set_active(None)

@@ -46,7 +46,7 @@ def trained_stage_1(tmp_path_factory) -> Path:
     from conftest import builtin_source
     from genloom import plugins
 
-    sources = [fake_plugin.source(), builtin_source()]
+    sources = [fake_plugin.source(), fake_plugin.two_stage_source(), builtin_source()]
     plugins.set_active(plugins.load_plugins(sources, strict=True, disabled=[]))
     try:
         run = tmp_path_factory.mktemp("stage1") / "run"

@@ -129,7 +129,7 @@ def train(cfg: DictConfig) -> float | None:
             f"{', '.join(presets) or 'none (install a plugin such as genloom-text)'}"
         )
     # Settings are checked before any data is read or built: a typo fails in a second.
-    _refuse_missing(cfg)
+    _refuse_missing_checkpoint(cfg)
     run_settings = from_mapping(RunSettings, _container(cfg), where="")
     settings = from_mapping(
         TrainerSettings, _container(cfg.trainer), where="trainer", source=_trainer_source()
@@ -185,22 +185,12 @@ def train(cfg: DictConfig) -> float | None:
     return result.metrics.get("val_loss")
 
 
-def _refuse_missing(cfg: DictConfig) -> None:
-    """A mandatory key (``???``) left unset is one message naming it, before anything reads it."""
-    missing = _missing_keys(_container(cfg, resolve=False), "")
-    if not missing:
-        return
-    key = missing[0]
-    component = key.split(".")[0]
-    if key == f"{component}.checkpoint" and frozen.is_frozen_node(cfg.get(component)):
-        raise SettingsError(frozen.missing_checkpoint(f"{component}.checkpoint"))
-    raise SettingsError(f"{key} must be set: the config marks it mandatory (???); add {key}=<value>")
-
-
-def _missing_keys(node: Any, key: str) -> list[str]:
-    if isinstance(node, dict):
-        return [m for k, v in node.items() for m in _missing_keys(v, f"{key}.{k}" if key else str(k))]
-    return [key] if node == "???" else []
+def _refuse_missing_checkpoint(cfg: DictConfig) -> None:
+    """A frozen component without its checkpoint says what to give (not Hydra's interpolation error)."""
+    for key in frozen.KEYS:
+        node = cfg.get(key)
+        if frozen.is_frozen_node(node) and OmegaConf.is_missing(node, "checkpoint"):
+            raise SettingsError(frozen.missing_checkpoint(f"{key}.checkpoint"))
 
 
 def _build_for_training(cfg: DictConfig, plugins: PluginSet, resume_from: Path | None) -> pipeline.Pipeline:

@@ -16,3 +16,14 @@ def source(name: str = "fake") -> PluginSource:
         return fake_plugin.hooks
 
     return PluginSource(name, load, "fake_plugin.hooks", "genloom-fake", "0.0.1")
+
+
+def two_stage_source(name: str = "fake_two_stage") -> PluginSource:
+    """The fake Tokenizing stage 1 and its two-stage presets, as ``genloom-fake-two-stage 0.0.1``."""
+
+    def load():  # noqa: ANN202
+        import fake_plugin.two_stage_hooks
+
+        return fake_plugin.two_stage_hooks
+
+    return PluginSource(name, load, "fake_plugin.two_stage_hooks", "genloom-fake-two-stage", "0.0.1")
