@@ -75,8 +75,11 @@ class FSQ(nn.Module):
         return self.project_out(codes), self.codes_to_indices(codes)
 
     def quantize(self, z: Tensor) -> Tensor:
-        """``(..., len(levels))`` -> the nearest grid point in [-1, 1], straight-through."""
-        bounded = self.bound(z)
+        """``(..., len(levels))`` -> the nearest grid point in [-1, 1], straight-through, in float32.
+
+        Float32 whatever the input (under bf16 autocast too): rounding a bf16 value near a
+        bin's edge could land on the neighbouring code."""
+        bounded = self.bound(z.float())
         rounded = bounded + (bounded.round() - bounded).detach()  # straight-through estimator
         return rounded / (self.levels // 2).to(z.dtype)
 

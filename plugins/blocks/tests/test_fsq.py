@@ -89,3 +89,10 @@ def test_the_grid_is_the_cartesian_product_in_mixed_radix_order():
     digits = [(a, b) for b, a in itertools.product(range(3), range(2))]  # the first level varies fastest
     codes = fsq.indices_to_codes(torch.arange(6))
     assert [(int(c[0]) + 1, int(c[1]) + 1) for c in codes] == digits
+
+
+def test_low_precision_input_is_quantised_in_float32():
+    fsq = FSQ([8, 5, 5, 5])
+    z = torch.randn(32, 4)
+    assert fsq.quantize(z.bfloat16()).dtype == torch.float32
+    assert torch.equal(fsq(z.bfloat16())[1], fsq(z.bfloat16().float())[1])
