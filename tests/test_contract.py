@@ -371,3 +371,36 @@ def test_on_an_accelerator_generate_really_runs_there(built, monkeypatch) -> Non
     found = violation(testing.check_rng_device, broken(built, FailsOnTheAccelerator()))
     assert found.rule == "rng_device"
     assert "generate() with the model and rng on cpu fails: RuntimeError: Expected a 'cuda'" in found.why
+
+
+def test_a_component_option_is_checked_on_a_preset_of_its_kind(tmp_path: Path, monkeypatch) -> None:
+    # `noisy` sets generator.noise, which the bigram takes and the unigram does not: the
+    # unigram's option passes on `counting`, a base that sets no generator keys.
+    monkeypatch.syspath_prepend(str(tmp_path))
+    package = tmp_path / "two_generators"
+    files = {
+        "__init__.py": "",
+        "conf/__init__.py": "",
+        "conf/generator/unigram.yaml": "name: unigram\nvocab_size: 10\n",
+        "conf/pipeline/noisy.yaml": UNLISTED_PRESET.replace("vocab_sise: 10", "noise: 0.1"),
+        "components.py": "class Unigram:\n    def __init__(self, *, vocab_size: int = 10) -> None:\n"
+                         "        self.vocab_size = vocab_size\n",
+        "hooks.py": textwrap.dedent("""
+            from genloom import hookimpl
+
+            @hookimpl
+            def genloom_register_components(register):
+                register("generator", "unigram", "two_generators.components:Unigram", summary="unigram")
+
+            @hookimpl
+            def genloom_register_config(register):
+                register("two_generators.conf")
+        """),
+    }
+    for relative, text in files.items():
+        (package / relative).parent.mkdir(parents=True, exist_ok=True)
+        (package / relative).write_text(textwrap.dedent(text) if relative.endswith(".yaml") else text)
+    plugin_set = testing.load_only(["fake_plugin.hooks", "two_generators.hooks"])
+    found = violation(testing.check_configs_compose, plugin_set, "noisy")
+    assert "generator/unigram.yaml" in found.where and "generator.noise" in found.why
+    testing.check_configs_compose(plugin_set, ["noisy", "counting"])

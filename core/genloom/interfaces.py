@@ -24,7 +24,8 @@ originals beside their reconstructions; :class:`ConditionClasses` and
 generator steered by class indices takes as many classes as the dataset has;
 :class:`BoundedDecoder` declares the values a decoder reads, which the contract kit checks
 samples against; :class:`Tokenizing` marks a stage-1 autoencoder whose discrete codes another
-pipeline's token model can generate.
+pipeline's token model can generate, and :class:`CodeUsage` lets evaluation report how much of
+its codebook a whole split uses.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -231,6 +232,24 @@ class Tokenizing(Protocol):
 
     def detokenize(self, codes: Tensor) -> Tensor:
         """``(B, token_count)`` int64 codes -> ``(B, *sample_spec.shape)``, what the decoder reads."""
+        ...
+
+
+@runtime_checkable
+class CodeUsage(Protocol):
+    """A tokenizing generator that counts the codes of a batch (optional).
+
+    How much of a codebook is used is a property of a whole split, not a mean over its
+    examples (the perplexity of the split's codes is not the mean of its batches'), so it
+    cannot be a :meth:`Generator.loss` metric. Evaluation sums these counts over every
+    scored batch instead and reports ``code_perplexity`` (``exp`` of the entropy of the
+    split's code frequencies: from 1, one code for everything, up to ``codebook_size``,
+    every code equally often) and ``dead_codes`` (codes the split never uses); both are
+    the same at any batch size.
+    """
+
+    def code_counts(self, batch: Batch) -> Tensor:
+        """``(codebook_size,)`` int64: how often each code occurs in the codes of the batch's examples."""
         ...
 
 

@@ -29,6 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from genloom import checkpoint, rng, sharding
 from genloom.distributed import Placement, all_reduce_mean, autocast, main_first
+from genloom.interfaces import CodeUsage
 from genloom.settings import check_types
 
 log = logging.getLogger(__name__)
@@ -550,6 +551,7 @@ def evaluate(
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     totals: dict[str, float] = {}
     count = 0
+    codes: torch.Tensor | None = None  # CodeUsage: the split's code histogram
     with autocast(placement.device, precision):
         for index_batch in chunks[:max_batches] if max_batches else chunks:
             batch = {
@@ -559,8 +561,28 @@ def evaluate(
             for key, value in generator.loss(batch).items():
                 totals[key] = totals.get(key, 0.0) + float(value) * len(index_batch)
             count += len(index_batch)
+            if isinstance(generator, CodeUsage):
+                with torch.no_grad():
+                    counts = generator.code_counts(batch).long()
+                codes = counts if codes is None else codes + counts
     generator.train(was_training)
-    return all_reduce_mean({k: v / max(count, 1) for k, v in totals.items()}, count, placement)
+    means = all_reduce_mean({k: v / max(count, 1) for k, v in totals.items()}, count, placement)
+    if codes is not None:
+        means.update(code_usage(codes, placement))
+    return means
+
+
+def code_usage(counts: torch.Tensor, placement: Placement) -> dict[str, float]:
+    """``code_perplexity`` and ``dead_codes`` of a split's code histogram, summed across ranks.
+
+    See :class:`genloom.interfaces.CodeUsage`: sums of counts, so independent of batch size.
+    """
+    if placement.distributed:
+        counts = counts.clone()
+        dist.all_reduce(counts)
+    p = counts.double() / counts.sum().clamp(min=1)
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"code_perplexity": float(entropy.exp()), "dead_codes": float((counts == 0).sum())}
 
 
 class _EpochBatches(torch.utils.data.Dataset):

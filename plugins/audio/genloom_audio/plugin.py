@@ -38,6 +38,12 @@ def genloom_register_components(register: Callable[..., None]) -> None:
         summary="convolutional VAE over mel spectrograms, optionally conditioned on a label or a caption",
     )
     register(
+        "generator",
+        "mel_fsq",
+        "genloom_audio.mel_fsq:MelFSQ",
+        summary="discrete autoencoder over mel frames (FSQ codes in time): stage 1 of a two-stage pipeline",
+    )
+    register(
         "dataset",
         "synth_notes",
         "genloom_audio.synth:SynthNotes",

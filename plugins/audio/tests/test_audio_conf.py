@@ -27,6 +27,8 @@ def test_the_groups_hold_the_expected_files() -> None:
         "decoder/griffin_lim.yaml",
         "encoder/log_mel.yaml",
         "encoder/log_mel_debug.yaml",
+        "generator/mel_fsq.yaml",
+        "generator/mel_fsq_debug.yaml",
         "generator/mel_vae.yaml",
         "generator/mel_vae_debug.yaml",
         "pipeline/audio_caption_debug.yaml",
@@ -35,7 +37,10 @@ def test_the_groups_hold_the_expected_files() -> None:
         "pipeline/audio_folder_debug.yaml",
         "pipeline/notes.yaml",
         "pipeline/notes_caption.yaml",
+        "pipeline/notes_vq.yaml",
+        "pipeline/notes_vq_debug.yaml",
         "trainer/notes.yaml",
+        "trainer/notes_vq.yaml",
     ]
 
 
@@ -71,10 +76,11 @@ def test_pipeline_presets_show_their_command_and_fit_together(pipeline: str, tmp
     assert cfg.generator.n_mels == cfg.encoder.n_mels
     assert cfg.generator.frames == 1 + samples // cfg.encoder.hop_length
     condition = {"pitch": "label", "timbre": "label", "caption": "caption", "none": "none"}
-    assert condition[cfg.dataset.condition] == cfg.generator.condition
+    conditioned = cfg.generator.condition if "condition" in cfg.generator else "none"  # mel_fsq: none
+    assert condition[cfg.dataset.condition] == conditioned
     if cfg.dataset.condition == "pitch":
         assert cfg.generator.num_classes == cfg.dataset.high - cfg.dataset.low + 1
-    if cfg.generator.condition == "caption":
+    if conditioned == "caption":
         assert cfg.generator.caption_buckets == cfg.condition_encoder.buckets
 
 
@@ -84,6 +90,8 @@ def test_the_demos_choose_their_trainer_and_the_command_line_wins(tmp_path: Path
     assert compose_train(tmp_path, ["pipeline=notes", "trainer=debug"]).trainer.max_steps == 4
     assert compose_train(tmp_path, ["pipeline=audio_debug"]).trainer.max_steps == 4
     assert compose_train(tmp_path, ["pipeline=audio_debug", "trainer=default"]).trainer.max_steps == 1000
+    assert compose_train(tmp_path, ["pipeline=notes_vq"]).trainer.max_steps == 600
+    assert compose_train(tmp_path, ["pipeline=notes_vq_debug"]).trainer.max_steps == 4
 
 
 def test_the_presets_condition_on_what_their_commands_promise(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def test_registers_every_component_and_its_config(audio_plugin: PluginSet) -> No
     assert info.components == {
         "encoder": ["log_mel", "audio_caption_words"],
         "decoder": ["griffin_lim"],
-        "generator": ["mel_vae"],
+        "generator": ["mel_vae", "mel_fsq"],
         "dataset": ["synth_notes", "audio_folder"],
     }
     assert all(entry.summary for entry in audio_plugin.registry)
@@ -39,12 +39,12 @@ def test_registers_every_component_and_its_config(audio_plugin: PluginSet) -> No
         "dataset": ["audio_folder", "synth_notes", "synth_notes_debug"],
         "decoder": ["griffin_lim"],
         "encoder": ["log_mel", "log_mel_debug"],
-        "generator": ["mel_vae", "mel_vae_debug"],
+        "generator": ["mel_fsq", "mel_fsq_debug", "mel_vae", "mel_vae_debug"],
         "pipeline": [
             "audio_caption_debug", "audio_debug", "audio_folder", "audio_folder_debug",
-            "notes", "notes_caption",
+            "notes", "notes_caption", "notes_vq", "notes_vq_debug",
         ],
-        "trainer": ["notes"],
+        "trainer": ["notes", "notes_vq"],
     }
 
 

@@ -14,3 +14,9 @@ def test_a_resumed_run_logs_exactly_the_uninterrupted_losses(audio_plugin, tmp_p
     records = check_resume(audio_plugin, [*TINY, f"trainer.grad_accum={grad_accum}"], stop_after=2,
                            directory=tmp_path)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
+
+
+def test_a_resumed_stage_1_run_logs_exactly_the_uninterrupted_losses(audio_plugin, tmp_path):
+    tiny = ["pipeline=notes_vq_debug", *TINY[1:]]
+    records = check_resume(audio_plugin, tiny, stop_after=2, directory=tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]

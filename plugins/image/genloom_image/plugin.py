@@ -50,6 +50,12 @@ def genloom_register_components(register: Callable[..., None]) -> None:
         summary="convolutional VAE, unconditioned or conditioned on a label or a caption",
     )
     register(
+        "generator",
+        "image_fsq",
+        "genloom_image.fsq_autoencoder:FSQAutoencoder",
+        summary="discrete autoencoder (FSQ codes on a grid): stage 1 of a two-stage pipeline; tokenizes",
+    )
+    register(
         "dataset",
         "shapes",
         "genloom_image.rendered:Shapes",

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 CONF = Path(str(importlib.resources.files("genloom_image.conf")))
 YAML_FILES = sorted(CONF.rglob("*.yaml"))
-COMPONENT_FILES = [p for p in YAML_FILES if p.parent.name != "pipeline"]
+COMPONENT_FILES = [p for p in YAML_FILES if p.parent.name not in ("pipeline", "trainer")]
 PIPELINES = sorted(p.stem for p in (CONF / "pipeline").glob("*.yaml"))
 KIND = {"condition_encoder": "encoder"}  # the group a kind of component is configured in
 
@@ -29,14 +29,21 @@ def test_the_groups_hold_the_expected_files() -> None:
         "decoder/png.yaml",
         "encoder/pixels.yaml",
         "encoder/pixels_debug.yaml",
+        "generator/image_fsq.yaml",
+        "generator/image_fsq_debug.yaml",
         "generator/vae.yaml",
         "generator/vae_debug.yaml",
         "pipeline/glyphs.yaml",
+        "pipeline/glyphs_vq.yaml",
+        "pipeline/glyphs_vq_debug.yaml",
         "pipeline/image_debug.yaml",
         "pipeline/image_folder.yaml",
         "pipeline/image_folder_debug.yaml",
         "pipeline/shapes.yaml",
         "pipeline/shapes_debug.yaml",
+        "pipeline/shapes_vq.yaml",
+        "pipeline/shapes_vq_debug.yaml",
+        "trainer/image_vq.yaml",
     ]
 
 
@@ -69,8 +76,9 @@ def test_pipeline_presets_show_their_command_and_link_their_sizes(pipeline: str,
     resolution = cfg.dataset.get("resolution", cfg.encoder.resolution)  # a folder's images are resized
     assert resolution == cfg.encoder.resolution == cfg.generator.resolution
     assert cfg.generator.channels == cfg.encoder.channels
-    assert cfg.dataset.condition == cfg.generator.condition
-    if cfg.generator.condition == "caption":
+    conditioned = cfg.generator.condition if "condition" in cfg.generator else "none"  # image_fsq: none
+    assert cfg.dataset.condition == conditioned
+    if conditioned == "caption":
         assert cfg.generator.caption_buckets == cfg.condition_encoder.buckets
 
 

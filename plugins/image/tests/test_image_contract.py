@@ -5,7 +5,7 @@ from genloom.testing import PluginContract
 
 class TestImageContract(PluginContract):
     plugin = "genloom_image.plugin"
-    pipelines = ["image_debug", "shapes_debug"]
+    pipelines = ["image_debug", "shapes_debug", "glyphs_vq_debug", "shapes_vq_debug"]
     not_covered = {
         "dataset:image_folder": "needs a user's folder of images; tested in test_folder.py",
         "encoder:vae_latents": "the VAE's encoder half, for latent pipelines; tested in test_image_plugin.py",

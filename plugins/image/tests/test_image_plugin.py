@@ -30,7 +30,7 @@ def test_registers_every_component_and_its_config(image_plugin: PluginSet) -> No
     assert info.components == {
         "encoder": ["pixels", "caption_words", "vae_latents"],
         "decoder": ["png", "vae_latents"],
-        "generator": ["vae"],
+        "generator": ["vae", "image_fsq"],
         "dataset": ["shapes", "glyphs", "image_folder"],
     }
     assert all(entry.summary for entry in image_plugin.registry)
@@ -40,8 +40,12 @@ def test_registers_every_component_and_its_config(image_plugin: PluginSet) -> No
         "dataset": ["glyphs", "glyphs_debug", "image_folder", "shapes", "shapes_debug"],
         "decoder": ["png"],
         "encoder": ["pixels", "pixels_debug"],
-        "generator": ["vae", "vae_debug"],
-        "pipeline": ["glyphs", "image_debug", "image_folder", "image_folder_debug", "shapes", "shapes_debug"],
+        "generator": ["image_fsq", "image_fsq_debug", "vae", "vae_debug"],
+        "pipeline": [
+            "glyphs", "glyphs_vq", "glyphs_vq_debug", "image_debug", "image_folder", "image_folder_debug",
+            "shapes", "shapes_debug", "shapes_vq", "shapes_vq_debug",
+        ],
+        "trainer": ["image_vq"],
     }
 
 
