@@ -100,10 +100,10 @@ def test_captions_steer_generation_and_other_conditions_are_refused() -> None:
 
 def test_condition_dropout_trains_some_examples_without_their_condition() -> None:
     model = tiny(condition="label", num_classes=3, condition_dropout=0.5).train()
-    ids = model._batch_condition({"condition": torch.zeros(1000, dtype=torch.long)}, 1000)
+    ids = model.condition_ids.batch({"condition": torch.zeros(1000, dtype=torch.long)}, 1000, train=True)
     assert 400 < int((ids == 3).sum()) < 600  # index num_classes means "no condition"
     assert torch.equal(
-        model.eval()._batch_condition({"condition": torch.zeros(4, dtype=torch.long)}, 4),
+        model.condition_ids.batch({"condition": torch.zeros(4, dtype=torch.long)}, 4, train=False),
         torch.zeros(4, dtype=torch.long),
     )
 
