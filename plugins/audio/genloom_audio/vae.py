@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from genloom.interfaces import SampleSpec
-from genloom_blocks.conditioning import ConditionIds, Down, Up, check_condition, condition_embedding, embed
+from genloom_blocks.conditioning import ConditionIds, Down, Up, check_widths, condition_embedding, embed
 from genloom_blocks.gaussian import gaussian_nll, posterior_sample, prior_sample, standard_normal_kl
 from torch import Tensor, nn
 
@@ -59,30 +59,19 @@ class MelVAE(nn.Module):
         latent_dim: size of the latent vector ``z``.
         beta: weight of the KL term; 1 gives the evidence lower bound, more leaves the
             latent less to say and the condition more.
-        condition: ``none``, ``label`` (a pitch or timbre index) or ``caption``.
-        num_classes: labels are ``0 .. num_classes - 1`` (``condition=label``).
-        caption_buckets: word ids are ``1 .. caption_buckets`` (the caption encoder's
-            ``buckets``; ``condition=caption``).
-        condition_dim: width of the condition embedding.
-        condition_dropout: probability of training an example without its condition.
+        condition: ``none``, ``label`` (a pitch or timbre index ``0 .. num_classes - 1``) or
+            ``caption`` (``caption_buckets``: the ``buckets`` of its ``caption_words``); one
+            ``condition_dim`` vector for the clip, which training drops with probability
+            ``condition_dropout`` (see :mod:`genloom_blocks.conditioning`).
     """
 
     def __init__(
-        self,
-        *,
-        n_mels: int = 80,
-        frames: int = 32,
-        widths: Sequence[int] = (16, 32, 64, 64),
-        latent_dim: int = 4,
-        beta: float = 1.0,
-        condition: str = "none",
-        num_classes: int = 36,
-        caption_buckets: int = 1060,
-        condition_dim: int = 64,
-        condition_dropout: float = 0.1,
+        self, *, n_mels: int = 80, frames: int = 32, widths: Sequence[int] = (16, 32, 64, 64),
+        latent_dim: int = 4, beta: float = 1.0, condition: str = "none", num_classes: int = 36,
+        caption_buckets: int = 1060, condition_dim: int = 64, condition_dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        widths = _check_architecture(n_mels, frames, widths, latent_dim, condition)
+        widths = _check_architecture(n_mels, frames, widths, latent_dim)
         if beta < 0:
             raise ValueError(f"generator.beta must be at least 0, got {beta}")
         self.condition_ids = ConditionIds(
@@ -102,11 +91,7 @@ class MelVAE(nn.Module):
         self.sample_spec = SampleSpec(shape=(1, n_mels, frames), dtype=torch.float32)
         self.latent_dim = latent_dim
         self.beta = beta
-        self.condition = condition
-        self.num_classes = num_classes
-        self.num_condition_classes = num_classes if condition == "label" else None  # ClassConditioned
-        self.caption_buckets = caption_buckets
-        self.condition_dropout = condition_dropout
+        self.num_condition_classes = self.condition_ids.label_classes  # ClassConditioned
 
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Score ``batch["mel"]`` ``(B, 1, n_mels, frames)``, steered by ``batch["condition"]`` if any.
@@ -147,24 +132,18 @@ class MelVAE(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self,
-        n: int,
-        *,
-        condition: Tensor | None = None,
-        rng: torch.Generator | None = None,
+        self, n: int, *, condition: Tensor | None = None, rng: torch.Generator | None = None,
         temperature: float = 1.0,
     ) -> Tensor:
         """Draw ``n`` spectrograms ``(n, 1, n_mels, frames)`` in [0, 1].
 
         Args:
             n: how many clips.
-            condition: a class index (a 0-dim or ``(n,)`` integer tensor) for
-                ``condition=label``; an encoded caption (``(W,)`` or ``(n, W)`` word ids)
-                for ``condition=caption``; None samples without a condition.
-            rng: the random generator, on the model's device; the same seed gives the
-                same spectrograms.
-            temperature: scale of the prior's standard deviation: ``z ~ N(0, temperature^2)``;
-                below 1 trades variety for typical sounds, 0 gives one sound per condition.
+            condition: a pitch or timbre index for ``label=N`` (0-dim, or one per clip),
+                or the word ids of an encoded ``prompt=``; None: clips of no condition.
+            rng: a generator on the model's device: a seed fixes the spectrograms.
+            temperature: scales ``z ~ N(0, I)``: below 1 the sounds are more typical,
+                at 0 there is one sound per condition.
         """
         device = self.log_sigma.device
         z = prior_sample(n, (self.latent_dim,), temperature=temperature, rng=rng, device=device)
@@ -261,14 +240,10 @@ class BandBias(nn.Module):
         return self.linear(c).view(len(c), self.width, self.bands, 1)
 
 
-def _check_architecture(
-    n_mels: int, frames: int, widths: Sequence[int], latent_dim: int, condition: str
-) -> tuple[int, ...]:
-    widths = tuple(widths)
-    if not widths or any(w < 1 for w in widths):
-        raise ValueError(f"generator.widths must be a non-empty list of positive widths, got {list(widths)}")
+def _check_architecture(n_mels: int, frames: int, widths: Sequence[int], latent_dim: int) -> tuple[int, ...]:
+    """The spectrogram and latent sizes, checked (the condition is checked where it is embedded)."""
+    widths = check_widths(widths)
     for key, value in (("n_mels", n_mels), ("frames", frames), ("latent_dim", latent_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"generator.{key} must be a positive integer, got {value!r}")
-    check_condition(condition)
     return widths

@@ -151,6 +151,14 @@ class Up(nn.Module):
         return self.resample(x + self.block(x, c), c)
 
 
+def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+    """The channels of a stack of :class:`Down` (or :class:`Up`) blocks, one per entry, checked."""
+    widths = tuple(widths)
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError(f"generator.widths must be a non-empty list of positive widths, got {list(widths)}")
+    return widths
+
+
 def _convolution(dims: int, transposed: bool) -> type[nn.Module]:
     layers = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d)}
     if dims not in layers:
@@ -191,6 +199,11 @@ class ConditionIds:
         self.dataset_conditions = {"label": ("label",), "caption": ("caption",), **(dataset_conditions or {})}
         self.classes_hint = classes_hint
         self._labels_checked = False  # see batch()
+
+    @property
+    def label_classes(self) -> int | None:
+        """``num_classes`` if conditioned on labels, else None: a generator's ``num_condition_classes``."""
+        return self.num_classes if self.condition == "label" else None
 
     def batch(self, batch: Mapping[str, Tensor], size: int, *, train: bool) -> Tensor | None:
         """``batch["condition"]``, checked; with ``train``, some replaced by "no condition" (``dropout``)."""

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from genloom.interfaces import SampleSpec
-from genloom_blocks.conditioning import ConditionIds, Down, Up, check_condition, condition_embedding, embed
+from genloom_blocks.conditioning import ConditionIds, Down, Up, check_widths, condition_embedding, embed
 from genloom_blocks.gaussian import gaussian_nll, posterior_sample, prior_sample, standard_normal_kl
 from PIL import Image
 from torch import Tensor, nn
@@ -63,12 +63,10 @@ class VAE(nn.Module):
         latent_channels: channels of the latent ``z``.
         beta: weight of the KL term; 1 gives the evidence lower bound, less trades
             sample quality for sharper reconstructions.
-        condition: ``none``, ``label`` or ``caption``.
-        num_classes: labels are ``0 .. num_classes - 1`` (``condition=label``).
-        caption_buckets: word ids are ``1 .. caption_buckets`` (the caption encoder's
-            ``buckets``; ``condition=caption``).
-        condition_dim: width of the condition embedding.
-        condition_dropout: probability of training an example without its condition.
+        condition: ``none``, ``label`` (a class index, ``0 .. num_classes - 1``) or ``caption``
+            (word ids ``1 .. caption_buckets`` from ``caption_words`` with as many ``buckets``);
+            embedded to ``condition_dim`` and dropped in training with probability
+            ``condition_dropout`` (:class:`genloom_blocks.conditioning.ConditionIds`).
     """
 
     def __init__(
@@ -108,11 +106,7 @@ class VAE(nn.Module):
         self.sample_spec = SampleSpec(shape=(channels, resolution, resolution), dtype=torch.float32)
         self.latent_shape = (latent_channels, *(2 * [resolution // 2 ** len(widths)]))
         self.beta = beta
-        self.condition = condition
-        self.num_classes = num_classes
-        self.num_condition_classes = num_classes if condition == "label" else None  # ClassConditioned
-        self.caption_buckets = caption_buckets
-        self.condition_dropout = condition_dropout
+        self.num_condition_classes = self.condition_ids.label_classes  # ClassConditioned
 
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Score ``batch["image"]`` ``(B, C, R, R)``, steered by ``batch["condition"]`` if conditioned.
@@ -163,13 +157,11 @@ class VAE(nn.Module):
 
         Args:
             n: how many images.
-            condition: a class index (a 0-dim or ``(n,)`` integer tensor) for
-                ``condition=label``; an encoded caption (``(W,)`` or ``(n, W)`` word ids)
-                for ``condition=caption``; None samples without a condition.
-            rng: the random generator, on the model's device; the same seed gives the
-                same images.
-            temperature: scale of the prior's standard deviation: ``z ~ N(0, temperature^2)``;
-                below 1 trades variety for typical-looking images, 0 gives one image.
+            condition: ``label=`` (a 0-dim or ``(n,)`` class index) or an encoded
+                ``prompt=`` (``(W,)`` or ``(n, W)`` word ids); None draws unconditioned images.
+            rng: on the model's device; the same seed draws the same images.
+            temperature: the prior's standard deviation; below 1 trades variety for
+                typical-looking images, 0 gives one image per condition.
         """
         device = self.log_sigma.device
         z = prior_sample(n, self.latent_shape, temperature=temperature, rng=rng, device=device)
@@ -205,7 +197,7 @@ class VAEEncoder(nn.Module):
         condition_dim: int = 64,
     ) -> None:
         super().__init__()
-        widths = _check_architecture(resolution, channels, widths, latent_channels, condition)
+        widths = _check_architecture(resolution, channels, widths, latent_channels)
         self.embed = condition_embedding(condition, num_classes, caption_buckets, condition_dim)
         film = condition_dim if self.embed is not None else 0
         self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
@@ -252,7 +244,7 @@ class VAEDecoder(nn.Module):
         condition_dim: int = 64,
     ) -> None:
         super().__init__()
-        widths = _check_architecture(resolution, channels, widths, latent_channels, condition)
+        widths = _check_architecture(resolution, channels, widths, latent_channels)
         self.embed = condition_embedding(condition, num_classes, caption_buckets, condition_dim)
         film = condition_dim if self.embed is not None else 0
         up = widths[::-1]
@@ -284,11 +276,10 @@ class VAEDecoder(nn.Module):
 
 
 def _check_architecture(
-    resolution: int, channels: int, widths: Sequence[int], latent_channels: int, condition: str
+    resolution: int, channels: int, widths: Sequence[int], latent_channels: int
 ) -> tuple[int, ...]:
-    widths = tuple(widths)
-    if not widths or any(w < 1 for w in widths):
-        raise ValueError(f"generator.widths must be a non-empty list of positive widths, got {list(widths)}")
+    """The image sizes, checked (the condition is checked where it is embedded)."""
+    widths = check_widths(widths)
     factor = 2 ** len(widths)
     if resolution % factor or resolution < factor:
         raise ValueError(
@@ -299,5 +290,4 @@ def _check_architecture(
         raise ValueError(f"generator.channels must be 1 or 3, got {channels}")
     if latent_channels < 1:
         raise ValueError(f"generator.latent_channels must be at least 1, got {latent_channels}")
-    check_condition(condition)
     return widths
