@@ -41,7 +41,7 @@ def check_condition_encoder(condition: str, condition_encoder: Encoder | None) -
     if condition == "caption" and condition_encoder is None:
         raise ValueError(
             "dataset.condition=caption needs a condition encoder to encode the captions: "
-            "add condition_encoder=audio_caption_words (pipeline=notes_caption does)"
+            "add condition_encoder=caption_words (pipeline=notes_caption does)"
         )
 
 

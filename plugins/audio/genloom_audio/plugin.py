@@ -19,11 +19,11 @@ def genloom_register_components(register: Callable[..., None]) -> None:
         "genloom_audio.mel:LogMel",
         summary="a mono waveform -> (1, n_mels, frames) log-mel spectrogram, -80..0 dB mapped to [0, 1]",
     )
-    register(
+    register(  # the old name: checkpoints saved before it moved to genloom-blocks name it
         "encoder",
         "audio_caption_words",
-        "genloom_audio.captions:CaptionWords",
-        summary="a caption -> hashed word ids ('a plucked C#4'); no vocabulary file, any caption encodes",
+        "genloom_blocks.captions:CaptionWords",
+        summary="the blocks plugin's caption_words under its old name, for checkpoints that name it",
     )
     register(
         "decoder",

@@ -30,6 +30,10 @@ from there, and the label is ignored: such a model reconstructs well and samples
 random pitch (4% within a semitone of the asked one, measured on ``pipeline=notes``). A
 vector has no frequency axis to hide the pitch in, and the KL term charges for every nat
 it holds, so what the label says for free (the pitch) is left to the label.
+
+The conditioning layers (the embedding, FiLM, the residual blocks, the checks of condition
+ids) and the Gaussian pieces of the objective are in :mod:`genloom_blocks`, shared with the
+image plugin's VAE.
 """
 
 from __future__ import annotations
@@ -40,13 +44,9 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from genloom.interfaces import SampleSpec
+from genloom_blocks.conditioning import ConditionIds, Down, Up, check_widths, condition_embedding, embed
+from genloom_blocks.gaussian import gaussian_nll, posterior_sample, prior_sample, standard_normal_kl
 from torch import Tensor, nn
-
-CONDITIONS = ("none", "label", "caption")
-LOG_2PI = math.log(2 * math.pi)
-# Posterior noise in evaluation is drawn from this seed, once per example shape: metrics are
-# reproducible and an example's score is the same whatever batch it is scored in.
-EVAL_SEED = 0
 
 
 class MelVAE(nn.Module):
@@ -59,35 +59,27 @@ class MelVAE(nn.Module):
         latent_dim: size of the latent vector ``z``.
         beta: weight of the KL term; 1 gives the evidence lower bound, more leaves the
             latent less to say and the condition more.
-        condition: ``none``, ``label`` (a pitch or timbre index) or ``caption``.
-        num_classes: labels are ``0 .. num_classes - 1`` (``condition=label``).
-        caption_buckets: word ids are ``1 .. caption_buckets`` (the caption encoder's
-            ``buckets``; ``condition=caption``).
-        condition_dim: width of the condition embedding.
-        condition_dropout: probability of training an example without its condition.
+        condition: ``none``, ``label`` (a pitch or timbre index ``0 .. num_classes - 1``) or
+            ``caption`` (``caption_buckets``: the ``buckets`` of its ``caption_words``); one
+            ``condition_dim`` vector for the clip, which training drops with probability
+            ``condition_dropout`` (see :mod:`genloom_blocks.conditioning`).
     """
 
     def __init__(
-        self,
-        *,
-        n_mels: int = 80,
-        frames: int = 32,
-        widths: Sequence[int] = (16, 32, 64, 64),
-        latent_dim: int = 4,
-        beta: float = 1.0,
-        condition: str = "none",
-        num_classes: int = 36,
-        caption_buckets: int = 1060,
-        condition_dim: int = 64,
-        condition_dropout: float = 0.1,
+        self, *, n_mels: int = 80, frames: int = 32, widths: Sequence[int] = (16, 32, 64, 64),
+        latent_dim: int = 4, beta: float = 1.0, condition: str = "none", num_classes: int = 36,
+        caption_buckets: int = 1060, condition_dim: int = 64, condition_dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        widths = _check_architecture(n_mels, frames, widths, latent_dim, condition)
+        widths = _check_architecture(n_mels, frames, widths, latent_dim)
         if beta < 0:
             raise ValueError(f"generator.beta must be at least 0, got {beta}")
-        if not 0 <= condition_dropout < 1:
-            raise ValueError(f"generator.condition_dropout must lie in [0, 1), got {condition_dropout}")
-        self.embed = _condition_embedding(condition, num_classes, caption_buckets, condition_dim)
+        self.condition_ids = ConditionIds(
+            condition, num_classes=num_classes, caption_buckets=caption_buckets, dropout=condition_dropout,
+            dataset_conditions={"label": ("pitch", "timbre", "label")},
+            classes_hint=" (pitches: high - low + 1)",
+        )
+        self.embed = condition_embedding(condition, num_classes, caption_buckets, condition_dim)
         film = condition_dim if self.embed is not None else 0
         factor = 2 ** len(widths)
         self.padded = (math.ceil(n_mels / factor) * factor, math.ceil(frames / factor) * factor)
@@ -99,12 +91,7 @@ class MelVAE(nn.Module):
         self.sample_spec = SampleSpec(shape=(1, n_mels, frames), dtype=torch.float32)
         self.latent_dim = latent_dim
         self.beta = beta
-        self.condition = condition
-        self.num_classes = num_classes
-        self.num_condition_classes = num_classes if condition == "label" else None  # ClassConditioned
-        self.caption_buckets = caption_buckets
-        self.condition_dropout = condition_dropout
-        self._labels_checked = False  # see _batch_condition
+        self.num_condition_classes = self.condition_ids.label_classes  # ClassConditioned
 
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Score ``batch["mel"]`` ``(B, 1, n_mels, frames)``, steered by ``batch["condition"]`` if any.
@@ -118,22 +105,14 @@ class MelVAE(nn.Module):
         """
         x = batch["mel"]
         self._check_mel(x)
-        c = self._embed(self._batch_condition(batch, len(x)), len(x))
+        c = embed(self.embed, self.condition_ids.batch(batch, len(x), train=self.training), len(x))
         mean, logvar = self.encoder(self._pad(x), c)
-        if self.training:
-            noise = torch.randn_like(mean)
-        else:  # one seeded draw shared by every example: its score does not depend on its batch
-            rng = torch.Generator(x.device).manual_seed(EVAL_SEED)
-            one = torch.randn(mean.shape[1:], generator=rng, device=x.device, dtype=mean.dtype)
-            noise = one.expand_as(mean)
-        z = mean + torch.exp(0.5 * logvar) * noise
-        x_hat = self._crop(self.decoder(z, c))  # (B, 1, n_mels, frames)
-        log_sigma = self.log_sigma.clamp(min=math.log(1e-3))
-        error = (x - x_hat).flatten(1)  # (B, n_mels * frames)
-        recon = (0.5 * error.pow(2) * torch.exp(-2 * log_sigma) + log_sigma + 0.5 * LOG_2PI).sum(1).mean()
-        kl = (0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar)).sum(1).mean()
+        x_hat = self._crop(self.decoder(posterior_sample(mean, logvar, training=self.training), c))
+        recon = gaussian_nll(x, x_hat, self.log_sigma)
+        kl = standard_normal_kl(mean, logvar)
         if not self.training:
-            error = (x - self._crop(self.decoder(mean, c))).flatten(1)
+            x_hat = self._crop(self.decoder(mean, c))
+        error = (x - x_hat).flatten(1)  # (B, n_mels * frames)
         return {
             "loss": (recon + self.beta * kl) / error.shape[1],
             "recon": recon.detach(),
@@ -147,43 +126,28 @@ class MelVAE(nn.Module):
         """``(originals, reconstructions)`` ``(B, 1, n_mels, frames)``: decoded posterior means, in [0, 1]."""
         x = batch["mel"]
         self._check_mel(x)
-        c = self._embed(self._batch_condition(batch, len(x), dropout=False), len(x))
+        c = embed(self.embed, self.condition_ids.batch(batch, len(x), train=False), len(x))
         mean, _ = self.encoder(self._pad(x), c)
         return x, self._crop(self.decoder(mean, c))
 
     @torch.no_grad()
     def generate(
-        self,
-        n: int,
-        *,
-        condition: Tensor | None = None,
-        rng: torch.Generator | None = None,
+        self, n: int, *, condition: Tensor | None = None, rng: torch.Generator | None = None,
         temperature: float = 1.0,
     ) -> Tensor:
         """Draw ``n`` spectrograms ``(n, 1, n_mels, frames)`` in [0, 1].
 
         Args:
             n: how many clips.
-            condition: a class index (a 0-dim or ``(n,)`` integer tensor) for
-                ``condition=label``; an encoded caption (``(W,)`` or ``(n, W)`` word ids)
-                for ``condition=caption``; None samples without a condition.
-            rng: the random generator, on the model's device; the same seed gives the
-                same spectrograms.
-            temperature: scale of the prior's standard deviation: ``z ~ N(0, temperature^2)``;
-                below 1 trades variety for typical sounds, 0 gives one sound per condition.
+            condition: a pitch or timbre index for ``label=N`` (0-dim, or one per clip),
+                or the word ids of an encoded ``prompt=``; None: clips of no condition.
+            rng: a generator on the model's device: a seed fixes the spectrograms.
+            temperature: scales ``z ~ N(0, I)``: below 1 the sounds are more typical,
+                at 0 there is one sound per condition.
         """
-        if n < 1:
-            raise ValueError(f"n={n} must be at least 1")
-        if temperature < 0:
-            raise ValueError(f"temperature={temperature} must be at least 0")
         device = self.log_sigma.device
-        if rng is not None and rng.device.type != device.type:
-            raise ValueError(
-                f"rng is a generator on {rng.device} but the model is on {device}; "
-                f"create it with torch.Generator(device={str(device)!r})"
-            )
-        c = self._embed(self._sampling_condition(condition, n, device), n)
-        z = torch.randn((n, self.latent_dim), generator=rng, device=device) * temperature
+        z = prior_sample(n, (self.latent_dim,), temperature=temperature, rng=rng, device=device)
+        c = embed(self.embed, self.condition_ids.sampling(condition, n, device), n)
         return self._crop(self.decoder(z, c))
 
     # -- shapes --------------------------------------------------------------------------
@@ -201,99 +165,6 @@ class MelVAE(nn.Module):
                 f"the VAE takes spectrograms (B, 1, {self.n_mels}, {self.frames}) (generator.n_mels, "
                 f"generator.frames), got {tuple(x.shape)}; set generator.n_mels to encoder.n_mels and "
                 "generator.frames to 1 + round(dataset.duration * sample_rate) // encoder.hop_length"
-            )
-
-    # -- conditions ----------------------------------------------------------------------
-
-    def _embed(self, ids: Tensor | None, size: int) -> Tensor | None:
-        """The condition vector ``(B, condition_dim)``; "no condition" when ``ids`` is None."""
-        if self.embed is None:
-            return None
-        if ids is None:
-            device = self.log_sigma.device
-            if self.condition == "label":
-                ids = torch.full((size,), self.num_classes, device=device)
-            else:
-                ids = torch.zeros((size, 1), dtype=torch.long, device=device)
-        return self.embed(ids)
-
-    def _batch_condition(self, batch: Mapping[str, Tensor], size: int, dropout: bool = True) -> Tensor | None:
-        """The batch's condition ids, some replaced by "no condition" in training."""
-        if self.condition == "none":
-            return None
-        ids = batch.get("condition")
-        expected = "pitch, timbre or label" if self.condition == "label" else "caption"
-        if ids is None:
-            raise ValueError(
-                f"generator.condition={self.condition} but the batch has no 'condition'; "
-                f"set dataset.condition to {expected}"
-            )
-        if ids.dim() != (1 if self.condition == "label" else 2):
-            raise ValueError(
-                f"generator.condition={self.condition} but the batch's condition has shape "
-                f"{tuple(ids.shape)}; set dataset.condition to {expected}"
-            )
-        if self.condition == "label" and not self._labels_checked:
-            # Once: an out-of-range label would otherwise surface as an opaque index error,
-            # and checking every batch would cost a device sync per step.
-            self._check_labels(
-                ids, "the data holds label {}, which",
-                "Set generator.num_classes to the dataset's number of classes (pitches: high - low + 1)",
-            )
-            self._labels_checked = True
-        if dropout and self.training and self.condition_dropout > 0:  # ids of "no condition"
-            drop = torch.rand(size, device=ids.device) < self.condition_dropout
-            if self.condition == "label":
-                ids = torch.where(drop, self.num_classes, ids)
-            else:
-                ids = ids.masked_fill(drop[:, None], 0)
-        return ids
-
-    def _sampling_condition(self, condition: Tensor | None, n: int, device: torch.device) -> Tensor | None:
-        """Condition ids for ``n`` samples; None means "no condition"."""
-        if self.condition == "none":
-            if condition is not None:
-                raise ValueError(
-                    "this VAE was trained without a condition (generator.condition=none); "
-                    "sample it without prompt= or label="
-                )
-            return None
-        if condition is None:
-            return None
-        if condition.is_floating_point():
-            raise ValueError(f"condition must hold integer ids, got dtype {condition.dtype}")
-        condition = condition.to(device=device, dtype=torch.long)
-        if self.condition == "label":
-            if condition.dim() > 1 or (condition.dim() == 1 and len(condition) != n):
-                raise ValueError(
-                    "this VAE is conditioned on labels (generator.condition=label): sample it "
-                    f"with label=N, 0 <= N < {self.num_classes}, not a prompt"
-                )
-            self._check_labels(
-                condition, "label={}", "The model was trained with these classes: sample it with one of them"
-            )
-            return condition.expand(n)
-        if condition.dim() == 0:
-            raise ValueError(
-                "this VAE is conditioned on captions (generator.condition=caption): sample it "
-                'with prompt="a caption", not label='
-            )
-        if condition.numel() and (int(condition.min()) < 0 or int(condition.max()) > self.caption_buckets):
-            raise ValueError(
-                f"the caption's word ids lie outside 0..{self.caption_buckets} "
-                "(generator.caption_buckets); encode prompts with the condition encoder the "
-                "model was trained with"
-            )
-        return condition.expand(n, -1) if condition.dim() == 1 else condition
-
-    def _check_labels(self, labels: Tensor, what: str, advice: str) -> None:
-        """Reject labels outside ``0..num_classes - 1``; ``what`` names the label: ``"label={}"``."""
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= self.num_classes:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"{what.format(bad)} is not a class of this model: generator.num_classes="
-                f"{self.num_classes} gives labels 0..{self.num_classes - 1}. {advice}"
             )
 
 
@@ -369,95 +240,10 @@ class BandBias(nn.Module):
         return self.linear(c).view(len(c), self.width, self.bands, 1)
 
 
-class Down(nn.Module):
-    """Halve both axes (strided conv), then a residual block; both FiLM-conditioned."""
-
-    def __init__(self, width_in: int, width_out: int, condition_dim: int) -> None:
-        super().__init__()
-        self.resample = ConvNorm(width_in, width_out, condition_dim, kernel=4, stride=2)
-        self.block = ConvNorm(width_out, width_out, condition_dim)
-
-    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
-        h = self.resample(x, c)
-        return h + self.block(h, c)
-
-
-class Up(nn.Module):
-    """A residual block, then double both axes (transposed conv, 4x4 at stride 2: no checkerboard)."""
-
-    def __init__(self, width_in: int, width_out: int, condition_dim: int) -> None:
-        super().__init__()
-        self.block = ConvNorm(width_in, width_in, condition_dim)
-        self.resample = ConvNorm(width_in, width_out, condition_dim, kernel=4, stride=2, transposed=True)
-
-    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
-        return self.resample(x + self.block(x, c), c)
-
-
-class ConvNorm(nn.Module):
-    """conv (or transposed conv) -> GroupNorm -> FiLM (scale and shift from the condition) -> SiLU."""
-
-    def __init__(
-        self, width_in: int, width_out: int, condition_dim: int, kernel: int = 3, stride: int = 1,
-        transposed: bool = False,
-    ) -> None:
-        super().__init__()
-        conv = nn.ConvTranspose2d if transposed else nn.Conv2d
-        self.conv = conv(width_in, width_out, kernel, stride=stride, padding=(kernel - 1) // 2)
-        self.norm = nn.GroupNorm(math.gcd(8, width_out), width_out)
-        self.film = nn.Linear(condition_dim, 2 * width_out) if condition_dim else None
-        if self.film is not None:  # start as the identity: the condition's effect is learned
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
-
-    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
-        h = self.norm(self.conv(x))
-        if self.film is not None and c is not None:
-            scale, shift = self.film(c)[:, :, None, None].chunk(2, dim=1)  # each (B, width_out, 1, 1)
-            h = h * (1 + scale) + shift
-        return F.silu(h)
-
-
-class ConditionEmbedding(nn.Module):
-    """Condition ids -> a vector: a label's embedding, or the mean of a caption's word embeddings.
-
-    "No condition" has its own embedding: label index ``num_classes``, or a caption of
-    padding only (an all-zero mean, then the MLP's bias).
-    """
-
-    def __init__(self, condition: str, num_classes: int, caption_buckets: int, dim: int) -> None:
-        super().__init__()
-        if condition == "label":
-            self.table: nn.Module = nn.Embedding(num_classes + 1, dim)
-        else:
-            self.table = nn.EmbeddingBag(caption_buckets + 1, dim, mode="mean", padding_idx=0)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.mlp(self.table(ids))  # (B, dim)
-
-
-def _condition_embedding(
-    condition: str, num_classes: int, caption_buckets: int, dim: int
-) -> ConditionEmbedding | None:
-    if condition == "none":
-        return None
-    sizes = {"num_classes": num_classes, "caption_buckets": caption_buckets, "condition_dim": dim}
-    for key, value in sizes.items():
-        if value < 1:
-            raise ValueError(f"generator.{key} must be at least 1, got {value}")
-    return ConditionEmbedding(condition, num_classes, caption_buckets, dim)
-
-
-def _check_architecture(
-    n_mels: int, frames: int, widths: Sequence[int], latent_dim: int, condition: str
-) -> tuple[int, ...]:
-    widths = tuple(widths)
-    if not widths or any(w < 1 for w in widths):
-        raise ValueError(f"generator.widths must be a non-empty list of positive widths, got {list(widths)}")
+def _check_architecture(n_mels: int, frames: int, widths: Sequence[int], latent_dim: int) -> tuple[int, ...]:
+    """The spectrogram and latent sizes, checked (the condition is checked where it is embedded)."""
+    widths = check_widths(widths)
     for key, value in (("n_mels", n_mels), ("frames", frames), ("latent_dim", latent_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"generator.{key} must be a positive integer, got {value!r}")
-    if condition not in CONDITIONS:
-        raise ValueError(f"generator.condition must be one of {', '.join(CONDITIONS)}; got {condition!r}")
     return widths

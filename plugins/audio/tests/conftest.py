@@ -7,11 +7,16 @@ from hydra.core.global_hydra import GlobalHydra
 
 
 def load_audio_plugin() -> PluginSet:
-    """This plugin alone, loaded the way genloom loads any plugin, whatever else is installed."""
+    """This plugin and genloom-blocks (a dependency: its caption_words is the caption presets'),
+    loaded the way genloom loads any plugin, whatever else is installed."""
     import genloom_audio.plugin
+    import genloom_blocks.plugin
 
-    source = PluginSource(name="audio", load=lambda: genloom_audio.plugin, module="genloom_audio.plugin")
-    return load_plugins([source], strict=True, disabled=())
+    sources = [
+        PluginSource(name="audio", load=lambda: genloom_audio.plugin, module="genloom_audio.plugin"),
+        PluginSource(name="blocks", load=lambda: genloom_blocks.plugin, module="genloom_blocks.plugin"),
+    ]
+    return load_plugins(sources, strict=True, disabled=())
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ FRONT_END = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max")
 
 def test_the_groups_hold_the_expected_files() -> None:
     assert [p.relative_to(CONF).as_posix() for p in YAML_FILES] == [
-        "condition_encoder/audio_caption_words.yaml",
         "dataset/audio_folder.yaml",
         "dataset/synth_notes.yaml",
         "dataset/synth_notes_debug.yaml",
@@ -99,12 +98,12 @@ def test_the_presets_condition_on_what_their_commands_promise(tmp_path: Path) ->
     assert (notes.dataset.condition, notes.generator.condition, notes.dataset.low) == ("pitch", "label", 60)
     assert notes.dataset.chords == 0
     captions = compose_train(tmp_path, ["pipeline=notes_caption"])
-    assert (captions.dataset.condition, captions.condition_encoder.name) == ("caption", "audio_caption_words")
+    assert (captions.dataset.condition, captions.condition_encoder.name) == ("caption", "caption_words")
 
 
 def test_the_caption_words_of_the_notes_get_distinct_ids(tmp_path: Path) -> None:
-    from genloom_audio.captions import CaptionWords
     from genloom_audio.synth import TIMBRES, note_name
+    from genloom_blocks.captions import CaptionWords
 
     cfg = compose_train(tmp_path, ["pipeline=notes_caption"])
     encoder = CaptionWords(buckets=cfg.condition_encoder.buckets)
@@ -117,7 +116,7 @@ def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:
     """Compose like `genloom train`: genloom's trainer group, then a pipeline from this plugin's groups."""
     (tmp_path / "train.yaml").write_text(
         "defaults:\n  - trainer: default\n  - pipeline: ???\n  - _self_\nhydra:\n  searchpath:\n"
-        "    - pkg://genloom.conf\n    - pkg://genloom_audio.conf\n",
+        "    - pkg://genloom.conf\n    - pkg://genloom_audio.conf\n    - pkg://genloom_blocks.conf\n",
         encoding="utf-8",
     )
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from genloom_audio.captions import CaptionWords
 from genloom_audio.mel import LogMel
 from genloom_audio.synth import TIMBRES, SynthNotes, midi_hz, note_name
+from genloom_blocks.captions import CaptionWords
 
 ENCODER = LogMel(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32)
 SMALL = {"sample_rate": 8000, "duration": 0.25, "low": 60, "high": 71, "size": 40}
@@ -54,7 +54,7 @@ def test_caption_conditions_are_encoded_captions_and_need_an_encoder() -> None:
     examples = dataset.split("train", ENCODER, words)
     first = dataset.spec(dataset.indices["train"].start)
     assert torch.equal(examples.tensors["condition"][0], words.encode(dataset.caption(first)))
-    with pytest.raises(ValueError, match="condition_encoder=audio_caption_words"):
+    with pytest.raises(ValueError, match="condition_encoder=caption_words"):
         dataset.split("train", ENCODER)
 
 

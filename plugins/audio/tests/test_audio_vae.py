@@ -1,5 +1,8 @@
 """mel_vae: the loss and metrics it reports, sampling under a condition, shapes and errors."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from genloom_audio.vae import MelVAE
@@ -112,3 +115,12 @@ def test_evaluation_is_a_per_example_average_whatever_the_batch_size(condition) 
     for other in scores[1:]:
         assert other == pytest.approx(scores[0], rel=1e-5, abs=1e-6)
     assert model.training  # evaluation gives the training mode back
+
+
+@pytest.mark.parametrize("condition", ["none", "label", "caption"])
+def test_the_parameter_names_and_shapes_are_those_checkpoints_were_saved_with(condition: str) -> None:
+    """A checkpoint holds the VAE's state_dict: its keys and shapes stay as they were (captured in
+    mel_vae_state_dict.json from the VAE before its conditioning layers moved to genloom_blocks)."""
+    saved = json.loads((Path(__file__).parent / "mel_vae_state_dict.json").read_text())[condition]
+    built = {key: list(value.shape) for key, value in MelVAE(condition=condition).state_dict().items()}
+    assert built == saved

@@ -21,12 +21,6 @@ def genloom_register_components(register: Callable[..., None]) -> None:
     )
     register(
         "encoder",
-        "caption_words",
-        "genloom_image.captions:CaptionWords",
-        summary="a caption -> hashed word ids; no vocabulary file, any caption encodes",
-    )
-    register(
-        "encoder",
         "vae_latents",
         "genloom_image.vae:VAEEncoder",
         summary="the VAE's encoder half: an image -> its latent mean (weights: a VAE's encoder.*)",

@@ -26,6 +26,10 @@ without one.
 The latent prior is a standard normal per latent value, which fits the encoded data only
 when the latent is small: the demo configs use a 2 x 2 grid (see conf/generator/vae.yaml).
 
+The conditioning layers (the embedding, FiLM, the residual blocks, the checks of condition
+ids) and the Gaussian pieces of the objective are in :mod:`genloom_blocks`, shared with the
+audio plugin's VAE.
+
 The two halves are themselves components (``encoder=vae_latents``,
 ``decoder=vae_latents``): :class:`VAEEncoder` and :class:`VAEDecoder` take the VAE's
 architecture keys and hold exactly its ``encoder.*`` and ``decoder.*`` weights.
@@ -40,17 +44,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from genloom.interfaces import SampleSpec
+from genloom_blocks.conditioning import ConditionIds, Down, Up, check_widths, condition_embedding, embed
+from genloom_blocks.gaussian import gaussian_nll, posterior_sample, prior_sample, standard_normal_kl
 from PIL import Image
 from torch import Tensor, nn
 
 from genloom_image.pixels import Pixels
 from genloom_image.png import PngDecoder
-
-CONDITIONS = ("none", "label", "caption")
-LOG_2PI = math.log(2 * math.pi)
-# Posterior noise in evaluation is drawn from this seed, once per example shape: metrics are
-# reproducible and an example's score is the same whatever batch it is scored in.
-EVAL_SEED = 0
 
 
 class VAE(nn.Module):
@@ -63,12 +63,10 @@ class VAE(nn.Module):
         latent_channels: channels of the latent ``z``.
         beta: weight of the KL term; 1 gives the evidence lower bound, less trades
             sample quality for sharper reconstructions.
-        condition: ``none``, ``label`` or ``caption``.
-        num_classes: labels are ``0 .. num_classes - 1`` (``condition=label``).
-        caption_buckets: word ids are ``1 .. caption_buckets`` (the caption encoder's
-            ``buckets``; ``condition=caption``).
-        condition_dim: width of the condition embedding.
-        condition_dropout: probability of training an example without its condition.
+        condition: ``none``, ``label`` (a class index, ``0 .. num_classes - 1``) or ``caption``
+            (word ids ``1 .. caption_buckets`` from ``caption_words`` with as many ``buckets``);
+            embedded to ``condition_dim`` and dropped in training with probability
+            ``condition_dropout`` (:class:`genloom_blocks.conditioning.ConditionIds`).
     """
 
     def __init__(
@@ -88,8 +86,9 @@ class VAE(nn.Module):
         super().__init__()
         if beta < 0:
             raise ValueError(f"generator.beta must be at least 0, got {beta}")
-        if not 0 <= condition_dropout < 1:
-            raise ValueError(f"generator.condition_dropout must lie in [0, 1), got {condition_dropout}")
+        self.condition_ids = ConditionIds(
+            condition, num_classes=num_classes, caption_buckets=caption_buckets, dropout=condition_dropout
+        )
         architecture = dict(
             resolution=resolution,
             channels=channels,
@@ -107,12 +106,7 @@ class VAE(nn.Module):
         self.sample_spec = SampleSpec(shape=(channels, resolution, resolution), dtype=torch.float32)
         self.latent_shape = (latent_channels, *(2 * [resolution // 2 ** len(widths)]))
         self.beta = beta
-        self.condition = condition
-        self.num_classes = num_classes
-        self.num_condition_classes = num_classes if condition == "label" else None  # ClassConditioned
-        self.caption_buckets = caption_buckets
-        self.condition_dropout = condition_dropout
-        self._labels_checked = False  # see _batch_condition
+        self.num_condition_classes = self.condition_ids.label_classes  # ClassConditioned
 
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Score ``batch["image"]`` ``(B, C, R, R)``, steered by ``batch["condition"]`` if conditioned.
@@ -125,23 +119,15 @@ class VAE(nn.Module):
         """
         x = batch["image"]
         self._check_pixels(x)
-        ids = self._batch_condition(batch, len(x))
+        ids = self.condition_ids.batch(batch, len(x), train=self.training)
         mean, logvar = self.encoder(x, ids)
-        if self.training:
-            noise = torch.randn_like(mean)
-        else:  # one seeded draw shared by every example: its score does not depend on its batch
-            rng = torch.Generator(x.device).manual_seed(EVAL_SEED)
-            one = torch.randn(mean.shape[1:], generator=rng, device=x.device, dtype=mean.dtype)
-            noise = one.expand_as(mean)
-        z = mean + torch.exp(0.5 * logvar) * noise
-        x_hat = self.decoder(z, ids)  # (B, C, R, R)
-        log_sigma = self.log_sigma.clamp(min=math.log(1e-3))
-        squared = (x - x_hat).pow(2).flatten(1)  # (B, C * R * R)
-        recon = (0.5 * squared * torch.exp(-2 * log_sigma) + log_sigma + 0.5 * LOG_2PI).sum(1).mean()
-        kl = (0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar)).flatten(1).sum(1).mean()
+        x_hat = self.decoder(posterior_sample(mean, logvar, training=self.training), ids)  # (B, C, R, R)
+        recon = gaussian_nll(x, x_hat, self.log_sigma)
+        kl = standard_normal_kl(mean, logvar)
         if not self.training:
-            squared = (x - self.decoder(mean, ids)).pow(2).flatten(1)
-        mse = squared.detach().mean(1).clamp(min=1e-10)
+            x_hat = self.decoder(mean, ids)
+        squared = (x - x_hat).detach().pow(2).flatten(1)  # (B, C * R * R)
+        mse = squared.mean(1).clamp(min=1e-10)
         return {
             "loss": (recon + self.beta * kl) / squared.shape[1],
             "recon": recon.detach(),
@@ -154,7 +140,7 @@ class VAE(nn.Module):
     def reconstruct(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(originals, reconstructions)`` ``(B, C, R, R)``: decoded posterior means, in [0, 1]."""
         x = batch["image"]
-        ids = self._batch_condition(batch, len(x), dropout=False)
+        ids = self.condition_ids.batch(batch, len(x), train=False)
         mean, _ = self.encoder(x, ids)
         return x, self.decoder(mean, ids).clamp(0, 1)
 
@@ -171,107 +157,15 @@ class VAE(nn.Module):
 
         Args:
             n: how many images.
-            condition: a class index (a 0-dim or ``(n,)`` integer tensor) for
-                ``condition=label``; an encoded caption (``(W,)`` or ``(n, W)`` word ids)
-                for ``condition=caption``; None samples without a condition.
-            rng: the random generator, on the model's device; the same seed gives the
-                same images.
-            temperature: scale of the prior's standard deviation: ``z ~ N(0, temperature^2)``;
-                below 1 trades variety for typical-looking images, 0 gives one image.
+            condition: ``label=`` (a 0-dim or ``(n,)`` class index) or an encoded
+                ``prompt=`` (``(W,)`` or ``(n, W)`` word ids); None draws unconditioned images.
+            rng: on the model's device; the same seed draws the same images.
+            temperature: the prior's standard deviation; below 1 trades variety for
+                typical-looking images, 0 gives one image per condition.
         """
-        if n < 1:
-            raise ValueError(f"n={n} must be at least 1")
-        if temperature < 0:
-            raise ValueError(f"temperature={temperature} must be at least 0")
         device = self.log_sigma.device
-        if rng is not None and rng.device.type != device.type:
-            raise ValueError(
-                f"rng is a generator on {rng.device} but the model is on {device}; "
-                f"create it with torch.Generator(device={str(device)!r})"
-            )
-        ids = self._sampling_condition(condition, n, device)
-        z = torch.randn((n, *self.latent_shape), generator=rng, device=device) * temperature
-        return self.decoder(z, ids).clamp(0, 1)
-
-    # -- conditions ----------------------------------------------------------------------
-
-    def _batch_condition(self, batch: Mapping[str, Tensor], size: int, dropout: bool = True) -> Tensor | None:
-        """The batch's condition ids, some replaced by "no condition" in training."""
-        if self.condition == "none":
-            return None
-        ids = batch.get("condition")
-        if ids is None:
-            raise ValueError(
-                f"generator.condition={self.condition} but the batch has no 'condition'; "
-                f"set dataset.condition={self.condition}"
-            )
-        if ids.dim() != (1 if self.condition == "label" else 2):
-            raise ValueError(
-                f"generator.condition={self.condition} but the batch's condition has shape "
-                f"{tuple(ids.shape)}; set dataset.condition={self.condition}"
-            )
-        if self.condition == "label" and not self._labels_checked:
-            # Once: an out-of-range label would otherwise surface as an opaque index error,
-            # and checking every batch would cost a device sync per step.
-            self._check_labels(
-                ids, "the data holds label {}, which",
-                "Set generator.num_classes to the dataset's number of classes",
-            )
-            self._labels_checked = True
-        if dropout and self.training and self.condition_dropout > 0:  # ids of "no condition"
-            drop = torch.rand(size, device=ids.device) < self.condition_dropout
-            if self.condition == "label":
-                ids = torch.where(drop, self.num_classes, ids)
-            else:
-                ids = ids.masked_fill(drop[:, None], 0)
-        return ids
-
-    def _sampling_condition(self, condition: Tensor | None, n: int, device: torch.device) -> Tensor | None:
-        """Condition ids for ``n`` samples; "no condition" when ``condition`` is None."""
-        if self.condition == "none":
-            if condition is not None:
-                raise ValueError(
-                    "this VAE was trained without a condition (generator.condition=none); "
-                    "sample it without prompt= or label="
-                )
-            return None
-        if condition is None:
-            return None  # the halves embed "no condition"
-        if condition.is_floating_point():
-            raise ValueError(f"condition must hold integer ids, got dtype {condition.dtype}")
-        condition = condition.to(device=device, dtype=torch.long)
-        if self.condition == "label":
-            if condition.dim() > 1 or (condition.dim() == 1 and len(condition) != n):
-                raise ValueError(
-                    "this VAE is conditioned on labels (generator.condition=label): sample it "
-                    f"with label=N, 0 <= N < {self.num_classes}, not a prompt"
-                )
-            self._check_labels(
-                condition, "label={}", "The model was trained with these classes: sample it with one of them"
-            )
-            return condition.expand(n)
-        if condition.dim() == 0:
-            raise ValueError(
-                "this VAE is conditioned on captions (generator.condition=caption): sample it "
-                'with prompt="a caption", not label='
-            )
-        if condition.numel() and (int(condition.min()) < 0 or int(condition.max()) > self.caption_buckets):
-            raise ValueError(
-                f"the caption's word ids lie outside 0..{self.caption_buckets} "
-                "(generator.caption_buckets); encode prompts with the condition encoder the "
-                "model was trained with"
-            )
-        return condition.expand(n, -1) if condition.dim() == 1 else condition
-
-    def _check_labels(self, labels: Tensor, what: str, advice: str) -> None:
-        """Reject labels outside ``0..num_classes - 1``; ``what`` names the label: ``"label={}"``."""
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= self.num_classes:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"{what.format(bad)} is not a class of this model: generator.num_classes="
-                f"{self.num_classes} gives labels 0..{self.num_classes - 1}. {advice}"
-            )
+        z = prior_sample(n, self.latent_shape, temperature=temperature, rng=rng, device=device)
+        return self.decoder(z, self.condition_ids.sampling(condition, n, device)).clamp(0, 1)
 
     def _check_pixels(self, x: Tensor) -> None:
         expected = (self.channels, self.resolution, self.resolution)
@@ -303,8 +197,8 @@ class VAEEncoder(nn.Module):
         condition_dim: int = 64,
     ) -> None:
         super().__init__()
-        widths = _check_architecture(resolution, channels, widths, latent_channels, condition)
-        self.embed = _condition_embedding(condition, num_classes, caption_buckets, condition_dim)
+        widths = _check_architecture(resolution, channels, widths, latent_channels)
+        self.embed = condition_embedding(condition, num_classes, caption_buckets, condition_dim)
         film = condition_dim if self.embed is not None else 0
         self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
         self.stages = nn.ModuleList(
@@ -314,7 +208,7 @@ class VAEEncoder(nn.Module):
         self.pixels = Pixels(resolution=resolution, channels=channels)
 
     def forward(self, x: Tensor, condition: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        c = _embed(self.embed, condition, len(x))  # (B, condition_dim) or None
+        c = embed(self.embed, condition, len(x))  # (B, condition_dim) or None
         h = self.stem(x)
         for stage in self.stages:
             h = stage(h, c)
@@ -350,8 +244,8 @@ class VAEDecoder(nn.Module):
         condition_dim: int = 64,
     ) -> None:
         super().__init__()
-        widths = _check_architecture(resolution, channels, widths, latent_channels, condition)
-        self.embed = _condition_embedding(condition, num_classes, caption_buckets, condition_dim)
+        widths = _check_architecture(resolution, channels, widths, latent_channels)
+        self.embed = condition_embedding(condition, num_classes, caption_buckets, condition_dim)
         film = condition_dim if self.embed is not None else 0
         up = widths[::-1]
         self.stem = nn.Conv2d(latent_channels, up[0], 3, padding=1)
@@ -363,7 +257,7 @@ class VAEDecoder(nn.Module):
         self.png = PngDecoder()
 
     def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        c = _embed(self.embed, condition, len(z))
+        c = embed(self.embed, condition, len(z))
         h = self.stem(z)
         if self.stem_condition is not None:
             h = h + self.stem_condition(c)[:, :, None, None]
@@ -381,116 +275,11 @@ class VAEDecoder(nn.Module):
         return self.png.write(media, directory)
 
 
-class Down(nn.Module):
-    """Halve the resolution (strided conv), then a residual block; both FiLM-conditioned."""
-
-    def __init__(self, width_in: int, width_out: int, condition_dim: int) -> None:
-        super().__init__()
-        self.resample = ConvNorm(width_in, width_out, condition_dim, kernel=4, stride=2)
-        self.block = ConvNorm(width_out, width_out, condition_dim)
-
-    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
-        h = self.resample(x, c)
-        return h + self.block(h, c)
-
-
-class Up(nn.Module):
-    """A residual block, then double the resolution (transposed conv); both FiLM-conditioned.
-
-    A 4x4 kernel at stride 2 covers every output pixel equally often, which avoids the
-    checkerboard of odd kernels; on a CPU it is also several times faster than nearest
-    upsampling followed by a conv.
-    """
-
-    def __init__(self, width_in: int, width_out: int, condition_dim: int) -> None:
-        super().__init__()
-        self.block = ConvNorm(width_in, width_in, condition_dim)
-        self.resample = ConvNorm(width_in, width_out, condition_dim, kernel=4, stride=2, transposed=True)
-
-    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
-        h = x + self.block(x, c)
-        return self.resample(h, c)
-
-
-class ConvNorm(nn.Module):
-    """conv (or transposed conv) -> GroupNorm -> FiLM (scale and shift from the condition) -> SiLU."""
-
-    def __init__(
-        self,
-        width_in: int,
-        width_out: int,
-        condition_dim: int,
-        kernel: int = 3,
-        stride: int = 1,
-        transposed: bool = False,
-    ) -> None:
-        super().__init__()
-        conv = nn.ConvTranspose2d if transposed else nn.Conv2d
-        self.conv = conv(width_in, width_out, kernel, stride=stride, padding=(kernel - 1) // 2)
-        self.norm = nn.GroupNorm(math.gcd(8, width_out), width_out)
-        self.film = nn.Linear(condition_dim, 2 * width_out) if condition_dim else None
-        if self.film is not None:  # start as the identity: the condition's effect is learned
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
-
-    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
-        h = self.norm(self.conv(x))
-        if self.film is not None and c is not None:
-            scale, shift = self.film(c)[:, :, None, None].chunk(2, dim=1)  # each (B, width_out, 1, 1)
-            h = h * (1 + scale) + shift
-        return F.silu(h)
-
-
-class ConditionEmbedding(nn.Module):
-    """Condition ids -> a vector: a label's embedding, or the mean of a caption's word embeddings.
-
-    "No condition" has its own embedding: label index ``num_classes``, or a caption of
-    padding only (an all-zero mean, then the MLP's bias).
-    """
-
-    def __init__(self, condition: str, num_classes: int, caption_buckets: int, dim: int) -> None:
-        super().__init__()
-        if condition == "label":
-            self.table: nn.Module = nn.Embedding(num_classes + 1, dim)
-        else:
-            self.table = nn.EmbeddingBag(caption_buckets + 1, dim, mode="mean", padding_idx=0)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.mlp(self.table(ids))  # (B, dim)
-
-
-def _condition_embedding(
-    condition: str, num_classes: int, caption_buckets: int, dim: int
-) -> ConditionEmbedding | None:
-    if condition == "none":
-        return None
-    sizes = {"num_classes": num_classes, "caption_buckets": caption_buckets, "condition_dim": dim}
-    for key, value in sizes.items():
-        if value < 1:
-            raise ValueError(f"generator.{key} must be at least 1, got {value}")
-    return ConditionEmbedding(condition, num_classes, caption_buckets, dim)
-
-
-def _embed(embed: ConditionEmbedding | None, condition: Tensor | None, size: int) -> Tensor | None:
-    """The condition vector ``(B, dim)``; "no condition" for a conditioned model given None."""
-    if embed is None:
-        return None
-    if condition is None:
-        device = embed.mlp[0].weight.device
-        if isinstance(embed.table, nn.Embedding):
-            condition = torch.full((size,), embed.table.num_embeddings - 1, device=device)
-        else:
-            condition = torch.zeros((size, 1), dtype=torch.long, device=device)
-    return embed(condition)
-
-
 def _check_architecture(
-    resolution: int, channels: int, widths: Sequence[int], latent_channels: int, condition: str
+    resolution: int, channels: int, widths: Sequence[int], latent_channels: int
 ) -> tuple[int, ...]:
-    widths = tuple(widths)
-    if not widths or any(w < 1 for w in widths):
-        raise ValueError(f"generator.widths must be a non-empty list of positive widths, got {list(widths)}")
+    """The image sizes, checked (the condition is checked where it is embedded)."""
+    widths = check_widths(widths)
     factor = 2 ** len(widths)
     if resolution % factor or resolution < factor:
         raise ValueError(
@@ -501,6 +290,4 @@ def _check_architecture(
         raise ValueError(f"generator.channels must be 1 or 3, got {channels}")
     if latent_channels < 1:
         raise ValueError(f"generator.latent_channels must be at least 1, got {latent_channels}")
-    if condition not in CONDITIONS:
-        raise ValueError(f"generator.condition must be one of {', '.join(CONDITIONS)}; got {condition!r}")
     return widths

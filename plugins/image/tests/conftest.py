@@ -7,11 +7,16 @@ from hydra.core.global_hydra import GlobalHydra
 
 
 def load_image_plugin() -> PluginSet:
-    """This plugin alone, loaded the way genloom loads any plugin, whatever else is installed."""
+    """This plugin and genloom-blocks (a dependency: its caption_words is the caption presets'),
+    loaded the way genloom loads any plugin, whatever else is installed."""
+    import genloom_blocks.plugin
     import genloom_image.plugin
 
-    source = PluginSource(name="image", load=lambda: genloom_image.plugin, module="genloom_image.plugin")
-    return load_plugins([source], strict=True, disabled=())
+    sources = [
+        PluginSource(name="image", load=lambda: genloom_image.plugin, module="genloom_image.plugin"),
+        PluginSource(name="blocks", load=lambda: genloom_blocks.plugin, module="genloom_blocks.plugin"),
+    ]
+    return load_plugins(sources, strict=True, disabled=())
 
 
 @pytest.fixture

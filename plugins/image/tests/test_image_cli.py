@@ -31,7 +31,7 @@ def test_training_logs_psnr_and_elbo(trained: Path) -> None:
     val = [r for r in records if r["split"] == "val"][-1]
     assert {"val_loss", "val_psnr", "val_elbo", "val_recon", "val_kl"} <= set(val)
     assert val["val_elbo"] == pytest.approx(-(val["val_recon"] + val["val_kl"]), rel=1e-4)
-    assert json.loads((trained / "plugins.json").read_text()) == {"image": None}
+    assert json.loads((trained / "plugins.json").read_text()) == {"image": None, "blocks": None}
 
 
 def test_a_checkpoint_samples_the_same_pngs_for_the_same_seed(trained: Path, tmp_path: Path) -> None:

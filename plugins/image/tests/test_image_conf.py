@@ -20,7 +20,6 @@ KIND = {"condition_encoder": "encoder"}  # the group a kind of component is conf
 
 def test_the_groups_hold_the_expected_files() -> None:
     assert [p.relative_to(CONF).as_posix() for p in YAML_FILES] == [
-        "condition_encoder/caption_words.yaml",
         "dataset/glyphs.yaml",
         "dataset/glyphs_debug.yaml",
         "dataset/image_folder.yaml",
@@ -111,7 +110,7 @@ def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:
     """Compose like `genloom train`: genloom's trainer group, then a pipeline from this plugin's groups."""
     (tmp_path / "train.yaml").write_text(
         "defaults:\n  - trainer: default\n  - pipeline: ???\n  - _self_\nhydra:\n  searchpath:\n"
-        "    - pkg://genloom.conf\n    - pkg://genloom_image.conf\n",
+        "    - pkg://genloom.conf\n    - pkg://genloom_image.conf\n    - pkg://genloom_blocks.conf\n",
         encoding="utf-8",
     )
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):

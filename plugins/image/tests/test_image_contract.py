@@ -5,6 +5,7 @@ from genloom.testing import PluginContract
 
 class TestImageContract(PluginContract):
     plugin = "genloom_image.plugin"
+    also_load = ["genloom_blocks.plugin"]  # caption_words, which the caption presets use
     pipelines = ["image_debug", "shapes_debug", "glyphs_vq_debug", "shapes_vq_debug"]
     not_covered = {
         "dataset:image_folder": "needs a user's folder of images; tested in test_folder.py",

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from genloom_image.captions import CaptionWords
+from genloom_blocks.captions import CaptionWords
 from genloom_image.pixels import Pixels
 from genloom_image.rendered import DIGITS, LETTERS, SHAPES, Glyphs, Shapes
 

@@ -1,6 +1,8 @@
 """The VAE: its loss and metrics, sampling options, conditions, and its two halves."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,10 +100,10 @@ def test_captions_steer_generation_and_other_conditions_are_refused() -> None:
 
 def test_condition_dropout_trains_some_examples_without_their_condition() -> None:
     model = tiny(condition="label", num_classes=3, condition_dropout=0.5).train()
-    ids = model._batch_condition({"condition": torch.zeros(1000, dtype=torch.long)}, 1000)
+    ids = model.condition_ids.batch({"condition": torch.zeros(1000, dtype=torch.long)}, 1000, train=True)
     assert 400 < int((ids == 3).sum()) < 600  # index num_classes means "no condition"
     assert torch.equal(
-        model.eval()._batch_condition({"condition": torch.zeros(4, dtype=torch.long)}, 4),
+        model.condition_ids.batch({"condition": torch.zeros(4, dtype=torch.long)}, 4, train=False),
         torch.zeros(4, dtype=torch.long),
     )
 
@@ -155,3 +157,12 @@ def test_evaluation_is_a_per_example_average_whatever_the_batch_size(condition) 
     for other in scores[1:]:
         assert other == pytest.approx(scores[0], rel=1e-5, abs=1e-6)
     assert model.training  # evaluation gives the training mode back
+
+
+@pytest.mark.parametrize("condition", ["none", "label", "caption"])
+def test_the_parameter_names_and_shapes_are_those_checkpoints_were_saved_with(condition: str) -> None:
+    """A checkpoint holds the VAE's state_dict: its keys and shapes stay as they were (captured in
+    vae_state_dict.json from the VAE before its conditioning layers moved to genloom_blocks)."""
+    saved = json.loads((Path(__file__).parent / "vae_state_dict.json").read_text())[condition]
+    built = {key: list(value.shape) for key, value in VAE(condition=condition).state_dict().items()}
+    assert built == saved

@@ -1,2 +1,2 @@
-"""Hydra config groups of the audio plugin: generator/, encoder/, condition_encoder/, decoder/,
-dataset/, trainer/, pipeline/."""
+"""Hydra config groups of the audio plugin: generator/, encoder/, decoder/, dataset/,
+trainer/, pipeline/ (condition_encoder/caption_words is genloom-blocks')."""

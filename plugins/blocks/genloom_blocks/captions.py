@@ -1,12 +1,16 @@
 """Captions as hashed words: any caption encodes, with no vocabulary file to keep in sync.
 
-Each word (a run of letters, digits and ``#`` in any script, lowercased, so that a note
-name such as ``C#4`` stays one word) becomes ``crc32(word) % buckets + 1``; 0 is padding.
-crc32 is stable across processes and Python versions (unlike ``hash``), so a
-checkpoint's captions mean the same thing wherever it is sampled. Two words may share a
-bucket. The default 1060 buckets is a count at which the words of ``synth_notes`` (every note
-name from C1 to C8, the timbres, "a", "chord", "on") all get distinct ids (tested); crc32
-values agree in their low bits often enough that powers of two up to 4096 do not.
+Each word (a run of letters and digits in any script, lowercased, with a ``#`` and what
+follows it kept in the word, so that a note name such as ``C#4`` stays one word) becomes
+``crc32(word) % buckets + 1``; 0 is padding. crc32 is stable across processes and Python
+versions (unlike ``hash``), so a checkpoint's captions mean the same thing wherever it is
+sampled. Two words may share a bucket: the presets choose a ``buckets`` at which the words
+of their dataset all get distinct ids (tested in each plugin: 512 for the image datasets,
+1060 for the synthesised notes, where crc32 values agree in their low bits often enough
+that no power of two up to 4096 does).
+
+This is the ``caption_words`` condition encoder (registered by :mod:`genloom_blocks.plugin`);
+the image and audio plugins' caption presets use it.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ class CaptionWords:
 
     Args:
         buckets: how many word ids there are; a generator's caption embedding must have
-            as many (the VAE's ``caption_buckets``).
+            as many (the VAEs' ``caption_buckets``).
         max_words: the length of every encoded caption.
     """
 
-    def __init__(self, *, buckets: int = 1060, max_words: int = 8) -> None:
+    def __init__(self, *, buckets: int = 512, max_words: int = 8) -> None:
         for key, value in (("buckets", buckets), ("max_words", max_words)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"condition_encoder.{key} must be a positive integer, got {value!r}")
@@ -42,7 +46,7 @@ class CaptionWords:
     def words(self, caption: str) -> list[str]:
         """The words of ``caption`` that are encoded, in order."""
         if not isinstance(caption, str):
-            raise ValueError(f"audio_caption_words encodes text, got {type(caption).__name__}")
+            raise ValueError(f"caption_words encodes text, got {type(caption).__name__}")
         return WORD.findall(caption.lower())[: self.max_words]
 
     def encode(self, caption: str) -> Tensor:
