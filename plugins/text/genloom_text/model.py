@@ -112,7 +112,7 @@ class Transformer(nn.Module):
             raise ValueError(f"generator.n_embd ({n_embd}) must be a multiple of generator.n_head ({n_head})")
         if block_size < 2:
             raise ValueError(f"generator.block_size is {block_size}; it must be at least 2")
-        if not 0 <= start_token < vocab_size:
+        if self.media is None and not 0 <= start_token < vocab_size:  # a media prior starts from its prefix
             raise ValueError(
                 f"generator.start_token ({start_token}) must be a token id below "
                 f"generator.vocab_size ({vocab_size})"
