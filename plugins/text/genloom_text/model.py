@@ -15,6 +15,13 @@ each the ``(1, C)`` product a lone row computes, rather than one ``(B, C)`` prod
 rounding may change with ``B``), attention runs per row over that row's own cache length,
 and each row samples with its own generator.
 
+As a token prior over another model's media codes (``media_vocab`` set; stage 2 of a
+two-stage pipeline), the condition is a prefix of the same sequence and every path
+(``generate``, ``stream``, the KV cache and :class:`SlotBatch`) draws exactly
+``media_tokens`` codes, each among the ``media_vocab`` codes alone: the prompt is the
+prefix and separator (:meth:`Transformer._prompt`), and :meth:`Transformer._sampling_logits`
+keeps the codes' logits. See :class:`Transformer` for the layout.
+
 Context overflow: the model attends to at most ``block_size`` tokens. Whenever the context
 would grow past that (a long prompt, or a long generation), it is cut to its last
 ``block_size - 1`` tokens and the cache is rebuilt from them. Cutting one token more than

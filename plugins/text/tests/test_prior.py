@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from genloom.classes import check_condition_classes
 from genloom.interfaces import ClassConditioned, SampleSpec
 from genloom_text.model import Transformer
 from genloom_text.prefix import PrefixBytes
+from omegaconf import OmegaConf
 from test_model import rng
 from test_slots import drain
 
@@ -270,3 +272,15 @@ def test_prefix_bytes_reports_only_the_first_cut_captions(caplog: pytest.LogCapt
         for i in range(20):
             encoder.encode(f"caption {i}")
     assert len(caplog.records) == 5 and "further cut captions are not reported" in caplog.records[-1].message
+
+
+def test_genloom_train_checks_a_label_prior_against_the_dataset_s_classes() -> None:
+    class FiveClasses:
+        condition_classes = {f"class {i}": 10 for i in range(5)}
+
+    generator = {"name": "transformer", "num_classes": 4}
+    config = OmegaConf.create({"dataset": {"name": "fake"}, "generator": generator})
+    too_few = r"dataset=fake has 5 classes .* \(generator.num_classes=4\): set generator.num_classes=5"
+    with pytest.raises(ValueError, match=too_few):
+        check_condition_classes(FiveClasses(), prior(prefix="label", num_classes=4), config)
+    check_condition_classes(FiveClasses(), prior(prefix="label", num_classes=5), config)
