@@ -15,6 +15,13 @@ each the ``(1, C)`` product a lone row computes, rather than one ``(B, C)`` prod
 rounding may change with ``B``), attention runs per row over that row's own cache length,
 and each row samples with its own generator.
 
+As a token prior over another model's media codes (``media_vocab`` set; stage 2 of a
+two-stage pipeline), the condition is a prefix of the same sequence and every path
+(``generate``, ``stream``, the KV cache and :class:`SlotBatch`) draws exactly
+``media_tokens`` codes, each among the ``media_vocab`` codes alone: the prompt is the
+prefix and separator (:meth:`Transformer._prompt`), and :meth:`Transformer._sampling_logits`
+keeps the codes' logits. See :class:`Transformer` for the layout.
+
 Context overflow: the model attends to at most ``block_size`` tokens. Whenever the context
 would grow past that (a long prompt, or a long generation), it is cut to its last
 ``block_size - 1`` tokens and the cache is rebuilt from them. Cutting one token more than
@@ -35,7 +42,12 @@ import torch.nn.functional as F
 from genloom.interfaces import SampleSpec, SlotOutput
 from torch import Tensor, nn
 
+from genloom_text.prefix import BYTE_IDS
+
 log = logging.getLogger(__name__)
+
+PREFIXES = ("none", "label", "caption")
+DEFAULT_NEW_TOKENS = 256  # max_new_tokens unless set; a media prior always draws its media_tokens
 
 
 class Transformer(nn.Module):
@@ -51,12 +63,32 @@ class Transformer(nn.Module):
         bias: whether linear layers and LayerNorms carry a bias.
         start_token: the token generation starts from when there is no prompt
             (10, a newline, for byte-level text).
+        sequence_key: the batch key :meth:`loss` reads the sequence from (``tokens`` for
+            text; a two-stage pipeline's datasets keep their own key, ``image`` or ``mel``).
+        media_vocab: ``K``, set to make this a token prior over another model's media codes
+            (stage 2 of a two-stage pipeline; see below). None: a language model of text.
+        media_tokens: ``L``, the codes in one example; needed with ``media_vocab``.
+        prefix: what steers a media prior, as a prefix of its sequence: ``none``, ``label``
+            (a class index) or ``caption`` (the ``prefix_bytes`` condition encoder's bytes).
+        num_classes: the class labels a ``label`` prefix takes (``0 .. num_classes - 1``).
+        caption_length: the bytes in a ``caption`` prefix (``condition_encoder.length``).
+        condition_dropout: the probability in training that an example's prefix is replaced
+            by null tokens, so that the model also learns the unconditional distribution
+            (what classifier-free ``guidance`` at sampling needs).
+
+    As a token prior (``media_vocab`` set), the vocabulary is laid out as ids ``[0, K)``, the
+    media codes (what the frozen stage-1 encoder emits, no offset); then the prefix ids from
+    ``K``: a label ``c`` is the one token ``K + c``, a caption its bytes ``K + byte`` padded
+    to ``caption_length`` with ``K + 256``; then the separator, then the null token. The
+    sequence is ``prefix + separator + codes``; the loss is the cross entropy of the codes
+    alone (among the ``K`` codes), and sampling draws exactly ``L`` codes, each in ``[0, K)``.
+    ``vocab_size`` null takes the size of this layout.
     """
 
     def __init__(
         self,
         *,
-        vocab_size: int = 256,
+        vocab_size: int | None = None,
         block_size: int = 128,
         n_layer: int = 4,
         n_head: int = 4,
@@ -64,20 +96,41 @@ class Transformer(nn.Module):
         dropout: float = 0.0,
         bias: bool = False,
         start_token: int = 10,
+        sequence_key: str = "tokens",
+        media_vocab: int | None = None,
+        media_tokens: int | None = None,
+        prefix: str = "none",
+        num_classes: int | None = None,
+        caption_length: int | None = None,
+        condition_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.sequence_key = sequence_key
+        self.media = _media_layout(media_vocab, media_tokens, prefix, num_classes, caption_length,
+                                   condition_dropout, block_size)
+        if vocab_size is None:
+            vocab_size = 256 if self.media is None else self.media.vocab_size
+        elif self.media is not None and vocab_size < self.media.vocab_size:
+            raise ValueError(
+                f"generator.vocab_size ({vocab_size}) is too small for {self.media.describe()}; "
+                f"set generator.vocab_size=null (sized to fit) or at least {self.media.vocab_size}"
+            )
         if n_embd % n_head:
             raise ValueError(f"generator.n_embd ({n_embd}) must be a multiple of generator.n_head ({n_head})")
         if block_size < 2:
             raise ValueError(f"generator.block_size is {block_size}; it must be at least 2")
-        if not 0 <= start_token < vocab_size:
+        if self.media is None and not 0 <= start_token < vocab_size:  # a media prior starts from its prefix
             raise ValueError(
                 f"generator.start_token ({start_token}) must be a token id below "
                 f"generator.vocab_size ({vocab_size})"
             )
         self.vocab_size = vocab_size
         self.block_size = block_size
-        self.sample_spec = SampleSpec(shape=(None,), dtype=torch.long)  # the new token ids
+        # The new token ids; a media prior's samples are exactly its L codes.
+        length = None if self.media is None else self.media.tokens
+        self.sample_spec = SampleSpec(shape=(length,), dtype=torch.long)
+        # genloom.interfaces.ClassConditioned: genloom train checks it against the dataset's classes.
+        self.num_condition_classes = self.media.num_classes if self.media is not None else None
         self.start_token = start_token
         self.tok_emb = nn.Embedding(vocab_size, n_embd)
         self.pos_emb = nn.Embedding(block_size, n_embd)
@@ -122,10 +175,96 @@ class Transformer(nn.Module):
         the same in bits. With the bytes encoder a token is a byte, so bits per token are
         bits per byte; with another encoder read it as bits per token.
         """
-        tokens = batch["tokens"]  # (B, T + 1)
+        if self.media is not None:
+            return self._media_loss(batch)
+        tokens = batch[self.sequence_key]  # (B, T + 1)
         logits = self(tokens[:, :-1])  # (B, T, vocab_size)
         loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
         return {"loss": loss, "bits_per_byte": loss.detach() / math.log(2)}
+
+    def _media_loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """A media prior's loss: cross entropy of the codes after ``prefix + separator``.
+
+        Prefix positions are not scored, and each code is scored among the ``K`` codes only
+        (the distribution sampling draws from). ``bits_per_token`` is bits per media code.
+        Condition dropout draws only in training, so evaluation scores are deterministic.
+        """
+        media = self.media
+        codes = self._batch_codes(batch)  # (B, L)
+        prefix = self._prefix_rows(batch.get("condition"), len(codes), codes.device)  # (B, P)
+        if self.training and media.condition_dropout > 0 and prefix.shape[1]:
+            dropped = torch.rand(len(codes), device=codes.device) < media.condition_dropout  # (B,)
+            prefix = prefix.masked_fill(dropped[:, None], media.null)
+        separator = codes.new_full((len(codes), 1), media.separator)
+        sequence = torch.cat([prefix, separator, codes], dim=1)  # (B, P + 1 + L)
+        logits = self(sequence[:, :-1])[:, prefix.shape[1] :, : media.vocab]  # (B, L, K)
+        loss = F.cross_entropy(logits.flatten(0, 1), codes.flatten())
+        return {"loss": loss, "bits_per_token": loss.detach() / math.log(2)}
+
+    def _batch_codes(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """The media codes ``(B, L)`` under ``sequence_key``, checked against the layout."""
+        key, media = self.sequence_key, self.media
+        if key not in batch:
+            raise ValueError(
+                f"the batch has no {key!r} (generator.sequence_key), only {', '.join(map(repr, batch))}; "
+                "set generator.sequence_key to the key the dataset puts its media codes under"
+            )
+        codes = batch[key]
+        if codes.dim() != 2 or codes.is_floating_point() or codes.shape[1] != media.tokens:
+            raise ValueError(
+                f"batch[{key!r}] must hold {media.tokens} int64 media codes per example "
+                f"(generator.media_tokens), got shape {tuple(codes.shape)} and dtype {codes.dtype}; "
+                "is the encoder the frozen stage-1 model whose codes this prior models?"
+            )
+        low, high = int(codes.min()), int(codes.max())
+        if low < 0 or high >= media.vocab:
+            raise ValueError(
+                f"batch[{key!r}] holds code {low if low < 0 else high}, outside [0, {media.vocab}) "
+                "(generator.media_vocab); set it to the stage-1 model's codebook size"
+            )
+        return codes.long()
+
+    def _prefix_rows(self, condition: Tensor | None, n: int, device: torch.device) -> Tensor:
+        """The prefix ids ``(n, P)`` of a batch's conditions (``(n,)`` labels, ``(n, P)`` captions)."""
+        media = self.media
+        if media.prefix == "none":
+            return torch.empty(n, 0, dtype=torch.long, device=device)
+        if condition is None:
+            setting = "dataset.condition=label" if media.prefix == "label" else "dataset.condition=caption"
+            raise ValueError(
+                f"generator.prefix={media.prefix} needs each example's condition in batch['condition']: "
+                f"set {setting} (or generator.prefix=none)"
+            )
+        if condition.is_floating_point():
+            raise ValueError(f"the condition must hold integer ids, got dtype {condition.dtype}")
+        if media.prefix == "label":
+            if condition.shape != (n,):
+                raise ValueError(
+                    f"generator.prefix=label reads one class index per example, but the condition has "
+                    f"shape {tuple(condition.shape)}; is the dataset's condition a caption? "
+                    "(then use generator.prefix=caption)"
+                )
+            low, high = int(condition.min()), int(condition.max())
+            if low < 0 or high >= media.num_classes:
+                raise ValueError(
+                    f"label {low if low < 0 else high} is out of range: generator.num_classes="
+                    f"{media.num_classes} takes labels 0..{media.num_classes - 1}"
+                )
+            return (condition.long() + media.vocab)[:, None].to(device)
+        if condition.dim() != 2 or condition.shape != (n, media.caption_length):
+            raise ValueError(
+                f"generator.prefix=caption reads {media.caption_length} caption ids per example "
+                f"(generator.caption_length), but the condition has shape {tuple(condition.shape)}; "
+                f"encode captions with condition_encoder=prefix_bytes length={media.caption_length}"
+            )
+        low, high = int(condition.min()), int(condition.max())
+        if low < media.vocab or high >= media.vocab + BYTE_IDS:
+            raise ValueError(
+                f"the caption holds id {low if low < media.vocab else high}, outside the caption ids "
+                f"[{media.vocab}, {media.vocab + BYTE_IDS}) of this model: encode captions with "
+                f"condition_encoder=prefix_bytes offset={media.vocab} (generator.media_vocab)"
+            )
+        return condition.long().to(device)
 
     def new_kv_cache(self) -> KVCache:
         """An empty cache for :meth:`forward`, sized to this model's layers and context."""
@@ -137,12 +276,13 @@ class Transformer(nn.Module):
         *,
         condition: Tensor | None = None,
         rng: torch.Generator | None = None,
-        max_new_tokens: int = 256,
+        max_new_tokens: int = DEFAULT_NEW_TOKENS,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
         stop: Tensor | None = None,
         use_cache: bool = True,
+        guidance: float | None = None,
     ) -> Iterator[Tensor]:
         """Sample ``n`` continuations together, yielding ``(n, k)`` chunks of new tokens.
 
@@ -151,9 +291,13 @@ class Transformer(nn.Module):
             condition: a prompt of token ids ``(P,)`` shared by all rows. Without one (or
                 with an empty one) generation starts from ``start_token``. A prompt longer
                 than the context keeps its last ``block_size - 1`` tokens, with a warning.
+                A media prior takes a class index (a 0-dim tensor, from ``label=``) or an
+                encoded caption ``(caption_length,)``, by its ``prefix``; with
+                ``condition_dropout`` in training it may also sample without one.
             rng: the random generator for sampling, on the model's device; the same seed
                 gives the same samples.
-            max_new_tokens: the most new tokens per row.
+            max_new_tokens: the most new tokens per row; a media prior always draws its
+                ``media_tokens`` codes (leave this unset).
             temperature: divides the logits; 0 picks the most likely token (greedy).
             top_k: sample only among the ``top_k`` most likely tokens.
             top_p: sample only among the most likely tokens whose probabilities add up to
@@ -162,6 +306,13 @@ class Transformer(nn.Module):
                 sequence itself is not output.
             use_cache: reuse past keys and values; ``False`` recomputes the whole context
                 for every token (the slow reference path, same tokens).
+            guidance: classifier-free guidance for a conditioned media prior: the logits
+                are ``uncond + guidance * (cond - uncond)``, the unconditional ones from the
+                null prefix (trained by ``condition_dropout``); 1 is plain conditional
+                sampling, more follows the condition more closely. It doubles the batch.
+
+        A media prior's tokens are codes in ``[0, media_vocab)``, exactly ``media_tokens``
+        per row; it takes no ``stop``.
 
         A row that has stopped is padded with -1. Tokens that might begin the stop
         sequence are held back until that is decided, so a chunk may be shorter for some
@@ -172,11 +323,16 @@ class Transformer(nn.Module):
         closed. Context overflow follows the rule in the module docstring.
         """
         device = self.tok_emb.weight.device
+        max_new_tokens = self._new_tokens(max_new_tokens)
         _check_sampling_options(n, max_new_tokens, temperature, top_k, top_p)
         _check_rng(rng, device)
         prompt = self._prompt(condition, device)
         stop_ids = self._stop_ids(stop)
-        return self._stream(n, prompt, rng, max_new_tokens, temperature, top_k, top_p, stop_ids, use_cache)
+        unconditional = self._unconditional_prompt(guidance, device)
+        return self._stream(
+            n, prompt, rng, max_new_tokens, temperature, top_k, top_p, stop_ids, use_cache,
+            unconditional, guidance,
+        )
 
     def generate(
         self,
@@ -184,17 +340,19 @@ class Transformer(nn.Module):
         *,
         condition: Tensor | None = None,
         rng: torch.Generator | None = None,
-        max_new_tokens: int = 256,
+        max_new_tokens: int = DEFAULT_NEW_TOKENS,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
         stop: Tensor | None = None,
         use_cache: bool = True,
-    ) -> list[Tensor]:
+        guidance: float | None = None,
+    ) -> list[Tensor] | Tensor:
         """Sample ``n`` continuations; one 1-D tensor of new tokens per row (on the CPU).
 
-        Rows differ in length when ``stop`` ends some of them early. The options are those
-        of :meth:`stream`, which this drains.
+        Rows differ in length when ``stop`` ends some of them early. A media prior returns
+        its codes as one ``(n, media_tokens)`` tensor. The options are those of
+        :meth:`stream`, which this drains.
         """
         chunks = list(
             self.stream(
@@ -207,9 +365,12 @@ class Transformer(nn.Module):
                 top_p=top_p,
                 stop=stop,
                 use_cache=use_cache,
+                guidance=guidance,
             )
         )
         tokens = torch.cat(chunks, dim=1) if chunks else torch.empty(n, 0, dtype=torch.long)
+        if self.media is not None:
+            return tokens  # (n, L): every row has its L codes
         return [row[row >= 0] for row in tokens]
 
     def open_slots(self, capacity: int) -> SlotBatch:
@@ -228,6 +389,8 @@ class Transformer(nn.Module):
         top_p: float | None,
         stop: list[int] | None,
         use_cache: bool,
+        unconditional: Tensor | None = None,
+        guidance: float | None = None,
     ) -> Iterator[Tensor]:
         # torch's decorator enters inference mode only while this generator runs, so the
         # caller's own grad mode is untouched between chunks.
@@ -235,12 +398,18 @@ class Transformer(nn.Module):
         self.eval()
         try:
             context = prompt.expand(n, -1)  # (n, P): what the next prediction conditions on
+            if unconditional is not None:
+                # Guidance: rows n.. are the same rows under the null prefix (as long as the prompt).
+                context = torch.cat([context, unconditional.expand(n, -1)])  # (2n, P)
             cache = self.new_kv_cache() if use_cache else None
             fresh = context  # the part of the context not yet in the cache
             matchers = None if stop is None else [_StopMatcher(stop) for _ in range(n)]
             for _ in range(max_new_tokens):
                 logits = self(fresh if cache is not None else context, cache)[:, -1]  # (n, V)
-                token = _sample(logits, temperature, top_k, top_p, rng)  # (n,)
+                if unconditional is not None:
+                    conditional, free = logits[:n], logits[n:]
+                    logits = free + guidance * (conditional - free)
+                token = _sample(self._sampling_logits(logits), temperature, top_k, top_p, rng)  # (n,)
                 if matchers is None:
                     yield token[:, None].cpu()
                 else:
@@ -249,8 +418,8 @@ class Transformer(nn.Module):
                         yield chunk
                     if all(m.stopped for m in matchers):
                         return
-                context = torch.cat([context, token[:, None]], dim=1)
-                fresh = token[:, None]
+                fresh = token[:, None] if unconditional is None else token.repeat(2)[:, None]
+                context = torch.cat([context, fresh], dim=1)
                 if context.shape[1] > self.block_size:
                     context = context[:, 1 - self.block_size :]
                     if cache is not None:
@@ -264,8 +433,79 @@ class Transformer(nn.Module):
         finally:
             self.train(was_training)
 
+    def _sampling_logits(self, logits: Tensor) -> Tensor:
+        """The logits ``(n, V)`` a token is drawn from: a media prior's first ``K`` only."""
+        return logits if self.media is None else logits[:, : self.media.vocab]
+
+    def _new_tokens(self, max_new_tokens: int) -> int:
+        """How many tokens a row draws: ``max_new_tokens``, or a media prior's ``L``."""
+        if self.media is None:
+            return max_new_tokens
+        if max_new_tokens not in (DEFAULT_NEW_TOKENS, self.media.tokens):
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens}, but every sample of this media prior is "
+                f"{self.media.tokens} codes (generator.media_tokens); leave max_new_tokens unset"
+            )
+        return self.media.tokens
+
+    def _media_prompt(self, condition: Tensor | None, device: torch.device) -> Tensor:
+        """A media prior's prompt ``(P + 1,)``: the condition's prefix, then the separator."""
+        media = self.media
+        if condition is not None and media.prefix == "none":
+            raise ValueError(
+                "this media prior takes no condition (generator.prefix=none): sample it without "
+                "label= or prompt="
+            )
+        if condition is None:
+            if media.prefix != "none" and media.condition_dropout == 0:
+                how = f"label=N (0..{media.num_classes - 1})" if media.prefix == "label" else 'prompt="..."'
+                raise ValueError(
+                    f"this media prior is steered by a {media.prefix} (generator.prefix={media.prefix}): "
+                    f"sample it with {how}; it was not trained to sample without one "
+                    "(generator.condition_dropout=0)"
+                )
+            prefix = self._null_prefix(device)
+        elif media.prefix == "label" and condition.dim() != 0:
+            raise ValueError(
+                f"this media prior is steered by a class label: sample it with label=N "
+                f"(0..{media.num_classes - 1}), not prompt="
+            )
+        elif media.prefix == "caption" and condition.dim() != 1:
+            raise ValueError(
+                'this media prior is steered by a caption: sample it with prompt="...", not label='
+            )
+        else:
+            prefix = self._prefix_rows(condition[None], 1, device)[0]  # (P,)
+        return self._with_separator(prefix)
+
+    def _null_prefix(self, device: torch.device) -> Tensor:
+        """The prefix ``(P,)`` that stands for no condition: null tokens (what dropout trains)."""
+        return torch.full((self.media.prefix_length,), self.media.null, dtype=torch.long, device=device)
+
+    def _with_separator(self, prefix: Tensor) -> Tensor:
+        return torch.cat([prefix, prefix.new_full((1,), self.media.separator)])  # (P + 1,)
+
+    def _unconditional_prompt(self, guidance: float | None, device: torch.device) -> Tensor | None:
+        """The null prompt guidance contrasts with (as long as the conditioned one), or None."""
+        if guidance is None:
+            return None
+        media = self.media
+        if media is None or media.prefix == "none":
+            raise ValueError(
+                f"guidance={guidance} needs a conditioned media prior (generator.prefix=label or caption)"
+            )
+        if media.condition_dropout == 0:
+            log.warning(
+                "guidance=%s, but this model was trained without condition dropout "
+                "(generator.condition_dropout=0): its unconditional predictions are untrained",
+                guidance,
+            )
+        return self._with_separator(self._null_prefix(device))
+
     def _prompt(self, condition: Tensor | None, device: torch.device) -> Tensor:
         """The prompt as token ids ``(P,)`` on ``device``, cropped to fit the context."""
+        if self.media is not None:
+            return self._media_prompt(condition, device)
         if condition is None or condition.numel() == 0:
             return torch.tensor([self.start_token], device=device)
         if condition.dim() == 0:
@@ -294,6 +534,11 @@ class Transformer(nn.Module):
     def _stop_ids(self, stop: Tensor | None) -> list[int] | None:
         if stop is None:
             return None
+        if self.media is not None:
+            raise ValueError(
+                f"a media prior draws exactly {self.media.tokens} codes (generator.media_tokens) and "
+                "takes no stop sequence; leave stop unset"
+            )
         if stop.dim() != 1 or stop.numel() == 0 or stop.is_floating_point():
             raise ValueError(
                 "stop must be a non-empty 1-D tensor of token ids, got shape "
@@ -310,6 +555,105 @@ class Transformer(nn.Module):
                 f"{what} holds token id {bad}, outside this model's vocabulary of "
                 f"{self.vocab_size}; was it encoded with the encoder the model was trained with?"
             )
+
+
+@dataclass(frozen=True)
+class MediaLayout:
+    """The vocabulary of a token prior over media codes (see :class:`Transformer`)."""
+
+    vocab: int  # K: the media codes are ids [0, K)
+    tokens: int  # L: the codes in one example
+    prefix: str  # none, label or caption
+    num_classes: int | None
+    caption_length: int | None
+    condition_dropout: float
+
+    @property
+    def prefix_ids(self) -> int:
+        """How many ids the condition takes, from ``K`` on."""
+        return {"none": 0, "label": self.num_classes, "caption": BYTE_IDS}[self.prefix]
+
+    @property
+    def prefix_length(self) -> int:
+        """How many tokens of the sequence the condition takes (before the separator)."""
+        return {"none": 0, "label": 1, "caption": self.caption_length}[self.prefix]
+
+    @property
+    def separator(self) -> int:
+        return self.vocab + self.prefix_ids
+
+    @property
+    def null(self) -> int:
+        """The token that fills the prefix of an example without its condition."""
+        return self.separator + 1
+
+    @property
+    def vocab_size(self) -> int:
+        return self.null + 1
+
+    def describe(self) -> str:
+        ids = {"none": "", "label": f" + {self.num_classes} labels", "caption": f" + {BYTE_IDS} caption ids"}
+        return f"media_vocab {self.vocab}{ids[self.prefix]} + separator + null = {self.vocab_size} ids"
+
+
+def _media_layout(
+    vocab: int | None,
+    tokens: int | None,
+    prefix: str,
+    num_classes: int | None,
+    caption_length: int | None,
+    condition_dropout: float,
+    block_size: int,
+) -> MediaLayout | None:
+    """The media layout these options give (None for text), or a ``ValueError`` naming what to set."""
+    if vocab is None:
+        given = [
+            f"generator.{key}={value}"
+            for key, value, default in (
+                ("media_tokens", tokens, None),
+                ("prefix", prefix, "none"),
+                ("num_classes", num_classes, None),
+                ("caption_length", caption_length, None),
+                ("condition_dropout", condition_dropout, 0.0),
+            )
+            if value != default
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} only apply to a token prior over media codes: set "
+                "generator.media_vocab to the stage-1 model's codebook size (or leave them unset)"
+            )
+        return None
+    if prefix not in PREFIXES:
+        raise ValueError(f"generator.prefix must be one of {', '.join(PREFIXES)}; got {prefix!r}")
+    needed = [("media_vocab", vocab), ("media_tokens", tokens)]
+    needed += [("num_classes", num_classes)] if prefix == "label" else []
+    needed += [("caption_length", caption_length)] if prefix == "caption" else []
+    for key, value in needed:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"generator.{key} must be a positive integer with generator.media_vocab"
+                f"{f' and generator.prefix={prefix}' if key in ('num_classes', 'caption_length') else ''}; "
+                f"got {value!r}"
+            )
+    for key, value, wanted in (
+        ("num_classes", num_classes, "label"),
+        ("caption_length", caption_length, "caption"),
+    ):
+        if value is not None and prefix != wanted:
+            raise ValueError(f"generator.{key} is for generator.prefix={wanted}, but the prefix is {prefix}")
+    if not 0 <= condition_dropout < 1 or (prefix == "none" and condition_dropout):
+        raise ValueError(
+            f"generator.condition_dropout={condition_dropout} must be in [0, 1), and 0 without a prefix"
+        )
+    layout = MediaLayout(vocab, tokens, prefix, num_classes, caption_length, float(condition_dropout))
+    # The last code is predicted from prefix + separator + the first L - 1 codes.
+    if layout.prefix_length + tokens > block_size:
+        raise ValueError(
+            f"generator.block_size ({block_size}) is too short for {layout.prefix_length} prefix tokens, "
+            f"a separator and {tokens} codes: set it to at least {layout.prefix_length + tokens}"
+        )
+    return layout
 
 
 @dataclass
@@ -357,19 +701,27 @@ class SlotBatch:
         *,
         condition: Tensor | None = None,
         rng: torch.Generator | None = None,
-        max_new_tokens: int = 256,
+        max_new_tokens: int = DEFAULT_NEW_TOKENS,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
         stop: Tensor | None = None,
         use_cache: bool = True,
+        guidance: float | None = None,
     ) -> int:
         """Start a row with the options of :meth:`Transformer.stream`; return its slot.
 
         ``use_cache`` is accepted for symmetry with ``stream`` and makes no difference: a
-        slot batch always caches, and the tokens are the same either way.
+        slot batch always caches, and the tokens are the same either way. ``guidance`` is
+        not supported here (a guided row would need a second, unconditional slot).
         """
+        if guidance is not None:
+            raise ValueError(
+                f"guidance={guidance} is not supported by continuous batching (genloom serve); "
+                "sample with genloom sample instead"
+            )
         device = self.model.tok_emb.weight.device
+        max_new_tokens = self.model._new_tokens(max_new_tokens)
         _check_sampling_options(1, max_new_tokens, temperature, top_k, top_p)
         _check_rng(rng, device)
         prompt = self.model._prompt(condition, device)
@@ -459,7 +811,7 @@ class SlotBatch:
     def _advance(self, slot: int, logits: Tensor) -> SlotOutput:
         """Sample the row's next token from ``logits`` ``(1, V)``, as ``stream`` does for one row."""
         row = self.rows[slot]
-        token = _sample(logits, row.temperature, row.top_k, row.top_p, row.rng)  # (1,)
+        token = _sample(self.model._sampling_logits(logits), row.temperature, row.top_k, row.top_p, row.rng)
         row.produced += 1
         finish = None
         if row.matcher is None:

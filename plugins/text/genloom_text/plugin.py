@@ -26,6 +26,12 @@ def genloom_register_components(register: Callable[..., None]) -> None:
         summary="byte ids back to text; writes .txt files and a samples.md gallery",
     )
     register(
+        "encoder",
+        "prefix_bytes",
+        "genloom_text.prefix:PrefixBytes",
+        summary="a caption -> its UTF-8 bytes, padded to a fixed length: a token prior's prefix",
+    )
+    register(
         "generator",
         "transformer",
         "genloom_text.model:Transformer",

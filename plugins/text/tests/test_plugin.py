@@ -23,7 +23,7 @@ def test_registers_every_component_and_its_config(text_plugin: PluginSet) -> Non
     (info,) = text_plugin.plugins
     assert info.status == "ok", info.error
     assert info.components == {
-        "encoder": ["bytes"],
+        "encoder": ["bytes", "prefix_bytes"],
         "decoder": ["bytes"],
         "generator": ["transformer"],
         "dataset": ["pydoc", "text_files"],
@@ -31,6 +31,7 @@ def test_registers_every_component_and_its_config(text_plugin: PluginSet) -> Non
     assert all(entry.summary for entry in text_plugin.registry)
     assert text_plugin.config_modules == ["genloom_text.conf"]
     assert info.config_groups == {
+        "condition_encoder": ["prefix_bytes"],
         "dataset": ["pydoc", "text_files"],
         "decoder": ["bytes"],
         "encoder": ["bytes"],
