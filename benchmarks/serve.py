@@ -184,6 +184,8 @@ def main() -> None:
                                                             "HF serve cb", "HF generate_batch"])
     parser.add_argument("--generate-batch-max-concurrency", type=int, default=4,
                         help="generate_batch is slow on a CPU: measure it up to this concurrency only")
+    parser.add_argument("--hf-serve-max-concurrency", type=int, default=16,
+                        help="transformers serve is slow on a CPU: measure it up to this concurrency only")
     parser.add_argument("--quick", action="store_true", help="tiny model, 8 tokens, C = 1 and 4, once")
     args = parser.parse_args()
     if args.quick:
@@ -222,10 +224,11 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
             extra = [str(port)] if name == "HF+FastAPI" else [f"serve.port={port}"]
             process = start([*commands[name], *extra], port, tmp / f"{name}.log")
             servers[name] = (process, f"http://127.0.0.1:{port}")
-        if "HF serve cb" in args.contenders:
+        widest = max([c for c in args.concurrency if c <= args.hf_serve_max_concurrency], default=0)
+        if "HF serve cb" in args.contenders and widest:
             port = free_port()
             try:
-                command = hf_serve_command(hf_dir, port, max(args.concurrency), block_size)
+                command = hf_serve_command(hf_dir, port, widest, block_size)
                 process = start(command, port, tmp / "HF serve cb.log", HF_OFFLINE)
                 servers["HF serve cb"] = (process, f"http://127.0.0.1:{port}")
                 # Its continuous-batching manager starts on the first request (with that request's
@@ -240,6 +243,8 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
                     if name in problems:
                         continue
                     if name == "HF generate_batch" and concurrency > args.generate_batch_max_concurrency:
+                        continue
+                    if name == "HF serve cb" and concurrency > args.hf_serve_max_concurrency:
                         continue
                     try:
                         if name == "HF generate_batch":
