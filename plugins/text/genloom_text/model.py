@@ -9,11 +9,13 @@ Continuous batching (``genloom serve``): :meth:`Transformer.open_slots` gives a
 :class:`SlotBatch`, a running batch whose rows each have their own prompt, position, slot
 of the KV cache, options and random generator; rows join and leave between steps. A row's
 tokens equal those :meth:`Transformer.stream` gives for ``n=1`` with the same arguments,
-whatever else shares the batch: its prompt is prefilled alone, exactly as ``stream`` does;
-in a batched step each linear layer runs as one matrix product per row (``bmm`` over rows,
-each the ``(1, C)`` product a lone row computes, rather than one ``(B, C)`` product whose
-rounding may change with ``B``), attention runs per row over that row's own cache length,
-and each row samples with its own generator.
+whatever else shares the batch: its prompt is prefilled as ``stream`` does (alone, or
+beside equally long prompts where that was checked to give the same bits, see
+:meth:`SlotBatch._batch_is_exact`); in a batched step each linear layer runs as one
+matrix product per row (``bmm`` over rows, each the ``(1, C)`` product a lone row
+computes, rather than one ``(B, C)`` product whose rounding may change with ``B``),
+attention runs per row over that row's own cache length, and each row samples with its
+own generator (greedy rows share one ``argmax``, which only compares).
 
 Context overflow: the model attends to at most ``block_size`` tokens. Whenever the context
 would grow past that (a long prompt, or a long generation), it is cut to its last
@@ -333,10 +335,11 @@ class SlotBatch:
 
     Implements :class:`genloom.interfaces.SlotDecoder`. Each row keeps its own context,
     position and slot of a ``(capacity, H, block_size, D)`` cache per layer. A step first
-    prefills, one row at a time, the rows that have no cached positions yet (a new prompt,
-    or a context rebuilt after overflow, by the rule in the module docstring), then decodes
-    every other row's last token in one batched pass, then samples each row with its own
-    options and generator. The per-row arithmetic is that of :meth:`Transformer.stream` with
+    prefills the rows that have no cached positions yet (a new prompt, or a context rebuilt
+    after overflow, by the rule in the module docstring; equally long ones together where
+    that is exact), then decodes every other row's last token in one batched pass, then
+    samples: greedy rows with one ``argmax``, every other row with its own options and
+    generator. The per-row arithmetic is that of :meth:`Transformer.stream` with
     ``n=1`` (see the module docstring), so a row's tokens do not depend on its neighbours.
     """
 
