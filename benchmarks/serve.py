@@ -7,6 +7,10 @@ weights are shared by every contender:
 * ``genloom off``: ``genloom serve`` with batching off (``serve.max_batch=1``);
 * ``HF+FastAPI``: ``GPT2LMHeadModel.generate`` behind a minimal FastAPI app, one request
   at a time (``serve_hf_app.py``), the way such models are usually deployed;
+* ``HF serve cb``: ``transformers serve --continuous-batching``, transformers' own
+  OpenAI-compatible server, on the same weights exported as a HF model directory with a
+  byte-level tokenizer whose ids are genloom's (``hf_export.py``), offline, through the raw
+  ``/v1/completions`` route (no chat template), streaming;
 * ``HF generate_batch``: transformers' own continuous-batching engine, offline (no HTTP),
   when it runs here; otherwise the table says why.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import socket
 import statistics
@@ -39,7 +44,7 @@ import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hf_gpt2 import copy_weights, gpt2_like  # noqa: E402
+from hf_export import export as export_hf  # noqa: E402
 from text_sample import SIZES, trained_model  # noqa: E402
 from text_train import cpu_name  # noqa: E402
 
@@ -67,8 +72,9 @@ def save_checkpoint(model: torch.nn.Module, size_name: str, block_size: int, dir
     return directory
 
 
-def start(command: list[str], port: int, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+def start(command: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               env=None if env is None else {**os.environ, **env})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -109,6 +115,23 @@ async def genloom_request(client: httpx.AsyncClient, model: str, prompt: str, to
                 first = time.perf_counter() - started
             text.append(json.loads(data)["choices"][0]["text"])
     return first or 0.0, time.perf_counter() - started, "".join(text)
+
+
+def hf_serve_command(hf_dir: Path, port: int, concurrency: int, block_size: int) -> list[str]:
+    """``transformers serve`` with continuous batching on the CPU, the model preloaded from ``hf_dir``.
+
+    Its paged KV cache is sized for ``concurrency`` requests of ``block_size`` tokens: left to
+    itself on a CPU it takes 60 % of the free RAM, which takes minutes to allocate here.
+    """
+    cli = Path(sys.executable).with_name("transformers")
+    pages = -(-block_size // 256)  # ContinuousBatchingConfig.page_size: 256 tokens per block
+    return [str(cli), "serve", str(hf_dir), "--continuous-batching", "--device", "cpu", "--dtype", "float32",
+            "--cb-num-blocks", str(concurrency * pages + 1),
+            "--cb-max-batch-tokens", str(max(256, 32 * concurrency)),
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+
+
+HF_OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # the model is a local directory
 
 
 async def hf_request(client: httpx.AsyncClient, _: str, prompt: str, tokens: int) -> tuple[float, float, str]:
@@ -158,9 +181,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--contenders", nargs="+", default=["genloom cb", "genloom off", "HF+FastAPI",
-                                                            "HF generate_batch"])
+                                                            "HF serve cb", "HF generate_batch"])
     parser.add_argument("--generate-batch-max-concurrency", type=int, default=4,
                         help="generate_batch is slow on a CPU: measure it up to this concurrency only")
+    parser.add_argument("--hf-serve-max-concurrency", type=int, default=16,
+                        help="transformers serve is slow on a CPU: measure it up to this concurrency only")
     parser.add_argument("--quick", action="store_true", help="tiny model, 8 tokens, C = 1 and 4, once")
     args = parser.parse_args()
     if args.quick:
@@ -179,11 +204,7 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
     run_dir = save_checkpoint(model, size_name, block_size, tmp / "run")
     hf_model, hf_dir = None, tmp / "hf"
     if any(name.startswith("HF") for name in args.contenders):  # transformers: `make bench` installs it
-        hf_model = gpt2_like(model, activation="gelu")
-        with torch.no_grad():
-            copy_weights(model, hf_model)
-        hf_model.eval()
-        hf_model.save_pretrained(hf_dir)
+        hf_model = export_hf(model, hf_dir)  # weights, byte-level tokenizer, generation config
 
     servers: dict[str, tuple[subprocess.Popen, str]] = {}
     genloom = [sys.executable, "-m", "genloom", "serve", f"checkpoint={run_dir}", "device=cpu",
@@ -203,6 +224,19 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
             extra = [str(port)] if name == "HF+FastAPI" else [f"serve.port={port}"]
             process = start([*commands[name], *extra], port, tmp / f"{name}.log")
             servers[name] = (process, f"http://127.0.0.1:{port}")
+        widest = max([c for c in args.concurrency if c <= args.hf_serve_max_concurrency], default=0)
+        if "HF serve cb" in args.contenders and widest:
+            port = free_port()
+            try:
+                command = hf_serve_command(hf_dir, port, widest, block_size)
+                process = start(command, port, tmp / "HF serve cb.log", HF_OFFLINE)
+                servers["HF serve cb"] = (process, f"http://127.0.0.1:{port}")
+                # Its continuous-batching manager starts on the first request (with that request's
+                # generation config): one request of the measured length starts it before the rounds.
+                base = f"http://127.0.0.1:{port}"
+                asyncio.run(round_(base, genloom_request, str(hf_dir), 1, args.new_tokens))
+            except Exception as err:  # noqa: BLE001 - a peer that cannot run here is reported, as below
+                problems["HF serve cb"] = f"{type(err).__name__}: {str(err)[-200:]}".replace("\n", " ")
         for _ in range(args.repeats):
             for concurrency in args.concurrency:
                 for name in args.contenders:
@@ -210,12 +244,15 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
                         continue
                     if name == "HF generate_batch" and concurrency > args.generate_batch_max_concurrency:
                         continue
+                    if name == "HF serve cb" and concurrency > args.hf_serve_max_concurrency:
+                        continue
                     try:
                         if name == "HF generate_batch":
                             result = generate_batch_round(hf_model, concurrency, args.new_tokens)
                         else:
                             request = hf_request if name == "HF+FastAPI" else genloom_request
-                            result = asyncio.run(round_(servers[name][1], request, "run", concurrency,
+                            served = str(hf_dir) if name == "HF serve cb" else "run"
+                            result = asyncio.run(round_(servers[name][1], request, served, concurrency,
                                                         args.new_tokens))
                     except Exception as err:  # noqa: BLE001 - a peer that cannot run here is reported
                         problems[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"

@@ -9,11 +9,13 @@ Continuous batching (``genloom serve``): :meth:`Transformer.open_slots` gives a
 :class:`SlotBatch`, a running batch whose rows each have their own prompt, position, slot
 of the KV cache, options and random generator; rows join and leave between steps. A row's
 tokens equal those :meth:`Transformer.stream` gives for ``n=1`` with the same arguments,
-whatever else shares the batch: its prompt is prefilled alone, exactly as ``stream`` does;
-in a batched step each linear layer runs as one matrix product per row (``bmm`` over rows,
-each the ``(1, C)`` product a lone row computes, rather than one ``(B, C)`` product whose
-rounding may change with ``B``), attention runs per row over that row's own cache length,
-and each row samples with its own generator.
+whatever else shares the batch: its prompt is prefilled as ``stream`` does (alone, or
+beside equally long prompts where that was checked to give the same bits, see
+:meth:`SlotBatch._batch_is_exact`); in a batched step each linear layer runs as one
+matrix product per row (``bmm`` over rows, each the ``(1, C)`` product a lone row
+computes, rather than one ``(B, C)`` product whose rounding may change with ``B``),
+attention runs per row over that row's own cache length, and each row samples with its
+own generator (greedy rows share one ``argmax``, which only compares).
 
 As a token prior over another model's media codes (``media_vocab`` set; stage 2 of a
 two-stage pipeline), the condition is a prefix of the same sequence and every path
@@ -660,8 +662,8 @@ def _media_layout(
 class _Row:
     """One row of a :class:`SlotBatch`: its context, progress and sampling options."""
 
-    context: Tensor  # (L,) what the next prediction conditions on
-    fresh: Tensor  # (k,) the tail of the context not yet in the row's cache slot
+    context: list[int]  # what the next prediction conditions on
+    fresh: Tensor  # (k,) the context to prefill into the row's cache slot (when pos is 0)
     pos: int  # positions of the row's slot that hold keys and values
     rng: torch.Generator | None
     max_new_tokens: int
@@ -677,10 +679,11 @@ class SlotBatch:
 
     Implements :class:`genloom.interfaces.SlotDecoder`. Each row keeps its own context,
     position and slot of a ``(capacity, H, block_size, D)`` cache per layer. A step first
-    prefills, one row at a time, the rows that have no cached positions yet (a new prompt,
-    or a context rebuilt after overflow, by the rule in the module docstring), then decodes
-    every other row's last token in one batched pass, then samples each row with its own
-    options and generator. The per-row arithmetic is that of :meth:`Transformer.stream` with
+    prefills the rows that have no cached positions yet (a new prompt, or a context rebuilt
+    after overflow, by the rule in the module docstring; equally long ones together where
+    that is exact), then decodes every other row's last token in one batched pass, then
+    samples: greedy rows with one ``argmax``, every other row with its own options and
+    generator. The per-row arithmetic is that of :meth:`Transformer.stream` with
     ``n=1`` (see the module docstring), so a row's tokens do not depend on its neighbours.
     """
 
@@ -695,6 +698,7 @@ class SlotBatch:
         self.keys = [weight.new_zeros(shape) for _ in model.blocks]
         self.values = [weight.new_zeros(shape) for _ in model.blocks]
         self.rows: dict[int, _Row] = {}
+        self._exact: dict[tuple[int, int], bool] = {}  # (rows, length) -> batched prefill is exact
 
     def add(
         self,
@@ -730,7 +734,7 @@ class SlotBatch:
         if slot is None:
             raise RuntimeError(f"all {self.capacity} slots are in use; wait for a row to finish")
         self.rows[slot] = _Row(
-            context=prompt, fresh=prompt, pos=0, rng=rng, max_new_tokens=max_new_tokens,
+            context=prompt.tolist(), fresh=prompt, pos=0, rng=rng, max_new_tokens=max_new_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p,
             matcher=None if stop_ids is None else _StopMatcher(stop_ids),
         )
@@ -745,85 +749,185 @@ class SlotBatch:
         """Advance every row by one token; return each row's output, keyed by slot."""
         model = self.model
         was_training = model.training
-        model.eval()
+        if was_training:  # walking the modules costs a step's worth of time on small models
+            model.eval()
         try:
             out: dict[int, SlotOutput] = {}
             for slot in [s for s, row in self.rows.items() if row.max_new_tokens == 0]:
                 del self.rows[slot]
                 out[slot] = SlotOutput(torch.empty(0, dtype=torch.long), finish="length")
             decoding = [slot for slot, row in self.rows.items() if row.pos > 0]
-            logits = {slot: self._prefill(slot, row) for slot, row in self.rows.items() if row.pos == 0}
+            logits = self._prefill([slot for slot, row in self.rows.items() if row.pos == 0])
             if decoding:
-                logits.update(zip(decoding, self._decode(decoding), strict=True))
-            for slot, row_logits in logits.items():
-                out[slot] = self._advance(slot, row_logits)
+                device = model.tok_emb.weight.device
+                idx = torch.tensor([[self.rows[s].context[-1]] for s in decoding], device=device)  # (B, 1)
+                logits.update(zip(decoding, self._forward(decoding, idx).unbind(0), strict=True))
+            out.update(self._advance(logits))
             return out
         finally:
-            model.train(was_training)
+            if was_training:
+                model.train()
 
-    def _prefill(self, slot: int, row: _Row) -> Tensor:
-        """The row's next-token logits ``(1, V)`` after caching its whole context, alone."""
+    def _prefill(self, slots: list[int]) -> dict[int, Tensor]:
+        """Each new row's next-token logits ``(V,)`` after caching its whole context.
+
+        Rows whose contexts are equally long are prefilled in one pass where that pass is
+        bitwise the same as prefilling each alone (see :meth:`_batch_is_exact`); otherwise,
+        and for a row with no equally long neighbour, each row is prefilled alone.
+        """
+        by_length: dict[int, list[int]] = {}
+        for slot in slots:
+            by_length.setdefault(len(self.rows[slot].fresh), []).append(slot)
+        logits: dict[int, Tensor] = {}
+        for length, group in by_length.items():
+            if len(group) > 1 and self._batch_is_exact(len(group), length):
+                idx = torch.stack([self.rows[s].fresh for s in group])  # (B, T)
+                logits.update(zip(group, self._forward(group, idx).unbind(0), strict=True))
+            else:
+                logits.update((slot, self._prefill_alone(slot)) for slot in group)
+        return logits
+
+    def _prefill_alone(self, slot: int) -> Tensor:
+        """The row's next-token logits ``(V,)`` after caching its context, as ``stream`` does."""
+        row = self.rows[slot]
         cache = KVCache(n_layer=len(self.keys), block_size=self.model.block_size)
         cache.keys = [k[slot : slot + 1] for k in self.keys]  # views: writes land in the slot
         cache.values = [v[slot : slot + 1] for v in self.values]
-        logits = self.model(row.fresh[None], cache)[:, -1]  # (1, V)
+        logits = self.model(row.fresh[None], cache)[0, -1]  # (V,)
         row.pos = cache.pos
         return logits
 
-    def _decode(self, slots: list[int]) -> list[Tensor]:
-        """Next-token logits ``(1, V)`` for each row's one fresh token, all rows in one pass."""
+    def _batch_is_exact(self, rows: int, length: int) -> bool:
+        """Whether prefilling ``rows`` contexts of ``length`` tokens in one pass is exact here.
+
+        A batched product may use another kernel than a lone one, for some shapes only (on
+        x86 CPUs, MKL's ``bmm`` of several ``(T, C)`` rows rounds differently from a lone
+        ``(T, C)`` product for T from 5 to 11). So the first time a shape comes up, this
+        compares, on random inputs, every linear layer's and the attention's batched result
+        with the lone ones, and remembers the answer.
+        """
+        key = (rows, length)
+        if key not in self._exact:
+            self._exact[key] = self._compare_batched_with_alone(rows, length)
+        return self._exact[key]
+
+    def _compare_batched_with_alone(self, rows: int, length: int) -> bool:
+        model = self.model
+        weight = model.tok_emb.weight
+        generator = torch.Generator(device=weight.device).manual_seed(0)
+
+        def noise(*shape: int) -> Tensor:
+            return torch.randn(shape, generator=generator, device=weight.device, dtype=weight.dtype)
+
+        layers = [(weight, None)]
+        if len(model.blocks):
+            block = model.blocks[0]  # every block has the same shapes
+            layers += [(m.weight, m.bias) for m in (block.attn.qkv, block.attn.out_proj, block.mlp.fc,
+                                                    block.mlp.out_proj)]
+        for w, b in layers:
+            x = noise(rows, length, w.shape[1])
+            alone = torch.cat([F.linear(x[i : i + 1], w, b) for i in range(rows)])
+            if not torch.equal(_rows_linear(x, w, b), alone):
+                return False
+        if len(model.blocks):
+            heads, width = self.keys[0].shape[1], self.keys[0].shape[3]
+            q, k, v = (noise(rows, heads, length, width) for _ in range(3))
+            mask = torch.ones(length, length, dtype=torch.bool, device=weight.device).tril()
+            alone = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], k[i : i + 1], v[i : i + 1],
+                                                              attn_mask=mask) for i in range(rows)])
+            if not torch.equal(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), alone):
+                return False
+        return True
+
+    def _forward(self, slots: list[int], idx: Tensor) -> Tensor:
+        """Next-token logits ``(B, V)`` after each row's ``T`` fresh tokens ``idx`` ``(B, T)``.
+
+        Each row's tokens continue its own cached positions (``T`` is 1 when decoding; a
+        batched prefill starts every row at 0). The arithmetic of each row is that of
+        :meth:`Transformer.forward` on that row alone: linear layers as one product per
+        row, attention per group of rows at the same position, with ``forward``'s mask.
+        """
         model = self.model
         rows = [self.rows[s] for s in slots]
-        idx = torch.stack([row.fresh for row in rows])  # (B, 1)
-        positions = torch.tensor([row.pos for row in rows], device=idx.device)  # (B,)
-        x = model.drop(model.tok_emb(idx) + model.pos_emb(positions)[:, None])  # (B, 1, C)
+        device = idx.device
+        T = idx.shape[1]
+        starts = torch.tensor([row.pos for row in rows], device=device)  # (B,)
+        positions = starts[:, None] + torch.arange(T, device=device)  # (B, T)
+        x = model.drop(model.tok_emb(idx) + model.pos_emb(positions))  # (B, T, C)
         B, _, C = x.shape
-        slot_index = torch.tensor(slots, device=idx.device)
-        by_length: dict[int, list[int]] = {}
+        slot_index = torch.tensor(slots, device=device)
+        by_start: dict[int, list[int]] = {}
         for i, row in enumerate(rows):
-            by_length.setdefault(row.pos + 1, []).append(i)
-        member_index = {end: torch.tensor(m, device=idx.device) for end, m in by_length.items()}
-        slot_tensor = {end: slot_index[member_index[end]] for end in by_length}
+            by_start.setdefault(row.pos, []).append(i)
+        # Per group: the rows' indices in the batch, and their slots of the cache (a slice when
+        # they are neighbours, so attention reads the cache in place instead of copying it).
+        groups = []
+        for start, members in by_start.items():
+            at = torch.tensor(members, device=device)
+            kept_slots = [slots[i] for i in members]
+            contiguous = kept_slots == list(range(kept_slots[0], kept_slots[0] + len(kept_slots)))
+            kept = slice(kept_slots[0], kept_slots[-1] + 1) if contiguous else slot_index[at]
+            mask = None
+            if T > 1:
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=device).tril(start)
+            groups.append((at, kept, start + T, mask))
         for layer, block in enumerate(model.blocks):
             attn = block.attn
-            heads = (B, 1, attn.n_head, C // attn.n_head)
+            heads = (B, T, attn.n_head, C // attn.n_head)
             qkv = _rows_linear(block.ln_1(x), attn.qkv.weight, attn.qkv.bias)
-            q, k, v = (t.view(heads).transpose(1, 2) for t in qkv.split(C, dim=2))  # (B, H, 1, D)
+            q, k, v = (t.view(heads).transpose(1, 2) for t in qkv.split(C, dim=2))  # (B, H, T, D)
             keys, values = self.keys[layer], self.values[layer]
-            keys[slot_index, :, positions] = k[:, :, 0]  # each row's new key at its own position
-            values[slot_index, :, positions] = v[:, :, 0]
-            y = torch.empty_like(q)  # (B, H, 1, D)
+            keys[slot_index[:, None], :, positions] = k.transpose(1, 2)  # each row at its own positions
+            values[slot_index[:, None], :, positions] = v.transpose(1, 2)
+            y = torch.empty_like(q)  # (B, H, T, D)
             # Rows at the same position attend over caches of the same length: one SDPA call
             # per length, never a padded, masked one whose sums would include other lengths.
-            for end, at in member_index.items():
-                kept = slot_tensor[end]
-                y[at] = F.scaled_dot_product_attention(q[at], keys[kept, :, :end], values[kept, :, :end])
-            y = y.transpose(1, 2).reshape(B, 1, C)
+            for at, kept, end, mask in groups:
+                y[at] = F.scaled_dot_product_attention(
+                    q[at], keys[kept, :, :end], values[kept, :, :end], attn_mask=mask)
+            y = y.transpose(1, 2).reshape(B, T, C)
             x = x + _rows_linear(y, attn.out_proj.weight, attn.out_proj.bias)
             mlp = block.mlp
             hidden = mlp.gelu(_rows_linear(block.ln_2(x), mlp.fc.weight, mlp.fc.bias))
             x = x + _rows_linear(hidden, mlp.out_proj.weight, mlp.out_proj.bias)
         for row in rows:
-            row.pos += 1
-        logits = _rows_linear(model.ln_f(x), model.tok_emb.weight, None)  # (B, 1, V)
-        return list(logits[:, -1:].unbind(0))  # B of (1, V)
+            row.pos += T
+        logits = _rows_linear(model.ln_f(x), model.tok_emb.weight, None)  # (B, T, V)
+        return logits[:, -1]
 
-    def _advance(self, slot: int, logits: Tensor) -> SlotOutput:
-        """Sample the row's next token from ``logits`` ``(1, V)``, as ``stream`` does for one row."""
+    def _advance(self, logits: dict[int, Tensor]) -> dict[int, SlotOutput]:
+        """Sample each row's next token from its ``logits`` ``(V,)``, as ``stream`` does for one row.
+
+        Greedy rows take one ``argmax`` together (exact: it only compares); every other row
+        samples alone with its own options and generator. One copy to the host for all.
+        """
+        greedy = [s for s in logits if self.rows[s].temperature == 0]
+        sampling = [s for s in logits if self.rows[s].temperature != 0]
+        chosen = []
+        if greedy:
+            chosen.append(self.model._sampling_logits(torch.stack([logits[s] for s in greedy])).argmax(dim=-1))
+        for slot in sampling:
+            row = self.rows[slot]
+            chosen.append(_sample(self.model._sampling_logits(logits[slot][None]), row.temperature, row.top_k,
+                                  row.top_p, row.rng))
+        tokens = torch.cat(chosen).tolist() if chosen else []
+        return {slot: self._push(slot, token) for slot, token in zip(greedy + sampling, tokens, strict=True)}
+
+    def _push(self, slot: int, token: int) -> SlotOutput:
+        """Append the row's new ``token``; what the row outputs and whether it finished."""
         row = self.rows[slot]
-        token = _sample(self.model._sampling_logits(logits), row.temperature, row.top_k, row.top_p, row.rng)
         row.produced += 1
         finish = None
         if row.matcher is None:
-            emitted = [int(token)]
+            emitted = [token]
         else:
-            emitted = row.matcher.push(int(token))
+            emitted = row.matcher.push(token)
             finish = "stop" if row.matcher.stopped else None
-        row.context = torch.cat([row.context, token])
-        row.fresh = token
+        row.context.append(token)
         if len(row.context) > self.model.block_size:
-            row.context = row.context[1 - self.model.block_size :]
-            row.fresh, row.pos = row.context, 0
+            del row.context[: len(row.context) - (self.model.block_size - 1)]
+            row.fresh = torch.tensor(row.context, device=self.model.tok_emb.weight.device)
+            row.pos = 0
         if finish is None and row.produced == row.max_new_tokens:
             finish = "length"
             if row.matcher is not None:
@@ -834,9 +938,10 @@ class SlotBatch:
 
 
 def _rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``F.linear`` of ``x`` ``(B, 1, C_in)`` as B separate ``(1, C_in)`` products ``(B, 1, C_out)``.
+    """``F.linear`` of ``x`` ``(B, T, C_in)`` as B separate ``(T, C_in)`` products ``(B, T, C_out)``.
 
-    Each row is computed exactly as a lone row is, so its result cannot depend on B.
+    For ``T = 1`` each row is computed exactly as a lone row is, so its result cannot depend
+    on B; for longer rows :meth:`SlotBatch._batch_is_exact` checks that it is so.
     """
     B = x.shape[0]
     weight_t = weight.t().expand(B, *weight.t().shape)  # (B, C_in, C_out), no copy
