@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,7 @@ def real_split(dataset: Any, split: str, task: str, colour_probe: Any = None) ->
     more, where every shape keeps interior pixels of its exact fill colour: the same seed
     draws the same shape, colour and caption at any resolution.
     """
+    start = time.perf_counter()
     images, labels = [], {"label": []} if task == "glyphs" else {"shape": [], "colour": []}
     colour_names = list(COLOURS)
     for index in dataset.indices[split]:
@@ -123,7 +125,10 @@ def real_split(dataset: Any, split: str, task: str, colour_probe: Any = None) ->
         if task == "glyphs":
             labels["label"].append(label)
             continue
-        probe_image, probe_label, probe_caption = colour_probe.render(index)
+        same = colour_probe is dataset
+        probe_image, probe_label, probe_caption = (
+            (image, label, caption) if same else colour_probe.render(index)
+        )
         colour = colour_of(probe_image)
         named = [w for w in caption.split() if w in COLOURS]
         if (probe_label, probe_caption) != (label, caption) or (named and named[0] != colour_names[colour]):
@@ -133,6 +138,7 @@ def real_split(dataset: Any, split: str, task: str, colour_probe: Any = None) ->
             )
         labels["shape"].append(label)
         labels["colour"].append(colour)
+    log.info("judge: %d real %s images (%s) in %.1f s", len(images), split, task, time.perf_counter() - start)
     return torch.stack(images), {k: torch.tensor(v) for k, v in labels.items()}
 
 
@@ -160,6 +166,7 @@ def train_judge(
     if task == "shapes":
         both = (read["shape"] == val_labels["shape"]) & (read["colour"] == val_labels["colour"])
         ceiling["both"] = both.float().mean().item()
+    log.info("judge: accuracy on real validation images %s", {k: round(v, 4) for k, v in ceiling.items()})
     return judge, {
         "accuracy_on_real_val": ceiling,
         "train_images": len(images),
@@ -223,9 +230,10 @@ def run_task(
     dataset = plugin_set.registry.build("dataset", dataset_name, {**options, "condition": "none"})
     probe = None
     if task.name == "shapes":
-        probe_options = {**options, "condition": "none"}
-        probe_options["resolution"] = max(PROBE_RESOLUTION, options["resolution"])
-        probe = plugin_set.registry.build("dataset", dataset_name, probe_options)
+        probe = dataset
+        if options["resolution"] < PROBE_RESOLUTION:
+            probe_options = {**options, "condition": "none", "resolution": PROBE_RESOLUTION}
+            probe = plugin_set.registry.build("dataset", dataset_name, probe_options)
     heads = (
         {"label": len(dataset.classes)}
         if task.name == "glyphs"
