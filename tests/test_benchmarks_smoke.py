@@ -7,6 +7,7 @@ when they are absent, and everything else runs genloom against itself.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,26 @@ def test_serve_compares_continuous_batching_with_batching_off() -> None:
     rows = [line for line in out.splitlines() if line.startswith("| genloom")]
     assert {row.split("|")[1].strip() for row in rows} == {"genloom cb", "genloom off"}
     assert len(rows) == 4  # two contenders at C = 1 and 4, greedy texts asserted equal
+
+
+def test_image_quality_judges_glyphs_and_every_shape_colour_prompt(tmp_path: Path) -> None:
+    results = tmp_path / "image.json"
+    out = bench("image.py", "--quick", "--approaches", "vae",
+                "--workdir", str(tmp_path), "--json", str(results))
+    tasks = json.loads(results.read_text())["tasks"]
+    assert len(tasks["glyphs"]["approaches"]["vae"]["per_condition"]) == 10
+    shapes = tasks["shapes"]
+    assert set(shapes["judge"]["accuracy_on_real_val"]) == {"shape", "colour", "both"}
+    assert len(shapes["approaches"]["vae"]["per_condition"]) == 49  # every shape x colour prompt
+    assert "a red star" in shapes["approaches"]["vae"]["per_condition"]
+    assert "overall: colour right" in out and "training wall time" in out
+
+
+def test_audio_quality_judges_pitch_and_caption_prompts(tmp_path: Path) -> None:
+    results = tmp_path / "audio.json"
+    out = bench("audio.py", "--quick", "--approaches", "vae",
+                "--workdir", str(tmp_path), "--json", str(results))
+    tasks = json.loads(results.read_text())["tasks"]
+    assert len(tasks["notes"]["approaches"]["vae"]["per_condition"]) == 12  # one octave, C4 to B4
+    assert "a sine C4" in tasks["notes_caption"]["approaches"]["vae"]["per_condition"]
+    assert "overall: within 1 semitone" in out
