@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import fake_plugin
 import pytest
 from genloom import plugins
 from genloom.plugins import PluginSet, load_plugins
 from hydra.core.global_hydra import GlobalHydra
+from venvs import build_wheels, core_source
 
 
 @pytest.fixture
@@ -17,3 +20,10 @@ def fake_plugins() -> PluginSet:
     yield plugin_set
     plugins.set_active(None)
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def core_wheel(tmp_path_factory) -> Path:
+    """A folder holding the core's wheel, built once per session from a clean copy of its sources."""
+    tmp = tmp_path_factory.mktemp("core-wheel")
+    return build_wheels(tmp / "dist", core_source(tmp))
