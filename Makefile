@@ -16,8 +16,11 @@ $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PY) -m pip install --quiet -e ".[test,serve]" $(foreach p,$(PLUGINS),-e "$(p)[test]")
 	touch $@
 
+# Two pytest-xdist workers, whole files to each (a module's fixtures are built once, on one
+# worker); tests/conftest.py gives each worker one torch thread. Exit status 5 when nothing
+# is collected, as without xdist.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 GENLOOM := $(VENV)/bin/genloom
 

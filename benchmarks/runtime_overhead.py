@@ -14,7 +14,7 @@ turns validation mels into sound, and its real-time factor (decode time / audio
 duration, below 1 is faster than real time) is reported.
 
     python benchmarks/runtime_overhead.py
-    python benchmarks/runtime_overhead.py --quick     # debug presets, 1 repetition
+    python benchmarks/runtime_overhead.py --quick     # debug presets, 1 repetition, batch 4 (smoke test)
 """
 
 from __future__ import annotations
@@ -102,18 +102,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per run (multiple of 10)")
     parser.add_argument("--warmup", type=int, default=LOG_EVERY)
     parser.add_argument("--clips", type=int, default=32, help="clips Griffin-Lim decodes")
-    parser.add_argument("--quick", action="store_true", help="debug presets, 1 repetition, 10 steps")
+    parser.add_argument("--batch-size", type=int, help="trainer.batch_size (default: trainer=default's)")
+    parser.add_argument("--quick", action="store_true",
+                        help="debug presets, 1 repetition, 10 steps of batch 4: checks the script runs")
     parser.add_argument("--worker", choices=("trainer", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run = trainer_rate if args.worker == "trainer" else bare_rate
-        rate = run([f"pipeline={args.preset}", "trainer=default"], warmup=args.warmup, steps=args.steps)
+        overrides = [f"pipeline={args.preset}", "trainer=default"]
+        if args.batch_size:
+            overrides.append(f"trainer.batch_size={args.batch_size}")
+        rate = run(overrides, warmup=args.warmup, steps=args.steps)
         print(json.dumps({"rate": rate, "peak_rss_mb": peak_rss_mb()}))
         return
     presets = QUICK_PRESETS if args.quick else PRESETS
     if args.quick:
-        args.reps, args.steps, args.clips = 1, LOG_EVERY, 2
+        args.reps, args.steps, args.clips, args.batch_size = 1, LOG_EVERY, 2, args.batch_size or 4
 
     rows = []
     for modality, preset in presets.items():
@@ -131,6 +136,7 @@ def main() -> None:
                     str(args.steps),
                     "--warmup",
                     str(args.warmup),
+                    *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
                 ]
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import fake_plugin
 import genloom
@@ -10,6 +11,7 @@ import pytest
 from genloom import plugins
 from genloom.plugins import PluginSet, PluginSource, load_plugins
 from hydra.core.global_hydra import GlobalHydra
+from venvs import build_wheels, core_source
 
 
 @pytest.fixture
@@ -37,3 +39,8 @@ def two_stage_plugins() -> PluginSet:
     yield plugin_set
     plugins.set_active(None)
     GlobalHydra.instance().clear()
+@pytest.fixture(scope="session")
+def core_wheel(tmp_path_factory) -> Path:
+    """A folder holding the core's wheel, built once per session from a clean copy of its sources."""
+    tmp = tmp_path_factory.mktemp("core-wheel")
+    return build_wheels(tmp / "dist", core_source(tmp))

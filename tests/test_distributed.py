@@ -54,17 +54,24 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "checkpoints" / latest / "model.safetensors")
 
 
-def test_two_processes_with_batch_b_train_like_one_with_batch_2b(tmp_path: Path) -> None:
-    genloom("train", *COMMON, "trainer.max_steps=6", "trainer.batch_size=8",
-            f"hydra.run.dir={tmp_path / 'one'}")
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory) -> Path:
+    """Six steps of batch 8 in one process: what the two-process runs must match."""
+    run = tmp_path_factory.mktemp("one")
+    genloom("train", *COMMON, "trainer.max_steps=6", "trainer.batch_size=8", f"hydra.run.dir={run}")
+    return run
+
+
+def test_two_processes_with_batch_b_train_like_one_with_batch_2b(one_process_run: Path,
+                                                                 tmp_path: Path) -> None:
     genloom("train", *COMMON, "trainer.max_steps=6", "trainer.batch_size=4",
             f"hydra.run.dir={tmp_path / 'two'}", nproc=2)
-    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    one, two = final_weights(one_process_run), final_weights(tmp_path / "two")
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
     losses = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    single = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    single = [json.loads(line) for line in (one_process_run / "metrics.jsonl").read_text().splitlines()]
     train = [m["loss"] for m in losses if m["split"] == "train"]
     assert train == pytest.approx([m["loss"] for m in single if m["split"] == "train"], rel=1e-5)
 
@@ -107,12 +114,11 @@ def test_ranks_agree_on_the_run_directory_without_hydra_run_dir(tmp_path: Path) 
     assert len(list((tmp_path / "outputs" / "train").glob("*/*"))) == 1
 
 
-def test_fsdp_trains_like_one_process_and_its_checkpoint_samples_in_one(tmp_path: Path) -> None:
-    genloom("train", *COMMON, "trainer.max_steps=6", "trainer.batch_size=8",
-            f"hydra.run.dir={tmp_path / 'one'}")
+def test_fsdp_trains_like_one_process_and_its_checkpoint_samples_in_one(one_process_run: Path,
+                                                                        tmp_path: Path) -> None:
     genloom("train", *COMMON, "trainer.max_steps=6", "trainer.batch_size=2", "trainer.grad_accum=2",
             "trainer.strategy=fsdp", f"hydra.run.dir={tmp_path / 'fsdp'}", nproc=2)
-    one, sharded = final_weights(tmp_path / "one"), final_weights(tmp_path / "fsdp")
+    one, sharded = final_weights(one_process_run), final_weights(tmp_path / "fsdp")
     assert one.keys() == sharded.keys()
     for key in one:
         torch.testing.assert_close(sharded[key], one[key], rtol=1e-5, atol=1e-6)

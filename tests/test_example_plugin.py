@@ -12,7 +12,7 @@ import json
 import shutil
 
 import pytest
-from venvs import ROOT, build_wheels, clean_copy, clean_env, core_source, make_venv, pip_install, run
+from venvs import ROOT, build_wheels, clean_copy, clean_env, make_venv, pip_install, run
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,11 @@ EXAMPLE = ROOT / "examples" / "genloom-example-plugin"
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory):
+def venv(core_wheel, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("example")
-    dist = build_wheels(tmp / "dist", core_source(tmp), clean_copy(EXAMPLE, tmp))
+    dist = build_wheels(tmp / "dist", clean_copy(EXAMPLE, tmp))
     venv = make_venv(tmp)
-    pip_install(venv, "--find-links", dist, "genloom", "genloom-example-plugin")
+    pip_install(venv, "--find-links", core_wheel, "--find-links", dist, "genloom", "genloom-example-plugin")
     return venv
 
 

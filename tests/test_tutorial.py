@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from venvs import ROOT, build_wheels, clean_env, core_source, make_venv, pip_install
+from venvs import ROOT, clean_env, make_venv, pip_install
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +29,10 @@ def tutorial_commands(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tutorial_run(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+def tutorial_run(core_wheel, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     tmp = tmp_path_factory.mktemp("tutorial")
     venv = make_venv(tmp)
-    pip_install(venv, "--find-links", build_wheels(tmp / "dist", core_source(tmp)), "genloom")
+    pip_install(venv, "--find-links", core_wheel, "genloom")
     commands = tutorial_commands(TUTORIAL.read_text(encoding="utf-8"))
     offline_pip = (
         f'pip() {{ {shlex.quote(sys.executable)} -m pip --python "$VIRTUAL_ENV/bin/python" "$@" '

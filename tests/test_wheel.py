@@ -8,17 +8,17 @@ site-packages would provide them, and runs `genloom plugins` and a two-step trai
 import json
 
 import pytest
-from venvs import ROOT, build_wheels, clean_copy, clean_env, core_source, make_venv, pip_install, run
+from venvs import ROOT, build_wheels, clean_copy, clean_env, make_venv, pip_install, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def wheel_env(tmp_path_factory):
+def wheel_env(core_wheel, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheels")
-    dist = build_wheels(tmp / "dist", core_source(tmp), clean_copy(ROOT / "plugins" / "text", tmp))
+    dist = build_wheels(tmp / "dist", clean_copy(ROOT / "plugins" / "text", tmp))
     venv = make_venv(tmp)
-    pip_install(venv, "--find-links", dist, "genloom", "genloom-text")
+    pip_install(venv, "--find-links", core_wheel, "--find-links", dist, "genloom", "genloom-text")
     return venv
 
 
