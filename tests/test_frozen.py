@@ -43,8 +43,9 @@ def sample(checkpoint_dir: Path, out: Path, *overrides: str) -> int:
 def trained_stage_1(tmp_path_factory) -> Path:
     """A pipeline=waves run (the quantiser, a few steps), trained once for this module."""
     import fake_plugin
-    from conftest import builtin_source
     from genloom import plugins
+
+    from conftest import builtin_source
 
     sources = [fake_plugin.source(), fake_plugin.two_stage_source(), builtin_source()]
     plugins.set_active(plugins.load_plugins(sources, strict=True, disabled=[]))

@@ -68,7 +68,8 @@ def test_the_token_presets_link_the_prefix_to_the_codebook(four_plugins, tmp_pat
 
     for preset, prefix in [("glyphs_tokens", "label"), ("shapes_tokens", "caption")]:
         cfg = compose(four_plugins, [f"pipeline={preset}", "encoder.checkpoint=RUN"])
-        assert (cfg.encoder.name, cfg.decoder.name, cfg.generator.name) == ("from_checkpoint",) * 2 + ("transformer",)
+        names = (cfg.encoder.name, cfg.decoder.name, cfg.generator.name)
+        assert names == ("from_checkpoint", "from_checkpoint", "transformer")
         assert cfg.generator.prefix == prefix and cfg.generator.sequence_key == "image"
         if prefix == "caption":
             assert cfg.condition_encoder.offset == cfg.generator.media_vocab

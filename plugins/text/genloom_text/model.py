@@ -905,7 +905,8 @@ class SlotBatch:
         sampling = [s for s in logits if self.rows[s].temperature != 0]
         chosen = []
         if greedy:
-            chosen.append(self.model._sampling_logits(torch.stack([logits[s] for s in greedy])).argmax(dim=-1))
+            rows = torch.stack([logits[s] for s in greedy])
+            chosen.append(self.model._sampling_logits(rows).argmax(dim=-1))
         for slot in sampling:
             row = self.rows[slot]
             chosen.append(_sample(self.model._sampling_logits(logits[slot][None]), row.temperature, row.top_k,
