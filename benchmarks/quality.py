@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser, tasks: Sequence[Task]) -> Non
         type=int,
         default=None,
         help="samples drawn per label or prompt, for every approach alike (default: per task)",
+    )
+    parser.add_argument(
+        "--sampling",
+        action="append",
+        default=[],
+        metavar="APPROACH:KEY=VALUE",
+        help="a sampling option of one approach's generator (repeatable), e.g. tokens:guidance=3; "
+        "the table names every option used",
     )
     parser.add_argument("--quick", action="store_true", help="debug presets and a tiny judge: a smoke test")
     parser.add_argument("--seed", type=int, default=0)
@@ -237,8 +245,35 @@ def logged_seconds(run: Path) -> float | None:
     return (last - first).total_seconds()
 
 
-def load(run: Path, plugin_set: PluginSet) -> sampler.LoadedModel:
-    return sampler.load(run, plugin_set, device="cpu", with_dataset=True)
+@dataclass
+class Judged(sampler.LoadedModel):
+    """A loaded model and the sampling options its approach is judged with."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def load(run: Path, plugin_set: PluginSet, options: dict[str, Any] | None = None) -> Judged:
+    model = sampler.load(run, plugin_set, device="cpu", with_dataset=True)
+    return Judged(model.pipeline, model.checkpoint, model.device, dict(options or {}))
+
+
+def sampling_options(specs: Sequence[str], approaches: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["tokens:guidance=3"]`` -> ``{"tokens": {"guidance": 3.0}}`` (numbers parsed, else strings)."""
+    chosen: dict[str, dict[str, Any]] = {name: {} for name in approaches}
+    for spec in specs:
+        name, _, option = spec.partition(":")
+        key, _, value = option.partition("=")
+        if name not in chosen or not key or not value:
+            raise SystemExit(f"--sampling {spec!r}: expected APPROACH:KEY=VALUE with APPROACH one of "
+                             f"{', '.join(approaches)}")
+        try:
+            chosen[name][key] = int(value)
+        except ValueError:
+            try:
+                chosen[name][key] = float(value)
+            except ValueError:
+                chosen[name][key] = value
+    return chosen
 
 
 def draw(
@@ -252,7 +287,8 @@ def draw(
     """``n`` decoded samples for ``label=`` or ``prompt=``, as ``genloom sample`` makes them."""
     condition = sampler.Sampler(model, hooks=None).condition(prompt, label)
     with torch.inference_mode():
-        outputs = model.pipeline.generator.generate(n, condition=condition, rng=rng)
+        options = getattr(model, "options", {})
+        outputs = model.pipeline.generator.generate(n, condition=condition, rng=rng, **options)
         return [model.pipeline.decoder.decode(out) for out in outputs]
 
 

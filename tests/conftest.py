@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import fake_plugin
-import genloom
 import pytest
 from genloom import plugins
-from genloom.plugins import PluginSet, PluginSource, load_plugins
+from genloom.plugins import PluginSet, load_plugins
 from hydra.core.global_hydra import GlobalHydra
 from venvs import build_wheels, core_source
 
@@ -24,16 +22,10 @@ def fake_plugins() -> PluginSet:
     GlobalHydra.instance().clear()
 
 
-def builtin_source() -> PluginSource:
-    """genloom's built-in plugin (``encoder=from_checkpoint``...), as its entry point loads it."""
-    return PluginSource("genloom", lambda: importlib.import_module("genloom.builtin"), "genloom.builtin",
-                        "genloom", genloom.__version__)
-
-
 @pytest.fixture
 def two_stage_plugins() -> PluginSet:
     """The fake plugins (counting, and the two-stage quantiser) and genloom's built-in one, nothing else."""
-    sources = [fake_plugin.source(), fake_plugin.two_stage_source(), builtin_source()]
+    sources = [fake_plugin.source(), fake_plugin.two_stage_source(), fake_plugin.builtin_source()]
     plugin_set = load_plugins(sources, strict=True, disabled=[])
     plugins.set_active(plugin_set)
     yield plugin_set

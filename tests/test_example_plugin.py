@@ -34,9 +34,10 @@ def genloom(venv, *args, cwd):
 
 def test_genloom_finds_the_installed_example_and_only_it(venv, tmp_path) -> None:
     listing = json.loads(genloom(venv, "plugins", "--json", cwd=tmp_path).stdout)
+    # genloom's built-in plugin (encoder/decoder from_checkpoint) comes with the core.
     assert [(p["name"], p["distribution"], p["status"]) for p in listing] == [
-        ("pixelcnn", "genloom-example-plugin", "ok")]
-    (example,) = listing
+        ("genloom", "genloom", "ok"), ("pixelcnn", "genloom-example-plugin", "ok")]
+    example = listing[1]
     assert example["components"]["generator"] == ["pixelcnn"]
     assert {"pixelcnn_debug", "pixelcnn_digits"} <= set(example["config_groups"]["pipeline"])
     assert "no problems found" in genloom(venv, "plugins", "--check", cwd=tmp_path).stdout
@@ -45,7 +46,8 @@ def test_genloom_finds_the_installed_example_and_only_it(venv, tmp_path) -> None
 def test_the_example_trains_and_samples_through_the_cli(venv, tmp_path) -> None:
     genloom(venv, "train", "pipeline=pixelcnn_debug", "trainer=debug", "trainer.progress=false",
             f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert json.loads((tmp_path / "run" / "plugins.json").read_text()) == {"genloom-example-plugin": "0.1.0"}
+    assert json.loads((tmp_path / "run" / "plugins.json").read_text()) == {
+        "genloom": "0.1.0", "genloom-example-plugin": "0.1.0"}
     genloom(venv, "sample", f"checkpoint={tmp_path / 'run'}", "n=4", "label=3",
             f"hydra.run.dir={tmp_path / 'sample'}", cwd=tmp_path)
     pngs = sorted((tmp_path / "sample" / "samples").glob("*.png"))

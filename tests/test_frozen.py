@@ -45,9 +45,8 @@ def trained_stage_1(tmp_path_factory) -> Path:
     import fake_plugin
     from genloom import plugins
 
-    from conftest import builtin_source
 
-    sources = [fake_plugin.source(), fake_plugin.two_stage_source(), builtin_source()]
+    sources = [fake_plugin.source(), fake_plugin.two_stage_source(), fake_plugin.builtin_source()]
     plugins.set_active(plugins.load_plugins(sources, strict=True, disabled=[]))
     try:
         run = tmp_path_factory.mktemp("stage1") / "run"

@@ -284,11 +284,23 @@ def _check_option(plugin_set: PluginSet, base_pipeline: str, group: str, option:
         attempt = " ".join(doctor.option_overrides(group, option, base_pipeline)[0])
         raise ContractViolation("configs_compose", where,
                                 f"`{attempt}`: {composition_problem(plugin_set, err)}") from err
+    # A mandatory value (`???`, e.g. a two-stage preset's encoder.checkpoint) is the user's to give
+    # on the command line; the keys around it are still checked.
+    for key in _mandatory_keys(OmegaConf.to_container(cfg, resolve=False), ""):
+        OmegaConf.update(cfg, key, "<given on the command line>")
     # A preset may set any component's keys and the trainer's; an option, its own.
     nodes = [*COMPONENT_GROUPS, "trainer"] if group == "pipeline" else [group]
     for node in nodes:
         if cfg.get(node) is not None and (node in COMPONENT_GROUPS or node == "trainer"):
             _check_node(plugin_set, cfg, node, where)
+
+
+def _mandatory_keys(node: Any, key: str) -> list[str]:
+    """The dotted keys whose value is ``???`` (read without resolving interpolations)."""
+    if isinstance(node, dict):
+        return [found for k, value in node.items()
+                for found in _mandatory_keys(value, f"{key}.{k}" if key else str(k))]
+    return [key] if node == "???" else []
 
 
 def _check_node(plugin_set: PluginSet, cfg: DictConfig, node: str, where: str) -> None:

@@ -27,3 +27,17 @@ def two_stage_source(name: str = "fake_two_stage") -> PluginSource:
         return fake_plugin.two_stage_hooks
 
     return PluginSource(name, load, "fake_plugin.two_stage_hooks", "genloom-fake-two-stage", "0.0.1")
+
+
+def builtin_source() -> PluginSource:
+    """genloom's built-in plugin (``encoder=from_checkpoint``...), as its entry point loads it.
+
+    Here rather than in ``conftest.py``: a test module cannot import a conftest by name when
+    pytest-xdist has several (the plugins' own) on its path.
+    """
+    import importlib
+
+    import genloom
+
+    return PluginSource("genloom", lambda: importlib.import_module("genloom.builtin"), "genloom.builtin",
+                        "genloom", genloom.__version__)
