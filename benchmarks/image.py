@@ -274,6 +274,7 @@ def run_task(
         model = models[a.name]
         if task.name == "glyphs":
             scores = judge_glyphs(model, judge, tuple(dataset.classes), n, args.seed)
+            scores["reconstructions_read"] = reconstructions_read(model, judge, dataset)
         else:
             scores = judge_shapes(model, judge, n, args.seed)
         results["approaches"][a.name] = {
@@ -288,6 +289,21 @@ def run_task(
     return results
 
 
+def reconstructions_read(model, judge: Judge, dataset: Any) -> float | None:
+    """The judge's accuracy on the real validation images after a round trip through the
+    model's frozen stage 1 (encode to codes, decode): the most a two-stage pipeline's samples
+    can score with this stage 1 and this judge. None for a single-stage model."""
+    encode_many = getattr(model.pipeline.encoder, "encode_many", None)
+    if encode_many is None:
+        return None
+    images, labels = real_split(dataset, "val", "glyphs")
+    media = [Image.fromarray((image[0] * 255).round().byte().numpy(), "L") for image in images]
+    with torch.inference_mode():
+        codes = encode_many(media)
+        again = torch.stack([pixels(model.pipeline.decoder.decode(c), "L") for c in codes])
+    return (judge.read(again)["label"] == labels["label"]).float().mean().item()
+
+
 def table(task: str, results: dict[str, Any]) -> str:
     approaches = list(results["approaches"])
     got = [results["approaches"][a] for a in approaches]
@@ -295,6 +311,9 @@ def table(task: str, results: dict[str, Any]) -> str:
     if task == "glyphs":
         rows = [(name, [f"{g['per_condition'][name]:.1%}" for g in got]) for name in got[0]["per_condition"]]
         rows.append(("overall: read as the asked digit", [f"{g['overall']:.1%}" for g in got]))
+        rows.append(("real val images through stage 1, read right",
+                     [f"{g['reconstructions_read']:.1%}" if g.get("reconstructions_read") is not None else "-"
+                      for g in got]))
         title = f"glyphs: label-conditioned digits; judge ceiling {ceiling['label']:.1%} on real val images"
     else:
         rows = [
