@@ -280,8 +280,12 @@ def test_sigint_while_a_plugin_loads_prints_interrupted(tmp_path):
     ready = tmp_path / "ready"
     env = {**os.environ, "PYTHONPATH": str(site), "READY_FILE": str(ready)}
     env.pop("GENLOOM_DISABLE_PLUGINS", None)
+    # The child gets SIGINT's default disposition, as from a terminal: a pytest-xdist worker
+    # ignores SIGINT, and an ignored signal stays ignored across exec (Python then raises no
+    # KeyboardInterrupt at all).
     process = subprocess.Popen([sys.executable, "-m", "genloom", "plugins"], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Start-up imports torch: on two loaded cores that alone can take tens of seconds.
     deadline = time.monotonic() + 180
     while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
