@@ -75,6 +75,9 @@ class ServeOptions:
 # -- request bodies (FastAPI turns these into the OpenAPI schema) --------------------------------
 
 
+# A request's rows are seeded seed, seed + 1, ...; torch's generators take 64 bits.
+MAX_SEED = 2**62
+
 class CompletionRequest(BaseModel):
     """OpenAI's completion request; other keys are the generator's own sampling options."""
 
@@ -87,7 +90,7 @@ class CompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
 
@@ -101,7 +104,7 @@ class ImageRequest(BaseModel):
     prompt: str | None = None
     label: int | None = None
     n: int = Field(default=1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     response_format: Literal["b64_json"] = "b64_json"
     size: str | None = None
 
@@ -114,7 +117,7 @@ class GenerateRequest(BaseModel):
     prompt: str | None = None
     label: int | None = None
     n: int = Field(default=1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     response_format: Literal["json", "raw"] = "json"
 
 

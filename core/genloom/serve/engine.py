@@ -163,12 +163,17 @@ class ContinuousEngine:
         if stream.cancelled.is_set():
             return
         spec = stream.rows[row]
-        rng = torch.Generator(device=self.model.device).manual_seed(spec.seed)
         try:
+            rng = torch.Generator(device=self.model.device).manual_seed(spec.seed)
             slot = self.slots.add(condition=spec.condition, rng=rng, **spec.options)
         except ValueError as err:
             stream.cancel()  # the other rows of this request are not started either
             stream.put("error", None, BadRequest(f"model {self.model.name!r}: {err}"))
+            return
+        except Exception as err:  # a bug: fail this request, keep the engine serving the others
+            log.exception("admitting a row of model %s failed", self.model.name)
+            stream.cancel()
+            stream.put("error", None, err)
             return
         self.active[slot] = _Active(stream, row, self.model.decoder.incremental())
 
