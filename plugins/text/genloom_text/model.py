@@ -14,8 +14,16 @@ beside equally long prompts where that was checked to give the same bits, see
 :meth:`SlotBatch._batch_is_exact`); in a batched step each linear layer runs as one
 matrix product per row (``bmm`` over rows, each the ``(1, C)`` product a lone row
 computes, rather than one ``(B, C)`` product whose rounding may change with ``B``),
-attention runs per row over that row's own cache length, and each row samples with its
-own generator (greedy rows share one ``argmax``, which only compares).
+attention is :func:`decode_attention` (below), and each row samples with its own generator
+(greedy rows share one ``argmax``, which only compares).
+
+Decoding attention: one new token attends over its cached positions through
+:func:`decode_attention`, in every cached path (``stream``, ``generate`` and
+:class:`SlotBatch`). It reads the cache in spans of ``ATTENTION_SPAN`` positions and masks
+the positions past the row's own (:func:`span_bias`), so a row's arithmetic depends on its own length alone,
+and rows whose lengths fall in the same span share one batched call whose per-row results
+are bitwise those of a lone call, at any number of threads. (PyTorch's fused CPU attention
+is not: with two threads, a batch of rows rounds differently from each row alone.)
 
 As a token prior over another model's media codes (``media_vocab`` set; stage 2 of a
 two-stage pipeline), the condition is a prefix of the same sequence and every path
@@ -49,6 +57,7 @@ from genloom_text.prefix import BYTE_IDS
 log = logging.getLogger(__name__)
 
 PREFIXES = ("none", "label", "caption")
+ATTENTION_SPAN = 64  # decoding attention reads the cache in spans of this many positions
 DEFAULT_NEW_TOKENS = 256  # max_new_tokens unless set; a media prior always draws its media_tokens
 
 
@@ -845,7 +854,8 @@ class SlotBatch:
         Each row's tokens continue its own cached positions (``T`` is 1 when decoding; a
         batched prefill starts every row at 0). The arithmetic of each row is that of
         :meth:`Transformer.forward` on that row alone: linear layers as one product per
-        row, attention per group of rows at the same position, with ``forward``'s mask.
+        row; when decoding, :func:`decode_attention` per group of rows with the same span;
+        a batched prefill's attention with ``forward``'s mask.
         """
         model = self.model
         rows = [self.rows[s] for s in slots]
@@ -856,21 +866,26 @@ class SlotBatch:
         x = model.drop(model.tok_emb(idx) + model.pos_emb(positions))  # (B, T, C)
         B, _, C = x.shape
         slot_index = torch.tensor(slots, device=device)
-        by_start: dict[int, list[int]] = {}
+        # Per group: the rows' indices in the batch, their slots of the cache (a slice when
+        # they are neighbours, so attention reads the cache in place instead of copying it),
+        # how many positions attention reads and its mask. Decoding rows group by their
+        # attention span; a batched prefill's rows all start at 0, as a lone prefill does.
+        by_span: dict[int, list[int]] = {}
         for i, row in enumerate(rows):
-            by_start.setdefault(row.pos, []).append(i)
-        # Per group: the rows' indices in the batch, and their slots of the cache (a slice when
-        # they are neighbours, so attention reads the cache in place instead of copying it).
+            end = attention_span(row.pos + 1, model.block_size) if T == 1 else row.pos + T
+            by_span.setdefault(end, []).append(i)
         groups = []
-        for start, members in by_start.items():
+        for end, members in by_span.items():
             at = torch.tensor(members, device=device)
             kept_slots = [slots[i] for i in members]
             contiguous = kept_slots == list(range(kept_slots[0], kept_slots[0] + len(kept_slots)))
             kept = slice(kept_slots[0], kept_slots[-1] + 1) if contiguous else slot_index[at]
-            mask = None
-            if T > 1:
-                mask = torch.ones(T, start + T, dtype=torch.bool, device=device).tril(start)
-            groups.append((at, kept, start + T, mask))
+            if T == 1:
+                heads = model.blocks[0].attn.n_head if len(model.blocks) else 1
+                mask = span_bias(starts[at] + 1, end, heads, x.dtype)
+            else:
+                mask = torch.ones(T, end, dtype=torch.bool, device=device).tril(end - T)
+            groups.append((at, kept, end, mask))
         for layer, block in enumerate(model.blocks):
             attn = block.attn
             heads = (B, T, attn.n_head, C // attn.n_head)
@@ -880,11 +895,12 @@ class SlotBatch:
             keys[slot_index[:, None], :, positions] = k.transpose(1, 2)  # each row at its own positions
             values[slot_index[:, None], :, positions] = v.transpose(1, 2)
             y = torch.empty_like(q)  # (B, H, T, D)
-            # Rows at the same position attend over caches of the same length: one SDPA call
-            # per length, never a padded, masked one whose sums would include other lengths.
             for at, kept, end, mask in groups:
-                y[at] = F.scaled_dot_product_attention(
-                    q[at], keys[kept, :, :end], values[kept, :, :end], attn_mask=mask)
+                k_seen, v_seen = keys[kept, :, :end], values[kept, :, :end]
+                if T == 1:
+                    y[at] = decode_attention(q[at], k_seen, v_seen, mask)
+                else:
+                    y[at] = F.scaled_dot_product_attention(q[at], k_seen, v_seen, attn_mask=mask)
             y = y.transpose(1, 2).reshape(B, T, C)
             x = x + _rows_linear(y, attn.out_proj.weight, attn.out_proj.bias)
             mlp = block.mlp
@@ -951,6 +967,34 @@ def _rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.baddbmm(bias.expand(B, 1, -1), x, weight_t)
 
 
+def attention_span(length: int, block_size: int) -> int:
+    """How many cached positions :func:`decode_attention` reads for a row of ``length`` positions."""
+    return min(block_size, -(-length // ATTENTION_SPAN) * ATTENTION_SPAN)
+
+
+def span_bias(lengths: Tensor, span: int, heads: int, dtype: torch.dtype) -> Tensor:
+    """``(B * heads, 1, span)``: 0 at each row's first ``lengths`` positions (those it sees), else -inf."""
+    hidden = torch.arange(span, device=lengths.device) >= lengths[:, None]  # (B, S)
+    bias = torch.zeros(hidden.shape, dtype=dtype, device=lengths.device).masked_fill_(hidden, float("-inf"))
+    return bias.repeat_interleave(heads, dim=0)[:, None]
+
+
+def decode_attention(q: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
+    """One new token's attention ``(B, H, 1, D)`` over the positions of its cache span that it sees.
+
+    ``q`` is ``(B, H, 1, D)``, ``keys`` and ``values`` ``(B, H, S, D)`` (the first ``S``
+    positions of each row's cache; those past a row's length hold zeros or stale keys, which
+    ``bias`` from :func:`span_bias` removes exactly: their weights are 0). Each row's result
+    comes from its own matrix products and a softmax along its own positions, so it is
+    bitwise the same whatever rows share the batch and however many threads run it.
+    """
+    B, H, _, D = q.shape
+    S = keys.shape[2]
+    scores = torch.baddbmm(bias, q.reshape(B * H, 1, D), keys.reshape(B * H, S, D).transpose(1, 2),
+                           alpha=D**-0.5)  # (B * H, 1, S)
+    return torch.bmm(scores.softmax(dim=-1), values.reshape(B * H, S, D)).view(B, H, 1, D)
+
+
 class KVCache:
     """Keys and values of the positions seen so far, per layer, for incremental decoding.
 
@@ -964,6 +1008,16 @@ class KVCache:
         self.keys: list[Tensor | None] = [None] * n_layer
         self.values: list[Tensor | None] = [None] * n_layer
         self.pos = 0  # positions that hold keys and values; the next token goes here
+        self._bias: tuple[tuple, Tensor] | None = None  # the next position's decode_bias, by its key
+
+    def decode_bias(self, batch: int, heads: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """:func:`span_bias` for one new token at ``pos`` in each of ``batch`` rows (built once per step)."""
+        key = (self.pos, batch, heads, dtype, device)
+        if self._bias is None or self._bias[0] != key:
+            length = self.pos + 1
+            lengths = torch.full((batch,), length, device=device)
+            self._bias = key, span_bias(lengths, attention_span(length, self.block_size), heads, dtype)
+        return self._bias[1]
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store ``layer``'s keys and values ``(B, H, T, D)`` for the next ``T`` positions.
@@ -974,8 +1028,9 @@ class KVCache:
         keys, values = self.keys[layer], self.values[layer]
         if keys is None or values is None:
             B, H, _, D = k.shape
-            keys = self.keys[layer] = k.new_empty(B, H, self.block_size, D)
-            values = self.values[layer] = v.new_empty(B, H, self.block_size, D)
+            # Zeros, not empty memory: decode attention reads (and masks) a span past ``pos``.
+            keys = self.keys[layer] = k.new_zeros(B, H, self.block_size, D)
+            values = self.values[layer] = v.new_zeros(B, H, self.block_size, D)
         end = self.pos + k.shape[2]
         keys[:, :, self.pos : end] = k
         values[:, :, self.pos : end] = v
@@ -1019,14 +1074,18 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is None:
             dropout = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif T == 1:  # one new token sees every cached position
+            bias = kv_cache.decode_bias(B, self.n_head, q.dtype, q.device)
+            span = bias.shape[-1]
+            kv_cache.update(layer, k, v)
+            keys, values = kv_cache.keys[layer][:, :, :span], kv_cache.values[layer][:, :, :span]
+            y = decode_attention(q, keys, values, bias)
         else:
             start = kv_cache.pos
             k, v = kv_cache.update(layer, k, v)  # (B, H, start + T, D)
-            # One new token may see every cached position; several new ones see the cache
-            # and the new tokens up to their own (is_causal would align the mask wrongly).
-            mask = None
-            if T > 1:
-                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            # Several new tokens see the cache and the new tokens up to their own (is_causal
+            # would align the mask wrongly).
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_drop(self.out_proj(y))
