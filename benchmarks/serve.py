@@ -7,6 +7,9 @@ weights are shared by every contender:
 * ``genloom off``: ``genloom serve`` with batching off (``serve.max_batch=1``);
 * ``HF+FastAPI``: ``GPT2LMHeadModel.generate`` behind a minimal FastAPI app, one request
   at a time (``serve_hf_app.py``), the way such models are usually deployed;
+* ``HF+FastAPI T``: the same with torch's threads set as ``genloom serve`` sets its own
+  (``serve.threads=auto``: one fewer than the cores), so that the ratio to it shows what
+  batching gives and not what the thread setting gives;
 * ``HF serve cb``: ``transformers serve --continuous-batching``, transformers' own
   OpenAI-compatible server, on the same weights exported as a HF model directory with a
   byte-level tokenizer whose ids are genloom's (``hf_export.py``), offline, through the raw
@@ -42,6 +45,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from genloom.serve.server import serving_threads
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hf_export import export as export_hf  # noqa: E402
@@ -180,8 +184,8 @@ def main() -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--contenders", nargs="+", default=["genloom cb", "genloom off", "HF+FastAPI",
-                                                            "HF serve cb", "HF generate_batch"])
+    parser.add_argument("--contenders", nargs="+", default=[
+        "genloom cb", "genloom off", "HF+FastAPI", "HF+FastAPI T", "HF serve cb", "HF generate_batch"])
     parser.add_argument("--generate-batch-max-concurrency", type=int, default=4,
                         help="generate_batch is slow on a CPU: measure it up to this concurrency only")
     parser.add_argument("--hf-serve-max-concurrency", type=int, default=16,
@@ -213,6 +217,8 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
         "genloom cb": [*genloom, "serve.max_batch=64"],
         "genloom off": [*genloom, "serve.max_batch=1"],
         "HF+FastAPI": [sys.executable, str(Path(__file__).parent / "serve_hf_app.py"), str(hf_dir)],
+        "HF+FastAPI T": [sys.executable, str(Path(__file__).parent / "serve_hf_app.py"), str(hf_dir),
+                         f"--threads={serving_threads('auto')}"],
     }
     problems: dict[str, str] = {}
     rows: dict[tuple[str, int], list[tuple[float, list]]] = {}
@@ -221,7 +227,7 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
             if name not in commands:
                 continue
             port = free_port()
-            extra = [str(port)] if name == "HF+FastAPI" else [f"serve.port={port}"]
+            extra = [str(port)] if name.startswith("HF+FastAPI") else [f"serve.port={port}"]
             process = start([*commands[name], *extra], port, tmp / f"{name}.log")
             servers[name] = (process, f"http://127.0.0.1:{port}")
         widest = max([c for c in args.concurrency if c <= args.hf_serve_max_concurrency], default=0)
@@ -250,7 +256,7 @@ def run(tmp: Path, size_name: str, args: argparse.Namespace) -> None:
                         if name == "HF generate_batch":
                             result = generate_batch_round(hf_model, concurrency, args.new_tokens)
                         else:
-                            request = hf_request if name == "HF+FastAPI" else genloom_request
+                            request = hf_request if name.startswith("HF+FastAPI") else genloom_request
                             served = str(hf_dir) if name == "HF serve cb" else "run"
                             result = asyncio.run(round_(servers[name][1], request, served, concurrency,
                                                         args.new_tokens))
@@ -291,11 +297,12 @@ def report(size_name, size, args, rows, problems) -> None:  # noqa: ANN001
         print(f"| {name} | - | could not run here: {why} | | | | |")
     print()
     for concurrency in args.concurrency:
-        cb, hf = rows.get(("genloom cb", concurrency)), rows.get(("HF+FastAPI", concurrency))
-        if cb and hf:
-            rate = [statistics.median(len(r) / w for w, r in runs) for runs in (cb, hf)]
-            speedup = rate[0] / rate[1]
-            print(f"C={concurrency}: continuous batching gives {speedup:.1f}x the throughput of HF+FastAPI")
+        for peer in ("HF+FastAPI", "HF+FastAPI T", "HF serve cb"):
+            cb, hf = rows.get(("genloom cb", concurrency)), rows.get((peer, concurrency))
+            if cb and hf:
+                rate = [statistics.median(len(r) / w for w, r in runs) for runs in (cb, hf)]
+                print(f"C={concurrency}: continuous batching gives {rate[0] / rate[1]:.1f}x the throughput "
+                      f"of {peer}")
     print()
     sys.stdout.flush()
 

@@ -1,6 +1,6 @@
 """The way such models are usually deployed: HF ``generate`` behind a minimal FastAPI app.
 
-    python benchmarks/serve_hf_app.py HF_MODEL_DIR PORT
+    python benchmarks/serve_hf_app.py HF_MODEL_DIR PORT [--threads N]
 
 One request at a time (a lock around ``generate``: concurrent ``generate`` calls on one
 CPU model only fight over the cores), greedy, token ids in and out (the model is
@@ -9,8 +9,8 @@ byte-level, like genloom's bytes encoder). ``benchmarks/serve.py`` starts and st
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 
 import torch
 import uvicorn
@@ -50,4 +50,11 @@ def create(model_dir: str) -> FastAPI:
 
 
 if __name__ == "__main__":
-    uvicorn.run(create(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--threads", type=int, help="torch's intra-op threads (torch's default otherwise)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    uvicorn.run(create(args.model_dir), host="127.0.0.1", port=args.port, log_level="warning")

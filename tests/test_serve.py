@@ -88,6 +88,9 @@ def test_settings_are_checked_before_anything_is_loaded() -> None:
     with pytest.raises(RegistryError, match="serve.host=0.0.0.0 is reachable from other machines"):
         server.serve_options({"host": "0.0.0.0", "port": 8000})
     assert server.serve_options({"host": "0.0.0.0", "port": 8000, "api_key": "k"}).api_key == "k"
+    with pytest.raises(RegistryError, match=r"serve.threads=0 must be a number of threads \(1 or more\)"):
+        server.serve_options({"host": "127.0.0.1", "port": 8000, "threads": 0})
+    assert server.serving_threads(3) == 3 and server.serving_threads("auto") >= 1
     with pytest.raises(RegistryError, match="unknown serve settings serve.max_bach"):
         server.serve_options({"host": "127.0.0.1", "port": 8000, "max_bach": 3})
     with pytest.raises(RegistryError, match="nothing to serve"):

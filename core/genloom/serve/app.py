@@ -131,6 +131,77 @@ def error_body(message: str, *, kind: str = "invalid_request_error", param: str 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+class BodyLimit:
+    """ASGI middleware: refuses a request body over ``max_bytes`` (413) and counts every answer.
+
+    Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which relays every chunk of a
+    streamed response through a task and a memory stream of its own: at one server-sent
+    event per token that relay cost more than the events themselves.
+    """
+
+    def __init__(self, app: Any, *, max_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        status: dict[str, int] = {}
+
+        async def counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+                await self.too_big(scope, receive, counted)
+            elif length is None and scope["method"] == "POST":  # a chunked body: read it, bounded
+                body = bytearray()
+                more = True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.max_bytes:
+                        await self.too_big(scope, receive, counted)
+                        return
+                await self.app(scope, _replay(bytes(body), receive), counted)
+            else:
+                await self.app(scope, receive, counted)
+        finally:
+            if "code" in status:
+                path = scope["path"]
+                self.metrics.requests.labels(path.split("/")[2] if path.startswith("/v1/") else path,
+                                             str(status["code"])).inc()
+
+    async def too_big(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        response = JSONResponse(error_body(
+            f"the request body is larger than {self.max_bytes} bytes (serve.max_body_bytes)",
+            code="body_too_large"), status_code=413)
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that gives ``body`` once, then the client's later messages."""
+    sent = False
+
+    async def replayed() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
 def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None = None) -> FastAPI:
     """The server for ``models`` (name -> model); engines start with the app and stop after it."""
     options = options or ServeOptions()
@@ -166,25 +237,7 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
         app.add_middleware(CORSMiddleware, allow_origins=list(options.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # noqa: ANN202 - Starlette's signature
-        length = request.headers.get("content-length")
-        too_big = JSONResponse(error_body(
-            f"the request body is larger than {limits.max_body_bytes} bytes (serve.max_body_bytes)",
-            code="body_too_large"), status_code=413)
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-            return too_big
-        if length is None and request.method == "POST":
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limits.max_body_bytes:
-                    return too_big
-            request._body = body  # Starlette reads the cached body from here
-        response = await call_next(request)
-        metrics.requests.labels(request.url.path.split("/")[2] if request.url.path.startswith("/v1/")
-                                else request.url.path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, metrics=metrics)
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, err: BadRequest) -> JSONResponse:

@@ -48,6 +48,9 @@ class RowSpec:
     seed: int
 
 
+Event = tuple[str, int | None, Any, int]  # (kind, row, value, tokens): see TokenStream
+
+
 class TokenStream:
     """One request's rows as they are decoded, read by the event loop.
 
@@ -60,7 +63,7 @@ class TokenStream:
     def __init__(self, loop: asyncio.AbstractEventLoop, rows: list[RowSpec]) -> None:
         self.loop = loop
         self.rows = rows
-        self.events: asyncio.Queue[tuple[str, int | None, Any, int]] = asyncio.Queue()
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.cancelled = threading.Event()
         self.submitted = time.perf_counter()
         self.first_token_at: float | None = None
@@ -70,6 +73,24 @@ class TokenStream:
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+
+def post(events: list[tuple[TokenStream, Event]]) -> None:
+    """Hand a decoding step's events to their streams with one wake-up of each event loop.
+
+    Waking the loop once per event instead (a write to its self-pipe each) costs a busy
+    batch more than the server's own work per event.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Event]]] = {}
+    for stream, event in events:
+        by_loop.setdefault(stream.loop, []).append((stream.events, event))
+    for loop, batch in by_loop.items():
+        loop.call_soon_threadsafe(_put_all, batch)
+
+
+def _put_all(batch: list[tuple[asyncio.Queue, Event]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
 
 
 @dataclass
@@ -147,12 +168,14 @@ class ContinuousEngine:
                 self.active.clear()
                 continue
             produced = 0
+            events: list[tuple[TokenStream, Event]] = []
             for slot, output in outputs.items():
                 active = self.active[slot]
                 produced += output.tokens.numel()
-                self._emit(active, output.tokens, output.finish)
+                events += self._events(active, output.tokens, output.finish)
                 if output.done:
                     del self.active[slot]
+            post(events)
             elapsed = time.perf_counter() - started
             self.metrics.tokens.labels(self.model.name).inc(produced)
             if elapsed > 0:
@@ -177,7 +200,10 @@ class ContinuousEngine:
             return
         self.active[slot] = _Active(stream, row, self.model.decoder.incremental())
 
-    def _emit(self, active: _Active, tokens: torch.Tensor, finish: str | None) -> None:
+    def _events(self, active: _Active, tokens: torch.Tensor, finish: str | None,
+                ) -> list[tuple[TokenStream, Event]]:
+        """What a row's step gives its stream: a piece of text, and its end if it finished."""
+        events = []
         if tokens.numel():
             active.tokens.append(tokens)
             active.count += tokens.numel()
@@ -188,10 +214,11 @@ class ContinuousEngine:
                     stream.first_token_at = time.perf_counter()
                     self.metrics.time_to_first_token.labels(self.model.name).observe(
                         stream.first_token_at - stream.submitted)
-                stream.put("text", active.row, piece, tokens.numel())
+                events.append((stream, ("text", active.row, piece, tokens.numel())))
         if finish is not None:
             all_tokens = torch.cat(active.tokens) if active.tokens else torch.empty(0, dtype=torch.long)
-            active.stream.put("done", active.row, (finish, all_tokens), active.count)
+            events.append((active.stream, ("done", active.row, (finish, all_tokens), active.count)))
+        return events
 
 
 @dataclass

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from genloom.plugins import active
@@ -78,7 +79,7 @@ def serve_options(settings: dict[str, Any]) -> ServeOptions:
         )
     limit_keys = Limits.__dataclass_fields__
     unknown = sorted(set(settings) - set(limit_keys) - {"host", "port", "api_key", "cors_origins",
-                                                        "grace_period_s"})
+                                                        "grace_period_s", "threads"})
     if unknown:
         raise RegistryError(f"unknown serve settings {', '.join('serve.' + k for k in unknown)}; "
                             f"see conf/serve.yaml for the settings")
@@ -87,7 +88,24 @@ def serve_options(settings: dict[str, Any]) -> ServeOptions:
         least = 0 if key == "batch_window_ms" else 1
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
             raise RegistryError(f"serve.{key}={value!r} must be a positive number")
+    serving_threads(settings.get("threads", "auto"))
     return ServeOptions(api_key=api_key, cors_origins=list(settings.get("cors_origins") or []), limits=limits)
+
+
+def serving_threads(value: Any) -> int:
+    """Torch's intra-op threads while serving: ``auto`` leaves one core to the event loop.
+
+    The event loop (HTTP, JSON, one server-sent event per token) runs beside the decoding
+    thread; when torch's workers take every core, each parallel operation waits for the worker
+    the loop preempted. On 2 cores, one torch thread served the small benchmark model 1.4x
+    (16 clients) to 2x (one client) faster than two (docs/benchmarks.md).
+    """
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, cores - 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RegistryError(f"serve.threads={value!r} must be a number of threads (1 or more) or auto")
+    return value
 
 
 def run(cfg: DictConfig) -> None:
@@ -103,6 +121,7 @@ def run(cfg: DictConfig) -> None:
         log.info("model %s: %s (step %d, %s)", name, models[name].loaded.checkpoint.path,
                  models[name].loaded.checkpoint.step, models[name].media_type)
     app = create_app(models, options)
+    torch.set_num_threads(serving_threads(settings.get("threads", "auto")))
     config = uvicorn.Config(
         app, host=str(settings["host"]), port=int(settings["port"]), log_config=None,
         timeout_graceful_shutdown=int(settings["grace_period_s"]), access_log=False,
