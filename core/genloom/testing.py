@@ -111,13 +111,34 @@ class ContractViolation(AssertionError):
 # ---------------------------------------------------------------------------- loading
 
 
-def load_only(modules: Sequence[str]) -> PluginSet:
-    """These plugin modules alone, loaded as genloom loads any plugin, whatever is installed."""
+def load_only(modules: Sequence[str] | Mapping[str, str]) -> PluginSet:
+    """These plugin modules alone, loaded as genloom loads any plugin, whatever is installed.
+
+    ``modules`` names each plugin (``{"image": "genloom_image.plugin"}``, as its entry point
+    would), or lists modules, each then named by its package.
+    """
+    named = modules if isinstance(modules, Mapping) else {m.split(".")[0]: m for m in modules}
     sources = [
-        PluginSource(name=m.split(".")[0], load=lambda m=m: importlib.import_module(m), module=m)
-        for m in modules
+        PluginSource(name=name, load=lambda m=m: importlib.import_module(m), module=m)
+        for name, m in named.items()
     ]
     return load_plugins(sources, strict=True, disabled=())
+
+
+@contextlib.contextmanager
+def only_plugins(modules: Sequence[str] | Mapping[str, str]) -> Iterator[PluginSet]:
+    """:func:`load_only` these modules and make them the process's plugins while the block runs.
+
+    For tests that run the CLI in-process: Hydra's global state is cleared afterwards, so the
+    next test composes with its own plugins.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    with active_plugins(load_only(modules)) as plugin_set:
+        try:
+            yield plugin_set
+        finally:
+            GlobalHydra.instance().clear()
 
 
 @contextlib.contextmanager

@@ -77,3 +77,10 @@ def test_the_debug_preset_trains_and_eval_reports_code_usage(only_audio, tmp_pat
     assert {"loss", "mel_l1", "code_perplexity", "dead_codes"} <= set(scores)
     assert 1 <= scores["code_perplexity"] <= 12 and 0 <= scores["dead_codes"] < 12
     assert (tmp_path / "eval" / "reconstructions" / "reconstructions.png").exists()
+
+
+def test_the_parameter_names_and_shapes_are_those_checkpoints_were_saved_with() -> None:
+    """A checkpoint holds the state_dict: its keys and shapes stay as they were (captured in
+    mel_fsq_state_dict.json from the default model before its body moved to genloom_blocks)."""
+    saved = json.loads((Path(__file__).parent / "mel_fsq_state_dict.json").read_text())
+    assert {key: list(value.shape) for key, value in MelFSQ().state_dict().items()} == saved

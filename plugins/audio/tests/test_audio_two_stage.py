@@ -5,30 +5,22 @@ compose this plugin's dataset and stage 1, genloom's built-in `from_checkpoint`,
 `transformer` and `prefix_bytes`, and genloom-blocks. Tiny `_debug` variants, in-process.
 """
 
-import importlib
 import shutil
 from pathlib import Path
 
 import pytest
 import soundfile
-from genloom import cli, plugins
-from genloom.plugins import PluginSource, load_plugins
-from hydra.core.global_hydra import GlobalHydra
+from genloom import cli
+from genloom.testing import only_plugins
 
 FAST = ["trainer.progress=false", "trainer.max_steps=6"]
-MODULES = {"audio": "genloom_audio.plugin", "blocks": "genloom_blocks.plugin", "text": "genloom_text.plugin",
-           "genloom": "genloom.builtin"}
 
 
 @pytest.fixture(scope="module")
 def four_plugins():
-    sources = [PluginSource(name, lambda m=module: importlib.import_module(m), module)
-               for name, module in MODULES.items()]
-    plugin_set = load_plugins(sources, strict=True, disabled=())
-    plugins.set_active(plugin_set)
-    yield plugin_set
-    plugins.set_active(None)
-    GlobalHydra.instance().clear()
+    with only_plugins({"audio": "genloom_audio.plugin", "blocks": "genloom_blocks.plugin",
+                       "text": "genloom_text.plugin", "genloom": "genloom.builtin"}) as plugin_set:
+        yield plugin_set
 
 
 @pytest.fixture(scope="module")

@@ -119,3 +119,15 @@ def fit(image: Image.Image, resolution: int) -> Image.Image:
     if side == resolution and width == height:
         return image
     return image.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+
+
+def check_image_size(resolution: int, channels: int, halvings: int) -> None:
+    """A generator's ``resolution`` and ``channels``, checked: ``halvings`` halvings must divide it."""
+    factor = 2**halvings
+    if resolution % factor or resolution < factor:
+        raise ValueError(
+            f"generator.resolution={resolution} must be a multiple of 2 ** len(generator.widths) "
+            f"= {factor} (one halving per width)"
+        )
+    if channels not in (1, 3):
+        raise ValueError(f"generator.channels must be 1 or 3, got {channels}")

@@ -49,7 +49,7 @@ from genloom_blocks.gaussian import gaussian_nll, posterior_sample, prior_sample
 from PIL import Image
 from torch import Tensor, nn
 
-from genloom_image.pixels import Pixels
+from genloom_image.pixels import Pixels, check_image_size
 from genloom_image.png import PngDecoder
 
 
@@ -280,14 +280,7 @@ def _check_architecture(
 ) -> tuple[int, ...]:
     """The image sizes, checked (the condition is checked where it is embedded)."""
     widths = check_widths(widths)
-    factor = 2 ** len(widths)
-    if resolution % factor or resolution < factor:
-        raise ValueError(
-            f"generator.resolution={resolution} must be a multiple of 2 ** len(generator.widths) "
-            f"= {factor} (one halving per width)"
-        )
-    if channels not in (1, 3):
-        raise ValueError(f"generator.channels must be 1 or 3, got {channels}")
+    check_image_size(resolution, channels, len(widths))
     if latent_channels < 1:
         raise ValueError(f"generator.latent_channels must be at least 1, got {latent_channels}")
     return widths

@@ -90,3 +90,10 @@ def test_the_debug_preset_trains_and_eval_reports_code_usage_and_reconstructions
     other = json.loads((again / "eval.json").read_text())
     for key in ("code_perplexity", "dead_codes", "psnr"):  # split-level and per-example: any batch size
         assert other[key] == pytest.approx(scores[key], rel=1e-5)
+
+
+def test_the_parameter_names_and_shapes_are_those_checkpoints_were_saved_with() -> None:
+    """A checkpoint holds the state_dict: its keys and shapes stay as they were (captured in
+    fsq_state_dict.json from the default model before its body moved to genloom_blocks)."""
+    saved = json.loads((Path(__file__).parent / "fsq_state_dict.json").read_text())
+    assert {key: list(value.shape) for key, value in FSQAutoencoder().state_dict().items()} == saved

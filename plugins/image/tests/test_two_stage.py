@@ -6,30 +6,22 @@ genloom-text's `transformer` and `prefix_bytes`, genloom-blocks. Tiny `_debug` v
 in-process, a few steps each.
 """
 
-import importlib
 import shutil
 from pathlib import Path
 
 import pytest
-from genloom import cli, plugins
-from genloom.plugins import PluginSource, load_plugins
-from hydra.core.global_hydra import GlobalHydra
+from genloom import cli
+from genloom.testing import only_plugins
 from PIL import Image
 
 FAST = ["trainer.progress=false", "trainer.max_steps=6"]
-MODULES = {"image": "genloom_image.plugin", "blocks": "genloom_blocks.plugin", "text": "genloom_text.plugin",
-           "genloom": "genloom.builtin"}
 
 
 @pytest.fixture(scope="module")
 def four_plugins():
-    sources = [PluginSource(name, lambda m=module: importlib.import_module(m), module)
-               for name, module in MODULES.items()]
-    plugin_set = load_plugins(sources, strict=True, disabled=())
-    plugins.set_active(plugin_set)
-    yield plugin_set
-    plugins.set_active(None)
-    GlobalHydra.instance().clear()
+    with only_plugins({"image": "genloom_image.plugin", "blocks": "genloom_blocks.plugin",
+                       "text": "genloom_text.plugin", "genloom": "genloom.builtin"}) as plugin_set:
+        yield plugin_set
 
 
 def train(run: Path, *overrides: str) -> Path:
