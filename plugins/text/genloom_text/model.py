@@ -20,9 +20,9 @@ attention is :func:`decode_attention` (below), and each row samples with its own
 Decoding attention: one new token attends over its cached positions through
 :func:`decode_attention`, in every cached path (``stream``, ``generate`` and
 :class:`SlotBatch`). It reads the cache in spans of ``ATTENTION_SPAN`` positions and masks
-the positions past the row's own (:func:`span_bias`), so a row's arithmetic depends on its own length alone,
-and rows whose lengths fall in the same span share one batched call whose per-row results
-are bitwise those of a lone call, at any number of threads. (PyTorch's fused CPU attention
+the positions past the row's own (:func:`span_bias`), so a row's arithmetic depends on its
+own length alone, and rows whose lengths fall in the same span share one batched call whose
+per-row results are bitwise those of a lone call, at any number of threads. (PyTorch's fused CPU attention
 is not: with two threads, a batch of rows rounds differently from each row alone.)
 
 As a token prior over another model's media codes (``media_vocab`` set; stage 2 of a
@@ -874,6 +874,7 @@ class SlotBatch:
         for i, row in enumerate(rows):
             end = attention_span(row.pos + 1, model.block_size) if T == 1 else row.pos + T
             by_span.setdefault(end, []).append(i)
+        n_head = model.blocks[0].attn.n_head if len(model.blocks) else 1
         groups = []
         for end, members in by_span.items():
             at = torch.tensor(members, device=device)
@@ -881,8 +882,7 @@ class SlotBatch:
             contiguous = kept_slots == list(range(kept_slots[0], kept_slots[0] + len(kept_slots)))
             kept = slice(kept_slots[0], kept_slots[-1] + 1) if contiguous else slot_index[at]
             if T == 1:
-                heads = model.blocks[0].attn.n_head if len(model.blocks) else 1
-                mask = span_bias(starts[at] + 1, end, heads, x.dtype)
+                mask = span_bias(starts[at] + 1, end, n_head, x.dtype)
             else:
                 mask = torch.ones(T, end, dtype=torch.bool, device=device).tril(end - T)
             groups.append((at, kept, end, mask))
