@@ -1153,7 +1153,9 @@ def _sample(
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # (n, V)
         probs = sorted_logits.softmax(dim=-1)
         # Drop a token once the likelier ones already reach top_p; the likeliest always stays.
+        # (Kept by index, not by the comparison: a top_p below float32's range compares as 0.)
         drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[:, 0] = False
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=rng).squeeze(-1)
 
