@@ -1,0 +1,1 @@
+"""genloom-hf: Hugging Face models in genloom, from local directories only."""
