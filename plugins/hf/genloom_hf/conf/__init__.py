@@ -1,1 +1,1 @@
-"""Hydra config groups of the blocks plugin: condition_encoder/."""
+"""Hydra config groups of the Hugging Face plugin."""
