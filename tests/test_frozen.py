@@ -84,6 +84,37 @@ def stage_2(tmp_path: Path, stage_1: Path, *overrides: str) -> Path:
     return run
 
 
+# ------------------------------------------------------------------ sizes read from the stage 1
+
+
+def test_a_stage_2_preset_reads_the_codebook_size_from_whatever_stage_1_it_is_given(
+        two_stage_plugins, tmp_path):
+    """wave_tokens sets generator.vocab_size=${frozen:encoder.codebook_size}: a stage 1 with 7
+    levels (not the quantiser's default 5) needs no override, and the stage-2 checkpoint
+    records the number it read."""
+    wide = tmp_path / "wide"
+    assert train(wide, "waves", "generator.levels=7") == 0
+    run = stage_2(tmp_path, wide)
+    stored = checkpoint.read(run).config
+    assert stored.generator.vocab_size == 7
+    assert sample(run, tmp_path / "out") == 0
+
+
+def test_a_size_read_from_a_component_that_is_not_frozen_is_one_message(two_stage_plugins, tmp_path, capsys):
+    assert train(tmp_path / "run", "waves", "generator.levels=${frozen:encoder.codebook_size}") == 1
+    out = said(capsys)
+    assert "${frozen:encoder.codebook_size}: encoder is 'floats', not from_checkpoint" in out
+    assert "Traceback" not in out
+
+
+def test_a_size_that_stage_1_does_not_have_is_one_message(two_stage_plugins, stage_1, tmp_path, capsys):
+    assert train(tmp_path / "run", "wave_tokens", f"encoder.checkpoint={stage_1}",
+                 "generator.vocab_size=${frozen:encoder.levels}") == 1
+    out = said(capsys)
+    assert "${frozen:encoder.levels}: a frozen stage 1 offers codebook_size and token_count" in out
+    assert "Traceback" not in out
+
+
 # ---------------------------------------------------------------------------------- the components
 
 
@@ -250,6 +281,8 @@ def test_a_missing_stage_1_is_one_message(two_stage_plugins, tmp_path, capsys):
     assert train(tmp_path / "run", "wave_tokens", f"encoder.checkpoint={missing}") == 1
     out = said(capsys)
     assert f"encoder.checkpoint='{missing}': checkpoint '{missing}' does not exist" in out
+    # Met first by ${frozen:encoder.codebook_size}: the message is the stage's, not OmegaConf's wrapper.
+    assert "while resolving interpolation" not in out and "full_key" not in out
     assert "Traceback" not in out
 
 

@@ -258,6 +258,68 @@ def decoder_from_checkpoint(*, checkpoint: str, step: int | None = None) -> Froz
     return cls(stage)
 
 
+SIZES = ("codebook_size", "token_count")  # what ${frozen:KEY.SIZE} may read from a stage 1
+_sized: FrozenStage | None = None  # the last stage sized: held, so that the build that follows reuses it
+
+
+def size(query: str, root: DictConfig) -> int:
+    """``${frozen:encoder.codebook_size}``: a size of the stage 1 that ``root``'s ``encoder`` reads.
+
+    A stage-2 preset sizes its token model by it (``generator.media_vocab``,
+    ``generator.media_tokens``) instead of repeating numbers that belong to stage 1, so one
+    preset fits any stage 1 it is given. The stage is loaded (and cached) as the component
+    itself will load it; a stage-2 checkpoint's config records the resolved number.
+    """
+    spelled = f"${{frozen:{query}}}"
+    key, _, attribute = query.partition(".")
+    if attribute not in SIZES:
+        raise checkpoint.CheckpointError(
+            f"{spelled}: a frozen stage 1 offers {' and '.join(SIZES)} (genloom.interfaces.Tokenizing), "
+            f"not {attribute!r}; spell it ${{frozen:encoder.codebook_size}}"
+        )
+    node = root.get(key) if key in KEYS else None
+    if not is_frozen_node(node):
+        name = node.get("name") if isinstance(node, DictConfig) else None
+        raise checkpoint.CheckpointError(
+            f"{spelled}: {key} is {name!r}, not {NAME}; sizes are read from a component loaded from "
+            f"a stage-1 checkpoint ({key}={NAME} {key}.checkpoint=RUN)"
+        )
+    option = f"{key}.checkpoint"
+    if OmegaConf.is_missing(node, "checkpoint"):
+        raise checkpoint.CheckpointError(missing_checkpoint(option))
+    global _sized
+    _sized = stage = load_stage(node.checkpoint, node.get("step"), option=option)
+    return int(getattr(stage.generator, attribute))
+
+
+
+def with_sizes(config: DictConfig, resume_from: Path | None) -> DictConfig:
+    """``config`` with each ``${frozen:...}`` replaced by the number it reads.
+
+    The numbers come from the stage 1 this run uses: when resuming, the copy stored in the
+    checkpoint (the original may be gone or trained further); otherwise the one the config
+    names. The result holds no ``frozen`` interpolation, so what a run saves records them.
+    """
+    keys = size_keys(OmegaConf.to_container(config, resolve=False), "")
+    if not keys:
+        return config
+    source = config
+    if resume_from is not None:
+        check_resume(config, resume_from)
+        source = bind(config, resume_from)
+    sized = config.copy()
+    for key in keys:
+        OmegaConf.update(sized, key, OmegaConf.select(source, key, throw_on_missing=True))
+    return sized
+
+
+def size_keys(node: Any, key: str = "") -> list[str]:
+    """The dotted keys under ``node`` (an unresolved container) whose value is a ``${frozen:...}``."""
+    if isinstance(node, dict):
+        return [k for name, value in node.items()
+                for k in size_keys(value, f"{key}.{name}" if key else str(name))]
+    return [key] if isinstance(node, str) and "${frozen:" in node else []
+
 # -- pipelines and checkpoints -------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from genloom import cache, checkpoint, classes, distributed, frozen, pipeline, rng, rundir, sampler
 from genloom.interfaces import ComparisonDecoder, Reconstructing
@@ -112,8 +113,18 @@ def run(command: str, cfg: DictConfig) -> float | None:
         (log.error if stop.error else log.warning)("%s", stop)
         raise SystemExit(128 + stop.signum) from None
     except USER_ERRORS as err:
-        log.error("%s", err)
+        log.error("%s", _user_message(err))
         raise SystemExit(1) from None
+
+
+def _user_message(err: BaseException) -> BaseException:
+    """The error to report: a config resolver's own (``${frozen:...}``), not OmegaConf's wrappers."""
+    while isinstance(err, InterpolationResolutionError):
+        inner = err.__cause__ or err.__context__
+        if not isinstance(inner, USER_ERRORS):
+            break
+        err = inner
+    return err
 
 
 def run_dir() -> Path:
@@ -130,10 +141,12 @@ def train(cfg: DictConfig) -> float | None:
         )
     # Settings are checked before any data is read or built: a typo fails in a second.
     _refuse_missing_checkpoint(cfg)
-    run_settings = from_mapping(RunSettings, _container(cfg), where="")
     settings = from_mapping(
         TrainerSettings, _container(cfg.trainer), where="trainer", source=_trainer_source()
     )
+    resume_from = resume_dir(settings, run_dir() / "checkpoints")
+    cfg = frozen.with_sizes(cfg, resume_from)
+    run_settings = from_mapping(RunSettings, _container(cfg), where="")
     placement = distributed.setup(run_settings.device)
     lock = None
     try:
@@ -141,7 +154,7 @@ def train(cfg: DictConfig) -> float | None:
         lock = rundir.RunDirLock(run_dir()) if placement.is_main else None
         rng.seed_all(run_settings.seed)
         out = run_dir()
-        built = _build_for_training(cfg, plugins, resume_dir(settings, out / "checkpoints"))
+        built = _build_for_training(cfg, plugins, resume_from)
         frozen.place(built, placement.device)
         classes.check_condition_classes(built.dataset, built.generator, cfg)
         with distributed.main_first(placement):

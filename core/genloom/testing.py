@@ -87,7 +87,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
-from genloom import checkpoint, doctor, hookimpl, pipeline, plugins
+from genloom import checkpoint, doctor, frozen, hookimpl, pipeline, plugins
 from genloom.distributed import Placement
 from genloom.interfaces import kind_protocol
 from genloom.pipeline import Pipeline
@@ -307,8 +307,12 @@ def _check_option(plugin_set: PluginSet, base_pipeline: str, group: str, option:
                                 f"`{attempt}`: {composition_problem(plugin_set, err)}") from err
     # A mandatory value (`???`, e.g. a two-stage preset's encoder.checkpoint) is the user's to give
     # on the command line; the keys around it are still checked.
-    for key in _mandatory_keys(OmegaConf.to_container(cfg, resolve=False), ""):
+    unresolved = OmegaConf.to_container(cfg, resolve=False)
+    for key in _mandatory_keys(unresolved, ""):
         OmegaConf.update(cfg, key, "<given on the command line>")
+    # So is a size read from that stage 1 (${frozen:encoder.codebook_size}): any number stands in.
+    for key in frozen.size_keys(unresolved):
+        OmegaConf.update(cfg, key, 1)
     # A preset may set any component's keys and the trainer's; an option, its own.
     nodes = [*COMPONENT_GROUPS, "trainer"] if group == "pipeline" else [group]
     for node in nodes:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from genloom import cli
 from genloom.testing import only_plugins
+from omegaconf import OmegaConf
 from PIL import Image
 
 FAST = ["trainer.progress=false", "trainer.max_steps=6"]
@@ -63,6 +64,11 @@ def test_the_token_presets_link_the_prefix_to_the_codebook(four_plugins, tmp_pat
         names = (cfg.encoder.name, cfg.decoder.name, cfg.generator.name)
         assert names == ("from_checkpoint", "from_checkpoint", "transformer")
         assert cfg.generator.prefix == prefix and cfg.generator.sequence_key == "image"
+        generator = OmegaConf.to_container(cfg.generator, resolve=False)
+        # Sized by whatever stage 1 it is given (genloom.frozen.size), not by numbers of its own.
+        assert generator["media_vocab"] == "${frozen:encoder.codebook_size}"
+        assert generator["media_tokens"] == "${frozen:encoder.token_count}"
         if prefix == "caption":
-            assert cfg.condition_encoder.offset == cfg.generator.media_vocab
+            condition = OmegaConf.to_container(cfg.condition_encoder, resolve=False)
+            assert condition["offset"] == "${generator.media_vocab}"
             assert cfg.condition_encoder.length == cfg.generator.caption_length

@@ -66,7 +66,9 @@ class Transformer(nn.Module):
 
     Args:
         vocab_size: number of token ids (256 for the bytes encoder).
-        block_size: the context: the most tokens the model attends to.
+        block_size: the context: the most tokens the model attends to. A media prior may
+            leave it None: what its last code is predicted from (prefix, separator and
+            the first ``media_tokens - 1`` codes).
         n_layer: number of Transformer blocks.
         n_head: attention heads per block; must divide ``n_embd``.
         n_embd: width of the residual stream.
@@ -100,7 +102,7 @@ class Transformer(nn.Module):
         self,
         *,
         vocab_size: int | None = None,
-        block_size: int = 128,
+        block_size: int | None = 128,
         n_layer: int = 4,
         n_head: int = 4,
         n_embd: int = 128,
@@ -119,6 +121,11 @@ class Transformer(nn.Module):
         self.sequence_key = sequence_key
         self.media = _media_layout(media_vocab, media_tokens, prefix, num_classes, caption_length,
                                    condition_dropout, block_size)
+        if block_size is None:
+            if self.media is None:
+                raise ValueError("generator.block_size=null sizes a media prior's context to fit; "
+                                 "a language model needs a number (128, 256, ...)")
+            block_size = self.media.prefix_length + self.media.tokens
         if vocab_size is None:
             vocab_size = 256 if self.media is None else self.media.vocab_size
         elif self.media is not None and vocab_size < self.media.vocab_size:
@@ -614,7 +621,7 @@ def _media_layout(
     num_classes: int | None,
     caption_length: int | None,
     condition_dropout: float,
-    block_size: int,
+    block_size: int | None,
 ) -> MediaLayout | None:
     """The media layout these options give (None for text), or a ``ValueError`` naming what to set."""
     if vocab is None:
@@ -659,7 +666,7 @@ def _media_layout(
         )
     layout = MediaLayout(vocab, tokens, prefix, num_classes, caption_length, float(condition_dropout))
     # The last code is predicted from prefix + separator + the first L - 1 codes.
-    if layout.prefix_length + tokens > block_size:
+    if block_size is not None and layout.prefix_length + tokens > block_size:
         raise ValueError(
             f"generator.block_size ({block_size}) is too short for {layout.prefix_length} prefix tokens, "
             f"a separator and {tokens} codes: set it to at least {layout.prefix_length + tokens}"

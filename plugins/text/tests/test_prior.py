@@ -94,6 +94,13 @@ def test_a_media_prior_declares_fixed_length_codes_and_its_classes() -> None:
     assert text.sample_spec == SampleSpec(shape=(None,), dtype=torch.long)
 
 
+def test_a_media_prior_without_a_block_size_fits_its_prefix_separator_and_codes() -> None:
+    # The context the last code is predicted from: prefix, separator and the first L - 1 codes.
+    assert prior(block_size=None).block_size == L
+    assert prior(block_size=None, prefix="label", num_classes=3).block_size == 1 + L
+    assert prior(block_size=None, prefix="caption", caption_length=5).block_size == 5 + L
+
+
 def test_samples_are_only_codes_exactly_l_long_whatever_the_options() -> None:
     model = lively_prior(prefix="label", num_classes=4)
     # The unused ids above K are likely under these random weights; they are never drawn.
@@ -197,6 +204,7 @@ def test_guidance_without_condition_dropout_warns(caplog: pytest.LogCaptureFixtu
          r"generator.vocab_size \(256\) is too small for media_vocab 300 \+ separator \+ null = 302 ids"),
         ({"media_vocab": K, "media_tokens": 16, "block_size": 16, "prefix": "caption", "caption_length": 8},
          r"generator.block_size \(16\) is too short .* set it to at least 24"),
+        ({"block_size": None}, r"generator.block_size=null sizes a media prior's context to fit; a language"),
     ],
 )
 def test_bad_options_are_one_clear_error(options: dict, message: str) -> None:
