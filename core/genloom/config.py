@@ -34,7 +34,6 @@ COMPONENT_KINDS = {"dataset": "dataset", "encoder": "encoder", "generator": "gen
                    "decoder": "decoder", "condition_encoder": "encoder"}
 
 
-
 def _frozen_size(query: str, *, _root_: DictConfig) -> int:
     from genloom import frozen  # torch: only when a config asks for a stage-1 size
 
@@ -43,6 +42,7 @@ def _frozen_size(query: str, *, _root_: DictConfig) -> int:
 
 # ${frozen:encoder.codebook_size}: a stage-2 preset's sizes, read from its stage 1 (genloom.frozen.size).
 OmegaConf.register_new_resolver("frozen", _frozen_size, replace=True)
+
 
 class PluginConfigSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:

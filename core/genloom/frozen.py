@@ -292,7 +292,6 @@ def size(query: str, root: DictConfig) -> int:
     return int(getattr(stage.generator, attribute))
 
 
-
 def with_sizes(config: DictConfig, resume_from: Path | None) -> DictConfig:
     """``config`` with each ``${frozen:...}`` replaced by the number it reads.
 
@@ -300,7 +299,7 @@ def with_sizes(config: DictConfig, resume_from: Path | None) -> DictConfig:
     checkpoint (the original may be gone or trained further); otherwise the one the config
     names. The result holds no ``frozen`` interpolation, so what a run saves records them.
     """
-    keys = size_keys(OmegaConf.to_container(config, resolve=False), "")
+    keys = size_keys(OmegaConf.to_container(config, resolve=False))
     if not keys:
         return config
     source = config
@@ -319,6 +318,7 @@ def size_keys(node: Any, key: str = "") -> list[str]:
         return [k for name, value in node.items()
                 for k in size_keys(value, f"{key}.{name}" if key else str(name))]
     return [key] if isinstance(node, str) and "${frozen:" in node else []
+
 
 # -- pipelines and checkpoints -------------------------------------------------------------------
 
