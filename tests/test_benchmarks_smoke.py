@@ -93,3 +93,15 @@ def test_audio_quality_judges_pitch_and_caption_prompts(tmp_path: Path) -> None:
     assert len(tasks["notes"]["approaches"]["vae"]["per_condition"]) == 12  # one octave, C4 to B4
     assert "a sine C4" in tasks["notes_caption"]["approaches"]["vae"]["per_condition"]
     assert "overall: within 1 semitone" in out
+
+
+@pytest.mark.parametrize(("script", "task", "other"), [("image.py", "glyphs", "shapes"), ("audio.py", "notes", "notes_caption")])
+def test_quality_refuses_a_word_that_is_not_an_override(script: str, task: str, other: str) -> None:
+    # `--tasks notes notes_caption` once judged notes only: notes_caption went to Hydra unseen.
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--tasks", task, other],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0
+    assert f"{other}: not a Hydra override (KEY=VALUE)" in done.stderr
+    assert "comma-separated" in done.stderr
