@@ -25,7 +25,9 @@ generator steered by class indices takes as many classes as the dataset has;
 :class:`BoundedDecoder` declares the values a decoder reads, which the contract kit checks
 samples against; :class:`Tokenizing` marks a stage-1 autoencoder whose discrete codes another
 pipeline's token model can generate, and :class:`CodeUsage` lets evaluation report how much of
-its codebook a whole split uses.
+its codebook a whole split uses; :class:`Exporting` lets ``genloom export`` write a generator
+in another tool's format, and :class:`ChatEncoder` lets ``genloom serve`` offer chat
+completions for a model whose encoder has a chat template.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -292,6 +294,38 @@ class BoundedDecoder(Protocol):
 
     input_range: tuple[float, float]
     """``(low, high)``, both included: every value :meth:`Decoder.decode` reads lies in it."""
+
+
+@runtime_checkable
+class Exporting(Protocol):
+    """A generator that can write itself in another tool's format (``genloom export``)."""
+
+    export_formats: tuple[str, ...]
+    """The formats :meth:`export` writes, for example ``("hf",)``."""
+
+    def export(
+        self, directory: Path, *, format: str, encoder: Encoder | None = None, **options: Any
+    ) -> list[Path]:
+        """Write this model into the empty ``directory`` in ``format``; return the files written.
+
+        ``encoder`` is the pipeline's, so a tokenizer file can go beside the weights.
+        ``options`` are the format's own (``merge=True``...): raise ``ValueError`` naming an
+        unknown one, the options taken, and what to do.
+        """
+        ...
+
+
+@runtime_checkable
+class ChatEncoder(Protocol):
+    """An encoder with a chat template: ``genloom serve`` offers ``/v1/chat/completions``.
+
+    Messages are OpenAI's: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``.
+    """
+
+    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> Tensor:
+        """Render ``messages`` through the template with the assistant's turn opened, encode it:
+        the prompt's token ids ``(T,)``. Raise ``ValueError`` for a message the template refuses."""
+        ...
 
 
 @runtime_checkable
