@@ -4,6 +4,8 @@ Routes (``docs/serving.md`` has examples of each):
 
 * ``GET /v1/models``: the served models, their media type, generator, step and options;
 * ``POST /v1/completions``: OpenAI's completions, for streaming models (SSE with ``stream``);
+* ``POST /v1/chat/completions``: OpenAI's chat completions, for streaming models whose prompt
+  encoder renders messages (:class:`genloom.interfaces.ChatEncoder`);
 * ``POST /v1/images/generations``: OpenAI's image generations, for models whose decoder
   writes PNG files (``response_format: b64_json``);
 * ``POST /v1/generate/{model}``: any model, answered with its decoder's files;
@@ -78,14 +80,12 @@ class ServeOptions:
 # A request's rows are seeded seed, seed + 1, ...; torch's generators take 64 bits.
 MAX_SEED = 2**62
 
-class CompletionRequest(BaseModel):
-    """OpenAI's completion request; other keys are the generator's own sampling options."""
+class TextRequest(BaseModel):
+    """What OpenAI's two text routes share; other keys are the generator's own sampling options."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str
-    prompt: str | list[str] = ""
-    max_tokens: int | None = Field(default=16, ge=0)
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
@@ -93,6 +93,44 @@ class CompletionRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+
+
+class CompletionRequest(TextRequest):
+    """OpenAI's completion request."""
+
+    prompt: str | list[str] = ""
+    max_tokens: int | None = Field(default=16, ge=0)
+
+
+class TextPart(BaseModel):
+    """A part of a message's content; genloom's models read text only."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation, as OpenAI's chat completions take it."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def as_template_input(self) -> dict[str, str]:
+        """The message as a chat template reads it: content parts joined by newlines."""
+        content = self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
+        message = {"role": self.role, "content": content}
+        if self.name is not None:
+            message["name"] = self.name
+        return message
+
+
+class ChatRequest(TextRequest):
+    """OpenAI's chat completion request: ``max_completion_tokens`` or the older ``max_tokens``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
 
 
 class ImageRequest(BaseModel):
@@ -124,6 +162,9 @@ class GenerateRequest(BaseModel):
 # OpenAI keys that genloom does not implement: set to anything but their default, they are refused.
 _UNSUPPORTED = ("suffix", "logprobs", "echo", "best_of", "logit_bias", "presence_penalty",
                 "frequency_penalty", "quality", "style")
+# And those only chat completions has (tools, structured output, log probabilities of a message).
+_UNSUPPORTED_IN_CHAT = ("logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
+                        "functions", "function_call", "response_format")
 
 
 def error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
@@ -280,14 +321,15 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
                              param="model", status=404)
         return models[name]
 
-    def check_common(model: ServedModel, body: BaseModel, n: int, prompts: list[str]) -> dict[str, Any]:
+    def check_common(model: ServedModel, body: BaseModel, n: int, prompts: list[str], *,
+                     param: str = "prompt") -> dict[str, Any]:
         """The limits every route shares; returns the generator's own options from the body."""
         if n > limits.max_n:
             raise BadRequest(f"n={n} is more than {limits.max_n} (serve.max_n)", param="n")
         for prompt in prompts:
             if len(prompt) > limits.max_prompt_chars:
-                raise BadRequest(f"the prompt holds {len(prompt)} characters, more than "
-                                 f"{limits.max_prompt_chars} (serve.max_prompt_chars)", param="prompt")
+                raise BadRequest(f"{param}: {len(prompt)} characters, more than "
+                                 f"{limits.max_prompt_chars} (serve.max_prompt_chars)", param=param)
         extra = dict(body.model_extra or {})
         for key in _UNSUPPORTED:
             value = extra.pop(key, None)
@@ -366,17 +408,10 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [m.describe() for m in models.values()]}
 
-    @app.post("/v1/completions", dependencies=[Depends(authorized)], response_model=None)
-    async def completions(body: CompletionRequest) -> dict[str, Any] | StreamingResponse:
-        model = model_named(body.model)
-        if not model.streams:
-            raise BadRequest(f"model {body.model!r} answers {model.media_type}, not streamed text; "
-                             f"use /v1/generate/{body.model}", param="model")
-        prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
-        if not prompts:
-            raise BadRequest("prompt is an empty list; give a string or a list of strings", param="prompt")
-        extra = check_common(model, body, body.n, prompts)
-        check_tokens(body.max_tokens)
+    def text_options(model: ServedModel, body: TextRequest, extra: dict[str, Any],
+                     max_tokens: int | None) -> dict[str, Any]:
+        """The generator's options for a text route: OpenAI's keys in genloom's names, checked."""
+        check_tokens(max_tokens)
         stop = body.stop
         if isinstance(stop, list):
             if len(stop) > 1:
@@ -385,33 +420,52 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
             stop = stop[0] if stop else None
         if stop == "":
             raise BadRequest("stop is empty; give the text to stop at, or leave it out", param="stop")
-        wanted = {"max_new_tokens": body.max_tokens, "temperature": body.temperature,
+        wanted = {"max_new_tokens": max_tokens, "temperature": body.temperature,
                   "top_p": body.top_p, "stop": stop, **extra}
-        opts = model.sampling_options({k: v for k, v in wanted.items() if v is not None})
-        base, row_seeds = seeds(body.seed, len(prompts) * body.n)
-        rows = [RowSpec(model.condition(p, None), opts, row_seeds[i * body.n + j])
-                for i, p in enumerate(prompts) for j in range(body.n)]
+        return model.sampling_options({k: v for k, v in wanted.items() if v is not None})
+
+    async def answer_text(model: ServedModel, body: TextRequest,
+                          conditions: list[Any], opts: dict[str, Any], *, chat: bool,
+                          ) -> dict[str, Any] | StreamingResponse:
+        """Decode ``n`` rows per condition on the model's engine and answer in OpenAI's shape.
+
+        The one body of both text routes: completions answer ``text``, chat completions a
+        ``message`` (and ``delta`` chunks when streamed); all else (seeds, batching, usage,
+        finish reasons, streaming, metrics) is shared.
+        """
+        route = "chat_completions" if chat else "completions"
+        base, row_seeds = seeds(body.seed, len(conditions) * body.n)
+        rows = [RowSpec(c, opts, row_seeds[i * body.n + j])
+                for i, c in enumerate(conditions) for j in range(body.n)]
         prompt_tokens = sum(0 if r.condition is None else r.condition.numel() for r in rows[:: body.n])
         created = int(time.time())
-        ident = f"cmpl-{secrets.token_hex(12)}"
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
         stream = TokenStream(asyncio.get_running_loop(), rows)
         started = time.perf_counter()
 
-        def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            return {"id": ident, "object": "text_completion", "created": created, "model": body.model,
+        def envelope(choices: list[dict[str, Any]], *, chunk: bool = False) -> dict[str, Any]:
+            kind = ("chat.completion.chunk" if chunk else "chat.completion") if chat else "text_completion"
+            return {"id": ident, "object": kind, "created": created, "model": body.model,
                     "system_fingerprint": f"seed-{base}", "choices": choices}
+
+        def choice(row: int, text: str, reason: str | None, *, chunk: bool = False) -> dict[str, Any]:
+            if not chat:
+                return {"index": row, "text": text, "logprobs": None, "finish_reason": reason}
+            if chunk:
+                return {"index": row, "delta": {"content": text} if text else {}, "logprobs": None,
+                        "finish_reason": reason}
+            return {"index": row, "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None, "finish_reason": reason}
+
+        def usage(used: int) -> dict[str, int]:
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": used,
+                    "total_tokens": prompt_tokens + used}
 
         if not body.stream:
             tokens = await collect(model, stream)
-            choices, used = [], 0
-            for i, (reason, ids) in enumerate(tokens):
-                used += ids.numel()
-                choices.append({"index": i, "text": model.decoder.decode(ids), "logprobs": None,
-                                "finish_reason": reason})
-            metrics.latency.labels(model.name, "completions").observe(time.perf_counter() - started)
-            return {**envelope(choices), "usage": {
-                "prompt_tokens": prompt_tokens, "completion_tokens": used,
-                "total_tokens": prompt_tokens + used}}
+            choices = [choice(i, model.decoder.decode(ids), reason) for i, (reason, ids) in enumerate(tokens)]
+            metrics.latency.labels(model.name, route).observe(time.perf_counter() - started)
+            return {**envelope(choices), "usage": usage(sum(ids.numel() for _, ids in tokens))}
 
         engines[model.name].submit(stream)
         include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -422,43 +476,98 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
             stream.cancel()
             raise first[2]
 
+        def sse(payload: dict[str, Any]) -> str:
+            return f"data: {json.dumps(payload)}\n\n"
+
         async def events() -> AsyncIterator[str]:
             finished, used = 0, 0
             waiting = [first]
+            stream_text: dict[int, str] = {}
             try:
+                if chat:  # OpenAI's first chunk of each choice names the role, with no content yet
+                    for row in range(len(rows)):
+                        opening = {"index": row, "delta": {"role": "assistant", "content": ""},
+                                   "logprobs": None, "finish_reason": None}
+                        yield sse(envelope([opening], chunk=True))
                 while finished < len(rows):
                     kind, row, value, count = waiting.pop() if waiting else await stream.events.get()
                     if kind == "error":
                         status = getattr(value, "status", 500)
                         kind_name = "invalid_request_error" if status < 500 else "server_error"
-                        yield f"data: {json.dumps(error_body(str(value), kind=kind_name))}\n\n"
+                        yield sse(error_body(str(value), kind=kind_name))
                         break
                     if kind == "text":
-                        choice = {"index": row, "text": value, "logprobs": None, "finish_reason": None}
-                    else:
-                        reason, ids = value
-                        finished += 1
-                        used += count
-                        # The decoder's whole text may hold a character the pieces still held back.
-                        sent = stream_text.setdefault(row, "")
-                        whole = model.decoder.decode(ids)
-                        rest = whole[len(sent):] if whole.startswith(sent) else ""
-                        choice = {"index": row, "text": rest, "logprobs": None, "finish_reason": reason}
-                    if kind == "text":
                         stream_text[row] = stream_text.get(row, "") + value
-                    yield f"data: {json.dumps(envelope([choice]))}\n\n"
+                        yield sse(envelope([choice(row, value, None, chunk=True)], chunk=True))
+                        continue
+                    reason, ids = value
+                    finished += 1
+                    used += count
+                    # The decoder's whole text may hold a character the pieces still held back.
+                    sent = stream_text.get(row, "")
+                    whole = model.decoder.decode(ids)
+                    rest = whole[len(sent):] if whole.startswith(sent) else ""
+                    yield sse(envelope([choice(row, rest, reason, chunk=True)], chunk=True))
                 if include_usage:
-                    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": used,
-                             "total_tokens": prompt_tokens + used}
-                    yield f"data: {json.dumps({**envelope([]), 'usage': usage})}\n\n"
+                    yield sse({**envelope([], chunk=True), "usage": usage(used)})
                 yield "data: [DONE]\n\n"
-                metrics.latency.labels(model.name, "completions").observe(time.perf_counter() - started)
+                metrics.latency.labels(model.name, route).observe(time.perf_counter() - started)
             finally:
                 stream.cancel()  # a client that went away frees its slots at the next step
 
-        stream_text: dict[int, str] = {}
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def text_model(name: str) -> ServedModel:
+        model = model_named(name)
+        if not model.streams:
+            raise BadRequest(f"model {name!r} answers {model.media_type}, not streamed text; "
+                             f"use /v1/generate/{name}", param="model")
+        return model
+
+    @app.post("/v1/completions", dependencies=[Depends(authorized)], response_model=None)
+    async def completions(body: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+        model = text_model(body.model)
+        prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
+        if not prompts:
+            raise BadRequest("prompt is an empty list; give a string or a list of strings", param="prompt")
+        extra = check_common(model, body, body.n, prompts)
+        opts = text_options(model, body, extra, body.max_tokens)
+        return await answer_text(model, body, [model.condition(p, None) for p in prompts], opts, chat=False)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)], response_model=None)
+    async def chat_completions(body: ChatRequest) -> dict[str, Any] | StreamingResponse:
+        model = text_model(body.model)
+        if not model.chats:
+            raise BadRequest(
+                f"model {body.model!r} has no chat template: its prompt encoder "
+                f"({type(model.loaded.pipeline.prompt_encoder).__name__}) does not render messages; "
+                f"use /v1/completions with a prompt, or serve a model whose tokenizer has a chat template",
+                param="model")
+        for key in _UNSUPPORTED_IN_CHAT:  # before check_common, which lets logprobs=1 (True) pass
+            if (body.model_extra or {}).get(key) not in (None, False, [], {}, {"type": "text"}):
+                raise BadRequest(f"{key!r} is not supported by genloom serve's chat completions", param=key)
+        messages = [m.as_template_input() for m in body.messages]
+        extra = check_common(model, body, body.n, ["".join(m["content"] for m in messages)], param="messages")
+        for key in _UNSUPPORTED_IN_CHAT:
+            extra.pop(key, None)
+        opts = text_options(model, body, extra, chat_tokens(model, body))
+        return await answer_text(model, body, [model.chat_condition(messages)], opts, chat=True)
+
+    def chat_tokens(model: ServedModel, body: ChatRequest) -> int:
+        """``max_completion_tokens`` (or the older ``max_tokens``); unset, the generator's default
+        up to serve.max_tokens, since a chat turn ends where the model ends it."""
+        if body.max_tokens is not None and body.max_completion_tokens is not None \
+                and body.max_tokens != body.max_completion_tokens:
+            raise BadRequest(f"max_tokens={body.max_tokens} and max_completion_tokens="
+                             f"{body.max_completion_tokens} disagree; give one of them",
+                             param="max_completion_tokens")
+        given = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        if given is not None:
+            return given
+        spec = model.options.get("max_new_tokens")
+        default = spec.default if spec is not None and isinstance(spec.default, int) else limits.max_tokens
+        return min(default, limits.max_tokens)
 
     @app.post("/v1/images/generations", dependencies=[Depends(authorized)])
     async def images(body: ImageRequest) -> dict[str, Any]:
@@ -494,7 +603,7 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             names = list(models)
-            for component in ("CompletionRequest", "ImageRequest"):
+            for component in ("CompletionRequest", "ChatRequest", "ImageRequest"):
                 schema["components"]["schemas"][component]["properties"]["model"]["enum"] = names
             for param in schema["paths"]["/v1/generate/{model_name}"]["post"]["parameters"]:
                 if param["name"] == "model_name":

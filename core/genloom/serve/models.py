@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from genloom import sampler
-from genloom.interfaces import BatchedDecoding, StreamingDecoder
+from genloom.interfaces import BatchedDecoding, ChatEncoder, StreamingDecoder
 from genloom.plugins import PluginSet
 from genloom.registry import RegistryError
 
@@ -101,6 +101,12 @@ class ServedModel:
         """Whether requests join a running batch token by token (continuous batching)."""
         return isinstance(self.generator, BatchedDecoding) and isinstance(self.decoder, StreamingDecoder)
 
+    @property
+    def chats(self) -> bool:
+        """Whether ``/v1/chat/completions`` serves it: it streams text and its prompt encoder
+        renders a conversation through a chat template."""
+        return self.streams and isinstance(self.loaded.pipeline.prompt_encoder, ChatEncoder)
+
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.name,
@@ -111,6 +117,7 @@ class ServedModel:
             "checkpoint": str(self.loaded.checkpoint.path),
             "step": self.loaded.checkpoint.step,
             "streaming": self.streams,
+            "chat": self.chats,
             "options": {name: spec.as_dict() for name, spec in self.options.items()},
         }
 
@@ -135,6 +142,13 @@ class ServedModel:
         except ValueError as err:
             param = "label" if label is not None else "prompt"
             raise BadRequest(f"model {self.name!r}: {err}", param=param) from None
+
+    def chat_condition(self, messages: Sequence[Mapping[str, str]]) -> torch.Tensor:
+        """The prompt's token ids ``(T,)``: the conversation rendered with the assistant's turn open."""
+        try:
+            return self.loaded.pipeline.prompt_encoder.encode_chat(messages).to(self.device)
+        except ValueError as err:
+            raise BadRequest(f"model {self.name!r}: {err}", param="messages") from None
 
     def files(self, media: Sequence[Any]) -> tuple[list[MediaFile], list[MediaFile]]:
         """``(one file per item, gallery files)`` as the decoder writes them."""

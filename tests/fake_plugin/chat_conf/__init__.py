@@ -1,0 +1,1 @@
+"""Config groups of the fake chat plugin."""
