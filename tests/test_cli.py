@@ -31,13 +31,13 @@ def said(capsys) -> str:
 def test_help_lists_the_commands(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("train", "sample", "eval", "serve", "plugins"):
+    for command in ("train", "sample", "eval", "serve", "export", "plugins"):
         assert f"\n  {command} " in out
 
 
 def test_unknown_command_is_an_error(capsys):
     assert cli.main(["trian"]) == 2
-    assert "unknown command 'trian'; commands: train, sample, eval, serve, plugins" in capsys.readouterr().err
+    assert "unknown command 'trian'; commands: train, sample, eval, serve, export, plugins" in capsys.readouterr().err
 
 
 def test_python_dash_m_is_the_same_program():

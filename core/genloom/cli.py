@@ -1,6 +1,6 @@
 """``genloom``: the command line. Parse, build, run; the work happens in :mod:`genloom.jobs`.
 
-``train``, ``sample``, ``eval`` and ``serve`` are Hydra applications: everything after the command
+``train``, ``sample``, ``eval``, ``serve`` and ``export`` are Hydra applications: everything after the command
 is a Hydra override, and ``--cfg job``, ``--help`` and ``-m`` sweeps work as in any Hydra
 app. Their config search path is genloom's own ``conf/`` plus the config package each
 installed plugin registers. ``plugins`` imports neither torch nor Hydra.
@@ -30,6 +30,7 @@ HYDRA_COMMANDS = {
     "sample": "sample a checkpoint: genloom sample checkpoint=DIR [n=4] [prompt=...] [option=value]",
     "eval": "score a checkpoint on its validation split: genloom eval checkpoint=DIR [dataset.path=...]",
     "serve": "serve checkpoints over HTTP: genloom serve checkpoint=DIR | 'models={a: DIR, b: DIR}'",
+    "export": "write a checkpoint in another tool's format: genloom export checkpoint=DIR format=hf out=DIR",
 }
 USAGE = f"""usage: genloom COMMAND [ARGS]
 
@@ -40,6 +41,7 @@ commands:
   sample    {HYDRA_COMMANDS["sample"]}
   eval      {HYDRA_COMMANDS["eval"]}
   serve     {HYDRA_COMMANDS["serve"]}
+  export    {HYDRA_COMMANDS["export"]}
   plugins   list installed plugins and what they provide: genloom plugins [--json] [--check]
   describe  a pipeline's batch keys (shape, dtype, values) and samples: genloom describe pipeline=NAME
   hooks     the hook reference for plugin authors

@@ -78,17 +78,18 @@ class PluginConfigSource(ImportlibResourcesConfigSource):
 
 
 def command_overrides(command: str, overrides: list[str]) -> list[str]:
-    """The overrides as Hydra should read them, for the keys ``sample`` and ``eval`` route.
+    """The overrides as Hydra should read them, for the keys ``sample``, ``export`` and ``eval`` route.
 
     ``genloom sample``: a top-level key that conf/sample.yaml does not have (``steps=50``,
     ``+temperature=0``) is an option of the generator's ``generate``; it moves under
     ``options``, where the sampler checks it against that signature, so a misspelt one is
-    an error rather than a key nobody reads. ``genloom eval``: ``dataset=<option>`` and
-    ``dataset.<key>=<value>`` (with or without ``+``) replace or amend the checkpoint's
-    dataset, which conf/eval.yaml does not hold. Everything else passes unchanged, so
-    ``-m`` sweeps work on sampling options too.
+    an error rather than a key nobody reads. ``genloom export`` routes its own the same way
+    (``merge=true``), to the generator's ``export``, which refuses one it does not take.
+    ``genloom eval``: ``dataset=<option>`` and ``dataset.<key>=<value>`` (with or without
+    ``+``) replace or amend the checkpoint's dataset, which conf/eval.yaml does not hold.
+    Everything else passes unchanged, so ``-m`` sweeps work on sampling options too.
     """
-    if command not in ("sample", "eval"):
+    if command not in ("sample", "eval", "export"):
         return overrides
     own = _primary_keys(command)
     routed = []
@@ -98,9 +99,9 @@ def command_overrides(command: str, overrides: list[str]) -> list[str]:
         top = key.split(".")[0]
         if override.startswith(("-", "~")) or not eq or top.startswith("hydra") or not key:
             routed.append(override)
-        elif command == "sample" and top not in own:
+        elif command in ("sample", "export") and top not in own:
             routed.append(f"++options.{key}={value}")
-        elif command == "sample" and top == "options" and key != "options":
+        elif command in ("sample", "export") and top == "options" and key != "options":
             routed.append(f"++{key}={value}")
         elif command == "eval" and key == "dataset":
             routed.append(f"+dataset={value}")

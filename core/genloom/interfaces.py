@@ -26,7 +26,8 @@ generator steered by class indices takes as many classes as the dataset has;
 samples against; :class:`Tokenizing` marks a stage-1 autoencoder whose discrete codes another
 pipeline's token model can generate, and :class:`CodeUsage` lets evaluation report how much of
 its codebook a whole split uses; :class:`Exporting` lets ``genloom export`` write a generator
-in another tool's format, and :class:`ChatEncoder` lets ``genloom serve`` offer chat
+in another tool's format, :class:`Pretrained` lets ``genloom train`` start a generator from
+weights made elsewhere, and :class:`ChatEncoder` lets ``genloom serve`` offer chat
 completions for a model whose encoder has a chat template.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
@@ -311,6 +312,27 @@ class Exporting(Protocol):
         ``encoder`` is the pipeline's, so a tokenizer file can go beside the weights.
         ``options`` are the format's own (``merge=True``...): raise ``ValueError`` naming an
         unknown one, the options taken, and what to do.
+        """
+        ...
+
+
+@runtime_checkable
+class Pretrained(Protocol):
+    """A generator that can start training from weights made outside genloom.
+
+    Its own config names them (the text plugin's ``generator.init_from=DIR``), and its
+    constructor only records the name: the run's checkpoints hold weights of their own, so
+    they rebuild, sample and serve after the pretrained files are gone. ``genloom train``
+    calls :meth:`load_pretrained` once, on a fresh start, before the first step; never when
+    it resumes (the checkpoint's weights win), and no other command calls it.
+    """
+
+    def load_pretrained(self) -> str | None:
+        """Load the weights the config names into this model; return a line for the log saying
+        what was loaded, or None when the config names none.
+
+        Raise ``ValueError`` for weights that do not fit, naming the file, the mismatched key
+        and the setting that fixes it.
         """
         ...
 

@@ -1,4 +1,4 @@
-"""What ``genloom train``, ``sample``, ``eval`` and ``serve`` do once Hydra has composed the config.
+"""What ``genloom train``, ``sample``, ``eval``, ``serve`` and ``export`` do once Hydra composed the config.
 
 Each job is short: parse the config into typed settings, build the pipeline from the
 registry, hand it to the runtime, report where the results are. Errors a user can fix
@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from genloom import cache, checkpoint, classes, distributed, frozen, pipeline, rng, rundir, sampler
-from genloom.interfaces import ComparisonDecoder, Reconstructing
+from genloom.export import export
+from genloom.interfaces import ComparisonDecoder, Pretrained, Reconstructing
 from genloom.plugins import PluginLoadError, PluginSet, active
 from genloom.registry import RegistryError
 from genloom.settings import SettingsError, check_types, from_mapping, unknown_key_message
@@ -105,9 +106,24 @@ class EvalSettings:
             )
 
 
+@dataclass
+class ExportSettings:
+    """``genloom export``'s config (conf/export.yaml documents each key)."""
+
+    checkpoint: str
+    format: str
+    out: str
+    device: str = "cpu"
+    options: dict = field(default_factory=dict)  # the format's own: checked by the generator
+
+    def __post_init__(self) -> None:
+        check_types(self, where="")
+
+
 def run(command: str, cfg: DictConfig) -> float | None:
     try:
-        jobs = {"train": train, "sample": sample, "eval": evaluate_checkpoint, "serve": serve}
+        jobs = {"train": train, "sample": sample, "eval": evaluate_checkpoint, "serve": serve,
+                "export": export_checkpoint}
         return jobs[command](cfg)
     except TrainingInterrupted as stop:
         (log.error if stop.error else log.warning)("%s", stop)
@@ -155,6 +171,10 @@ def train(cfg: DictConfig) -> float | None:
         rng.seed_all(run_settings.seed)
         out = run_dir()
         built = _build_for_training(cfg, plugins, resume_from)
+        if resume_from is None and isinstance(built.generator, Pretrained):
+            loaded = built.generator.load_pretrained()  # a resumed run has its own weights
+            if loaded and placement.is_main:
+                log.info("%s", loaded)
         frozen.place(built, placement.device)
         classes.check_condition_classes(built.dataset, built.generator, cfg)
         with distributed.main_first(placement):
@@ -262,6 +282,18 @@ def serve(cfg: DictConfig) -> None:
             f"genloom serve needs the serve extra ({err.name} is missing): pip install 'genloom[serve]'"
         ) from None
     server.run(cfg)
+
+
+def export_checkpoint(cfg: DictConfig) -> None:
+    for key, what in (("format", "the format to write (hf...)"), ("out", "the directory to create")):
+        if OmegaConf.is_missing(cfg, key):
+            raise SettingsError(f"genloom export needs {key}=...: {what}")
+    settings = _job_settings(ExportSettings, cfg, "export")
+    model = sampler.load(settings.checkpoint, active(), settings.device)
+    log.info("loaded %s (step %d)", model.checkpoint.path, model.checkpoint.step)
+    out = Path(settings.out)
+    paths = export(model, format=settings.format, out=out, options=settings.options)
+    log.info("wrote %s: %s", out, ", ".join(p.name for p in paths))
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> float:
