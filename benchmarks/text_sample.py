@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from genloom_text.gpt2 import copy_to_gpt2, gpt2_like
 from genloom_text.model import Transformer
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hf_gpt2 import copy_weights, gpt2_like  # noqa: E402
 from text_train import cpu_name, pydoc_bytes  # noqa: E402
 
 PROMPT = "The with statement"
@@ -85,11 +85,11 @@ def contenders(model: Transformer, prompt: Tensor, new_tokens: int) -> dict[str,
 
     runs = {"genloom": genloom, "no cache": lambda batch: genloom(batch, use_cache=False)}
     try:
-        hf_model = gpt2_like(model, activation="gelu").eval()
+        hf_model = gpt2_like(model).eval()  # the model's own (exact) GELU
     except ImportError:
         print("transformers is not installed (pip install -e '.[bench]'): genloom only")
         return runs
-    copy_weights(model, hf_model)
+    copy_to_gpt2(model, hf_model)
 
     @torch.inference_mode()
     def hf(batch: int) -> Tensor:

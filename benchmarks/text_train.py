@@ -126,7 +126,7 @@ def build_model(contender: str, size: Size):  # noqa: ANN201
     )
     if contender == "bare":
         return genloom_model
-    from hf_gpt2 import gpt2_like
+    from genloom_text.gpt2 import gpt2_like
 
     return gpt2_like(genloom_model, activation="gelu" if contender == "hf-gelu" else "gelu_new")
 

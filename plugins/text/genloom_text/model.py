@@ -3,7 +3,8 @@
 The whole model is in this file: pre-norm blocks of causal self-attention and a GELU MLP,
 learned positional embeddings, and an LM head tied to the token embedding. Sampling
 supports temperature, top-k, top-p, a stop sequence and streaming, with or without a
-cache of past keys and values.
+cache of past keys and values. It is GPT-2's architecture, so it exports to a Hugging Face
+GPT-2 directory and starts from one (``genloom export``, ``init_from``: :mod:`genloom_text.gpt2`).
 
 Continuous batching (``genloom serve``): :meth:`Transformer.open_slots` gives a
 :class:`SlotBatch`, a running batch whose rows each have their own prompt, position, slot
@@ -46,6 +47,8 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +60,7 @@ from genloom_text.prefix import BYTE_IDS
 log = logging.getLogger(__name__)
 
 PREFIXES = ("none", "label", "caption")
+GELUS = {"gelu": "none", "gelu_tanh": "tanh"}  # generator.activation -> nn.GELU(approximate=...)
 ATTENTION_SPAN = 64  # decoding attention reads the cache in spans of this many positions
 DEFAULT_NEW_TOKENS = 256  # max_new_tokens unless set; a media prior always draws its media_tokens
 
@@ -88,6 +92,12 @@ class Transformer(nn.Module):
         condition_dropout: the probability in training that an example's prefix is replaced
             by null tokens, so that the model also learns the unconditional distribution
             (what classifier-free ``guidance`` at sampling needs).
+        activation: the MLP's GELU: ``gelu`` (exact, erf) or ``gelu_tanh`` (the tanh
+            approximation GPT-2 was trained with).
+        init_from: a local GPT-2 directory (Hugging Face format, safetensors) to start
+            training from. The constructor only records it: ``genloom train`` loads it
+            (:meth:`load_pretrained`) on a fresh start, never on resume, and checkpoints
+            hold their own weights, so the directory is not needed afterwards.
 
     As a token prior (``media_vocab`` set), the vocabulary is laid out as ids ``[0, K)``, the
     media codes (what the frozen stage-1 encoder emits, no offset); then the prefix ids from
@@ -116,8 +126,14 @@ class Transformer(nn.Module):
         num_classes: int | None = None,
         caption_length: int | None = None,
         condition_dropout: float = 0.0,
+        activation: str = "gelu",
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
+        if activation not in GELUS:
+            raise ValueError(f"generator.activation={activation!r} is not one of: {', '.join(GELUS)}")
+        self.activation = activation
+        self.init_from = init_from
         self.sequence_key = sequence_key
         self.media = _media_layout(media_vocab, media_tokens, prefix, num_classes, caption_length,
                                    condition_dropout, block_size)
@@ -153,7 +169,7 @@ class Transformer(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, n_embd)
         self.pos_emb = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias, activation) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
 
         # GPT-2 initialisation; the projections that write into the residual stream are
@@ -394,6 +410,32 @@ class Transformer(nn.Module):
     def open_slots(self, capacity: int) -> SlotBatch:
         """A running batch of up to ``capacity`` independent rows (see :class:`SlotBatch`)."""
         return SlotBatch(self, capacity)
+
+    # genloom.interfaces.Exporting: `genloom export format=hf`.
+    export_formats = ("hf",)
+
+    def export(
+        self, directory: Path, *, format: str, encoder: object | None = None, **options: Any
+    ) -> list[Path]:
+        """Write this model as a Hugging Face GPT-2 directory (:func:`genloom_text.gpt2.export`)."""
+        if format not in self.export_formats:
+            raise ValueError(f"the transformer exports format=hf only, not format={format!r}")
+        if options:
+            raise ValueError(
+                f"format=hf of the transformer takes no options; got {', '.join(sorted(options))}. "
+                "(merge=true is for a LoRA generator: this model's weights are whole already)"
+            )
+        from genloom_text import gpt2
+
+        return gpt2.export(self, directory, encoder)
+
+    def load_pretrained(self) -> str | None:
+        """genloom.interfaces.Pretrained: load ``init_from``'s GPT-2 weights (:mod:`genloom_text.gpt2`)."""
+        if self.init_from is None:
+            return None
+        from genloom_text import gpt2
+
+        return gpt2.load_gpt2(self, Path(self.init_from))
 
     @torch.inference_mode()
     def _stream(
@@ -1051,12 +1093,12 @@ class KVCache:
 class Block(nn.Module):
     """Pre-norm Transformer block: attention then MLP, each added to the residual stream."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool) -> None:
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, activation: str) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
-        self.mlp = MLP(n_embd, dropout, bias)
+        self.mlp = MLP(n_embd, dropout, bias, activation)
 
     def forward(self, x: Tensor, kv_cache: KVCache | None, layer: int) -> Tensor:
         x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
@@ -1099,10 +1141,10 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, n_embd: int, dropout: float, bias: bool) -> None:
+    def __init__(self, n_embd: int, dropout: float, bias: bool, activation: str) -> None:
         super().__init__()
         self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=GELUS[activation])
         self.out_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
         self.drop = nn.Dropout(dropout)
 
