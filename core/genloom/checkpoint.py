@@ -9,7 +9,9 @@ A checkpoint is a directory ``checkpoints/step_000500/`` holding
   of the trainer state, for exact resume;
 * ``frozen/<key>/`` (a two-stage pipeline only): the stage-1 checkpoint each frozen
   component is built from, stored so that the directory alone rebuilds it
-  (:mod:`genloom.frozen`).
+  (:mod:`genloom.frozen`);
+* ``tokenizer.json`` (an encoder fitted on the training data only, such as a trained BPE):
+  what it learnt, as JSON (:mod:`genloom.fitting`).
 
 It is written under a temporary name and renamed into place, then ``checkpoints/latest``
 is replaced atomically, so a crash mid-save leaves the previous checkpoint untouched. A
@@ -36,6 +38,7 @@ import re
 import secrets
 import shutil
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +130,7 @@ def save(
     weights: dict[str, torch.Tensor] | None = None,
     optimizer_state: dict[str, Any] | None = None,
     frozen: dict[str, Path] | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``checkpoints_dir/step_{step}`` atomically and point ``latest`` at it.
 
@@ -134,6 +138,7 @@ def save(
     gathered); the optimizer state likewise from ``optimizer`` or ``optimizer_state``.
     ``frozen`` maps a pipeline key to a directory of files stored verbatim under
     ``frozen/<key>/`` (hard links where the file system allows: they never change).
+    ``files`` maps a file name to the text written under it (an encoder's fitted state).
     Debris of killed saves goes first; then the free space is checked against ``keep + 1``
     checkpoints of this size. A failure to write (a full disk, an I/O error) raises a
     :class:`CheckpointError` that says so and leaves the last good checkpoint as it was.
@@ -149,6 +154,7 @@ def save(
     )
     size = _nbytes(weights if weights is not None else model.state_dict()) + _nbytes(trainer_tensors)
     size += sum(_tree_size(d) for d in (frozen or {}).values())
+    size += sum(len(text.encode()) for text in (files or {}).values())
     _check_space(checkpoints_dir, step=step, size=size + _SMALL_FILES, keep=keep)
     tmp = _new_dir(checkpoints_dir, prefix=f".{final.name}-")
     try:
@@ -162,6 +168,8 @@ def save(
         if trainer_json is not None:
             save_file(trainer_tensors, str(tmp / "trainer.safetensors"))
             (tmp / "trainer.json").write_text(json.dumps(trainer_json))
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         _umask_modes(tmp)
         for key, source in (frozen or {}).items():
             _store_verbatim(source, tmp / FROZEN_DIR / key)

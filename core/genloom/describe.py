@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from genloom import doctor, pipeline
+from genloom import doctor, fitting, pipeline
 from genloom.plugins import PluginSet, active
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ def describe(plugin_set: PluginSet, overrides: list[str], *, split: str = "val",
     try:
         built = pipeline.build(config, plugin_set.registry)
         assert built.dataset is not None
+        fitting.fit(built)  # as genloom train does: a trained tokenizer encodes the split
         data = built.dataset.split(split, built.encoder, built.condition_encoder)
     except Exception as err:  # a component's own message says what is wrong with its options
         raise DescribeError(f"the pipeline does not build: {type(err).__name__}: {err}") from err

@@ -120,17 +120,25 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def all_reduce_mean(values: dict[str, float], weight: float, placement: Placement) -> dict[str, float]:
-    """Weighted mean of per-rank averages across ranks (a plain copy in one process)."""
-    if not placement.distributed:
-        return dict(values)
-    keys = sorted(values)
-    packed = torch.tensor(
-        [values[k] * weight for k in keys] + [weight], dtype=torch.float64, device=placement.device
-    )
-    dist.all_reduce(packed)
-    total = packed[-1].item()
-    return {k: packed[i].item() / total for i, k in enumerate(keys)}
+def all_reduce_weighted_mean(
+    totals: dict[str, float], weights: dict[str, float], placement: Placement
+) -> dict[str, float]:
+    """``sum(value * weight) / sum(weight)`` per key, the sums taken across ranks.
+
+    ``totals`` holds each key's ``sum(value * weight)`` on this rank, ``weights`` its
+    ``sum(weight)``; a key whose weights sum to 0 scores 0.
+    """
+    keys = sorted(totals)
+    if placement.distributed:
+        packed = torch.tensor(
+            [totals[k] for k in keys] + [weights[k] for k in keys], dtype=torch.float64,
+            device=placement.device,
+        )
+        dist.all_reduce(packed)
+        values = packed.tolist()
+        totals = dict(zip(keys, values[: len(keys)], strict=True))
+        weights = dict(zip(keys, values[len(keys) :], strict=True))
+    return {k: totals[k] / weights[k] if weights[k] else 0.0 for k in keys}
 
 
 @contextlib.contextmanager

@@ -28,7 +28,11 @@ pipeline's token model can generate, and :class:`CodeUsage` lets evaluation repo
 its codebook a whole split uses; :class:`Exporting` lets ``genloom export`` write a generator
 in another tool's format, :class:`Pretrained` lets ``genloom train`` start a generator from
 weights made elsewhere, and :class:`ChatEncoder` lets ``genloom serve`` offer chat
-completions for a model whose encoder has a chat template.
+completions for a model whose encoder has a chat template; :class:`Fitting` marks an encoder
+that learns from the training split before training (a trained BPE), :class:`FittingMedia` a
+dataset that can hand it that split's media, and :class:`FittedDecoder` a decoder that reads
+what it learnt; :class:`TokenBytes` lets a dataset count the bytes of source media each token
+stands for, so that bits per byte stay per byte whatever the tokenizer.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -37,7 +41,7 @@ Batches are ``dict[str, Tensor]`` whose tensors share their first (batch) dimens
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -120,7 +124,11 @@ class Generator(Protocol):
 
         Evaluation weights each batch's scalars by its number of examples, so each must be
         the mean over the batch of a per-example value (a mean over tokens is one when the
-        examples are equally long). In eval mode the scores of one example must not depend
+        examples are equally long). A ratio of two totals (bits over bytes, when examples
+        cover different numbers of bytes) instead returns its denominator for the batch as
+        ``"<name>/weight"``: evaluation then weights ``<name>`` by it, so that the split's
+        value is its total numerator over its total denominator, at any batch size. Weight
+        entries are not reported themselves. In eval mode the scores of one example must not depend
         on the others in its batch, nor change between calls: draw any noise per example
         from a fixed seed. Then ``genloom eval`` reports the same numbers at any batch size.
         """
@@ -347,6 +355,70 @@ class ChatEncoder(Protocol):
     def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> Tensor:
         """Render ``messages`` through the template with the assistant's turn opened, encode it:
         the prompt's token ids ``(T,)``. Raise ``ValueError`` for a message the template refuses."""
+        ...
+
+
+@runtime_checkable
+class Fitting(Protocol):
+    """An encoder that learns from the training split before training (a trained BPE).
+
+    ``genloom train`` fits it once, before the splits are encoded, on what the dataset's
+    :meth:`FittingMedia.fitting_media` gives, and stores :meth:`fitted_state` in every
+    checkpoint (``tokenizer.json``); sample, eval, serve and resume restore it from there
+    with :meth:`load_fitted` and never fit again. Fitting is deterministic: the same media
+    and options give the same state. The state is JSON text, read back without running code.
+    """
+
+    vocab_size: int
+    """How many ids :meth:`Encoder.encode` may return once fitted (``[0, vocab_size)``):
+    ``genloom train`` refuses a generator whose own ``vocab_size`` is smaller."""
+
+    def fit(self, media: Iterable[Any]) -> None:
+        """Learn from the training split's media. Raise ``ValueError`` when it is unusable."""
+        ...
+
+    def fitted_state(self) -> str:
+        """What :meth:`fit` learnt, as JSON text (a JSON object)."""
+        ...
+
+    def load_fitted(self, state: str) -> None:
+        """Restore a :meth:`fitted_state`; raise ``ValueError`` saying what is wrong with it."""
+        ...
+
+
+@runtime_checkable
+class FittedDecoder(Protocol):
+    """A decoder that needs its pipeline's :class:`Fitting` encoder's state (a BPE's vocabulary)."""
+
+    def load_fitted(self, state: str) -> None:
+        """Take the encoder's :meth:`Fitting.fitted_state`; raise ``ValueError`` when it is unusable."""
+        ...
+
+
+@runtime_checkable
+class FittingMedia(Protocol):
+    """A dataset that can hand a :class:`Fitting` encoder the media of its training split."""
+
+    def fitting_media(self) -> Iterator[Any]:
+        """The training split's media, items as :meth:`Encoder.encode` takes them.
+
+        Nothing of the validation split: :meth:`Dataset.split` must keep what it validates on
+        out of this, for a fitting encoder too.
+        """
+        ...
+
+
+@runtime_checkable
+class TokenBytes(Protocol):
+    """An encoder whose ids each stand for a fixed number of bytes of the source media.
+
+    A dataset whose windows cover varying numbers of bytes (a BPE's tokens) puts each
+    example's byte count under ``example["bytes"]``, so that a generator reports bits per
+    byte as total bits over total bytes (``"<name>/weight"`` in :meth:`Generator.loss`).
+    """
+
+    def token_bytes(self) -> Tensor:
+        """``(vocab_size,)`` int64: how many bytes each id decodes to (0 for special tokens)."""
         ...
 
 

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from genloom import cache, checkpoint, classes, distributed, frozen, pipeline, rng, rundir, sampler
+from genloom import cache, checkpoint, classes, distributed, fitting, frozen, pipeline, rng, rundir, sampler
 from genloom.export import export
 from genloom.interfaces import ComparisonDecoder, Pretrained, Reconstructing
 from genloom.plugins import PluginLoadError, PluginSet, active
@@ -175,6 +175,7 @@ def train(cfg: DictConfig) -> float | None:
             loaded = built.generator.load_pretrained()  # a resumed run has its own weights
             if loaded and placement.is_main:
                 log.info("%s", loaded)
+        _fit_encoder(built, resume_from)
         frozen.place(built, placement.device)
         classes.check_condition_classes(built.dataset, built.generator, cfg)
         with distributed.main_first(placement):
@@ -202,6 +203,7 @@ def train(cfg: DictConfig) -> float | None:
             units_per_example=built.dataset.units_per_example,
             seed=run_settings.seed,
             frozen=copies,
+            files=_fitted_files(built),
         )
         result = trainer.fit()
     finally:
@@ -235,6 +237,24 @@ def _build_for_training(cfg: DictConfig, plugins: PluginSet, resume_from: Path |
     built = pipeline.build(config, plugins.registry)
     frozen.check_pipeline(built)
     return built
+
+
+def _fit_encoder(built: pipeline.Pipeline, resume_from: Path | None) -> None:
+    """Fit an encoder that learns from the training data; a resumed run restores it instead.
+
+    Every rank fits for itself: fitting is deterministic, so they agree without a broadcast.
+    """
+    if resume_from is None:
+        fitting.fit(built)
+    else:
+        fitting.restore(built, resume_from)
+    fitting.check_vocabulary(built, getattr(built.generator, "vocab_size", None))
+
+
+def _fitted_files(built: pipeline.Pipeline) -> dict[str, str]:
+    """What every checkpoint stores beside the weights for a fitted encoder (``tokenizer.json``)."""
+    fitted = fitting.state(built)
+    return {} if fitted is None else {fitting.FITTED_FILE: fitted}
 
 
 def _splits(

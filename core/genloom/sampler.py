@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import torch
 from torch.overrides import TorchFunctionMode
 
-from genloom import checkpoint, frozen, pipeline
+from genloom import checkpoint, fitting, frozen, pipeline
 from genloom.distributed import select_device
 from genloom.interfaces import StreamingDecoder, StreamingGenerator
 from genloom.plugins import PluginSet
@@ -51,7 +51,9 @@ def load(
     built for real. Whatever the files hold, the result is the model or one
     :class:`checkpoint.CheckpointError` that names the file. Frozen components
     (``from_checkpoint``) are built from the stage-1 copies the checkpoint stores
-    (:func:`genloom.frozen.bind`), through this same function.
+    (:func:`genloom.frozen.bind`), through this same function; an encoder fitted on the
+    training data gets its state from the checkpoint's ``tokenizer.json``
+    (:func:`genloom.fitting.restore`).
     """
     ckpt = checkpoint.read(path)
     _warn_on_plugin_drift(ckpt, plugins)
@@ -63,6 +65,7 @@ def load(
         config = frozen.bind(ckpt.config, ckpt.path)
         built = pipeline.build(config, plugins.registry, with_dataset=with_dataset)
         frozen.check_pipeline(built)
+        fitting.restore(built, ckpt.path)
     except checkpoint.CheckpointError:
         raise
     except RegistryError as err:

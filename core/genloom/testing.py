@@ -87,7 +87,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
-from genloom import checkpoint, doctor, frozen, hookimpl, pipeline, plugins
+from genloom import checkpoint, doctor, fitting, frozen, hookimpl, pipeline, plugins
 from genloom.distributed import Placement
 from genloom.interfaces import kind_protocol
 from genloom.pipeline import Pipeline
@@ -221,6 +221,7 @@ def build(plugin_set: PluginSet, name: str, overrides: Sequence[str] = (), seed:
     torch.manual_seed(seed)
     try:
         built = pipeline.build(config, plugin_set.registry)
+        fitting.fit(built)
         train = built.dataset.split("train", built.encoder, built.condition_encoder)
     except Exception as err:
         raise ContractViolation("builds", f"pipeline {name!r}", f"{type(err).__name__}: {err}") from err

@@ -28,11 +28,13 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from genloom import checkpoint, rng, sharding
-from genloom.distributed import Placement, all_reduce_mean, autocast, main_first
+from genloom.distributed import Placement, all_reduce_weighted_mean, autocast, main_first
 from genloom.interfaces import CodeUsage
 from genloom.settings import check_types
 
 log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIX = "/weight"  # Generator.loss: "<name>/weight" weights <name> in evaluation
 
 
 class TrainingError(RuntimeError):
@@ -169,9 +171,11 @@ class Trainer:
         units_per_example: int = 1,
         seed: int = 0,
         frozen: Mapping[str, Path] | None = None,
+        files: Mapping[str, str] | None = None,
     ) -> None:
         self.generator = generator.to(placement.device)
         self.frozen = dict(frozen or {})  # stored in every checkpoint (genloom.frozen.stage_copies)
+        self.files = dict(files or {})  # likewise: a fitted encoder's tokenizer.json (genloom.fitting)
         self.train_data, self.val_data = train_data, val_data
         self.settings = settings
         self.placement = placement
@@ -417,6 +421,7 @@ class Trainer:
                 extra_state=extra_state,
                 keep=self.settings.keep_checkpoints,
                 frozen=self.frozen,
+                files=self.files,
             )
             self.last_checkpoint = path
             log.info("saved checkpoint %s", path)
@@ -537,8 +542,10 @@ def evaluate(
 
     A per-example average: each batch's means are weighted by its number of examples
     (``Generator.loss`` documents what that asks of a generator), so the result does not
-    depend on ``batch_size``; ``max_batches`` scores only the first batches. Each rank
-    scores its own shard; the means are weighted by example counts across ranks.
+    depend on ``batch_size``; ``max_batches`` scores only the first batches. A metric
+    returned with a ``"<name>/weight"`` entry is weighted by that instead (bits per byte
+    by each batch's bytes). Each rank scores its own shard; the sums of values and weights
+    are added across ranks.
     """
     if batch_size < 1 or (max_batches is not None and max_batches < 1):
         raise ValueError(f"evaluation takes batch_size >= 1 and max_batches >= 1 or null, "
@@ -550,7 +557,7 @@ def evaluate(
     indices = list(range(placement.rank, len(data), placement.world_size))[:per_rank]
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     totals: dict[str, float] = {}
-    count = 0
+    weights: dict[str, float] = {}
     codes: torch.Tensor | None = None  # CodeUsage: the split's code histogram
     with autocast(placement.device, precision):
         for index_batch in chunks[:max_batches] if max_batches else chunks:
@@ -558,15 +565,19 @@ def evaluate(
                 k: v.to(placement.device)
                 for k, v in collate([data[i] for i in index_batch]).items()
             }
-            for key, value in generator.loss(batch).items():
-                totals[key] = totals.get(key, 0.0) + float(value) * len(index_batch)
-            count += len(index_batch)
+            scores = generator.loss(batch)
+            for key, value in scores.items():
+                if key.endswith(WEIGHT_SUFFIX):
+                    continue
+                weight = float(scores.get(key + WEIGHT_SUFFIX, len(index_batch)))
+                totals[key] = totals.get(key, 0.0) + float(value) * weight
+                weights[key] = weights.get(key, 0.0) + weight
             if isinstance(generator, CodeUsage):
                 with torch.no_grad():
                     counts = generator.code_counts(batch).long()
                 codes = counts if codes is None else codes + counts
     generator.train(was_training)
-    means = all_reduce_mean({k: v / max(count, 1) for k, v in totals.items()}, count, placement)
+    means = all_reduce_weighted_mean(totals, weights, placement)
     if codes is not None:
         means.update(code_usage(codes, placement))
     return means

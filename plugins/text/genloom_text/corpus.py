@@ -7,17 +7,29 @@ whole corpus rather than taken from its end, and since chunks do not overlap, no
 validation token is ever trained on. Inside a chunk, examples are windows of
 ``block_size + 1`` tokens (inputs and next-token targets) taken every ``block_size``
 tokens. Nothing is random: the same text, encoder and options always give the same split.
+
+An encoder fitted on the training split (:class:`genloom.interfaces.Fitting`, a trained BPE)
+must not learn from validation text, yet where a token chunk falls in the text is known only
+once the text is encoded. For such an encoder the text is cut first, into pieces of
+characters (each about as long as a chunk of :data:`CHARS_PER_TOKEN`-character tokens), every
+k-th piece for validation; the encoder learns from the training pieces alone
+(``fitting_media``), and each piece is encoded and cut into windows on its own.
+
+When the encoder says how many bytes each id stands for (:class:`genloom.interfaces.TokenBytes`,
+a BPE), each example also carries ``"bytes"``, the UTF-8 bytes its targets cover, so that bits
+per byte are counted per byte. The bytes encoder needs none: each of its tokens is one byte.
 """
 
 from __future__ import annotations
 
 import codecs
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from genloom.folders import describe_kind, glob_files, refuse_file_system_root, walk_files
-from genloom.interfaces import Encoder, Split
+from genloom.interfaces import Encoder, Fitting, Split, TokenBytes
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -27,6 +39,7 @@ TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst", ".adoc", ".org", "
 code and data files are left out unless you name them with a glob (``'src/**/*.py'``)."""
 
 WINDOWS_PER_CHUNK = 8
+CHARS_PER_TOKEN = 4  # about what a trained BPE's token covers in English or code: sizes the pieces
 BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
     (codecs.BOM_UTF32_LE, "utf-32-le", "utf-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "utf-32"),
     (codecs.BOM_UTF8, "utf-8", "utf-8"),
@@ -42,7 +55,8 @@ class PydocCorpus:
     in sorted order with blank lines between them.
 
     Examples (batch keys): ``"tokens"``, int64 ``(block_size + 1,)``, the encoder's ids
-    (0-255 for ``bytes``): inputs ``[:-1]``, next-token targets ``[1:]``. No condition.
+    (0-255 for ``bytes``): inputs ``[:-1]``, next-token targets ``[1:]``; ``"bytes"``, int64
+    ``()``, the UTF-8 bytes the targets cover, with an encoder such as ``bpe``. No condition.
     """
 
     unit = "tok"
@@ -61,6 +75,10 @@ class PydocCorpus:
     ) -> TokenWindows:
         """Windows of the split; plain text carries no condition, so ``condition_encoder`` is unused."""
         return self._splits.split(name, encoder)
+
+    def fitting_media(self) -> Iterator[str]:
+        """The training pieces of the text, for an encoder fitted on them (a trained BPE)."""
+        return iter(self._splits.pieces()["train"])
 
 
 class TextFiles:
@@ -81,7 +99,8 @@ class TextFiles:
     none of these decode (or that holds NUL bytes) is an error naming it and the byte offset.
 
     Examples (batch keys): ``"tokens"``, int64 ``(block_size + 1,)``, the encoder's ids
-    (0-255 for ``bytes``): inputs ``[:-1]``, next-token targets ``[1:]``. No condition.
+    (0-255 for ``bytes``): inputs ``[:-1]``, next-token targets ``[1:]``; ``"bytes"``, int64
+    ``()``, the UTF-8 bytes the targets cover, with an encoder such as ``bpe``. No condition.
 
     Attributes:
         files: the files read, in order.
@@ -126,6 +145,10 @@ class TextFiles:
         """Windows of the split; plain text carries no condition, so ``condition_encoder`` is unused."""
         return self._splits.split(name, encoder)
 
+    def fitting_media(self) -> Iterator[str]:
+        """The training pieces of the text, for an encoder fitted on them (a trained BPE)."""
+        return iter(self._splits.pieces()["train"])
+
 
 class TextSplits:
     """A text cut into train and validation windows of token ids (see the module docstring).
@@ -152,11 +175,53 @@ class TextSplits:
         if name not in ("train", "val"):
             raise ValueError(f"unknown split {name!r}; the splits are 'train' and 'val'")
         if self._encoded is None or self._encoded[0] is not encoder:
-            self._encoded = (encoder, self._cut(self._encode(encoder)))
+            if isinstance(encoder, Fitting):
+                splits = self._cut_pieces(encoder)
+            else:
+                splits = self._cut(self._encode(encoder, self.text))
+            if isinstance(encoder, TokenBytes):
+                lengths = encoder.token_bytes()
+                for windows in splits.values():
+                    windows.token_bytes = lengths
+            self._encoded = (encoder, splits)
         return self._encoded[1][name]
 
-    def _encode(self, encoder: Encoder) -> Tensor:
-        tokens = encoder.encode(self.text)
+    def pieces(self) -> dict[str, list[str]]:
+        """The text cut into pieces of characters, every k-th for validation (module docstring)."""
+        n = len(self.text)
+        every = round(1 / self.val_fraction)
+        # Small texts get shorter pieces, so that validation still receives one in `every`.
+        length = max(1, min(WINDOWS_PER_CHUNK * self.block_size * CHARS_PER_TOKEN, n // every))
+        pieces: dict[str, list[str]] = {"train": [], "val": []}
+        for i, start in enumerate(range(0, n, length)):
+            pieces["val" if i % every == every - 1 else "train"].append(self.text[start : start + length])
+        return pieces
+
+    def _cut_pieces(self, encoder: Encoder) -> dict[str, TokenWindows]:
+        """Windows inside each piece, for an encoder fitted on the training pieces alone."""
+        window = self.block_size + 1
+        splits = {}
+        for split, texts in self.pieces().items():
+            streams, starts, offset = [], [], 0
+            for text in texts:
+                tokens = self._encode(encoder, text)
+                starts.extend(range(offset, offset + len(tokens) - window + 1, self.block_size))
+                streams.append(tokens)
+                offset += len(tokens)
+            stream = torch.cat(streams) if streams else torch.empty(0, dtype=torch.long)
+            splits[split] = TokenWindows(stream, torch.tensor(starts, dtype=torch.long), self.block_size)
+        if not len(splits["train"]) or not len(splits["val"]):
+            raise ValueError(
+                f"{self.source} is too short for a context of {self.block_size} tokens of "
+                f"{type(encoder).__name__}: cut into pieces of text (every "
+                f"{round(1 / self.val_fraction)}th for validation), it gives {len(splits['train'])} "
+                f"training and {len(splits['val'])} validation windows of {window} tokens "
+                "(generator.block_size + 1): add text or lower generator.block_size."
+            )
+        return splits
+
+    def _encode(self, encoder: Encoder, text: str) -> Tensor:
+        tokens = encoder.encode(text)
         if not isinstance(tokens, Tensor) or tokens.dim() != 1 or tokens.is_floating_point():
             got = (
                 f"shape {tuple(tokens.shape)} and dtype {tokens.dtype}"
@@ -204,19 +269,25 @@ class TokenWindows(torch.utils.data.Dataset):
     """Examples ``{"tokens": LongTensor (block_size + 1,)}`` cut from one token stream.
 
     ``starts`` holds each window's offset in the stream; windows are views, not copies.
+    With ``token_bytes`` set (the bytes each id stands for, ``(vocab_size,)``) an example also
+    holds ``"bytes"``: how many bytes its targets (``tokens[1:]``) cover, int64 ``()``.
     """
 
     def __init__(self, tokens: Tensor, starts: Tensor, block_size: int) -> None:
         self.tokens = tokens
         self.starts = starts
         self.window = block_size + 1
+        self.token_bytes: Tensor | None = None  # set by TextSplits for a TokenBytes encoder
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         start = int(self.starts[index])
-        return {"tokens": self.tokens[start : start + self.window]}
+        tokens = self.tokens[start : start + self.window]
+        if self.token_bytes is None:
+            return {"tokens": tokens}
+        return {"tokens": tokens, "bytes": self.token_bytes[tokens[1:]].sum()}
 
 
 def _pydoc_text() -> str:

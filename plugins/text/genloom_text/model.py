@@ -205,16 +205,24 @@ class Transformer(nn.Module):
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Next-token cross entropy on ``batch["tokens"]`` ``(B, T + 1)``.
 
-        Returns ``loss``, the mean cross entropy in nats per token, and ``bits_per_byte``,
-        the same in bits. With the bytes encoder a token is a byte, so bits per token are
-        bits per byte; with another encoder read it as bits per token.
+        Returns ``loss``, the mean cross entropy in nats per token, and ``bits_per_byte``.
+        With the bytes encoder a token is a byte, so bits per byte are the loss in bits.
+        When the batch says how many bytes each example's targets cover (``batch["bytes"]``
+        ``(B,)``, from a BPE), ``bits_per_byte`` is the batch's total bits over its total
+        bytes, weighted by those bytes in evaluation (``bits_per_byte/weight``), and
+        ``bits_per_token`` is the loss in bits: runs with different tokenizers compare.
         """
         if self.media is not None:
             return self._media_loss(batch)
         tokens = batch[self.sequence_key]  # (B, T + 1)
         logits = self(tokens[:, :-1])  # (B, T, vocab_size)
         loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
-        return {"loss": loss, "bits_per_byte": loss.detach() / math.log(2)}
+        bits = loss.detach() / math.log(2)  # per token
+        if "bytes" not in batch:
+            return {"loss": loss, "bits_per_byte": bits}
+        covered = batch["bytes"].sum().clamp(min=1).float()
+        return {"loss": loss, "bits_per_byte": bits * tokens[:, 1:].numel() / covered,
+                "bits_per_byte/weight": covered, "bits_per_token": bits}
 
     def _media_loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A media prior's loss: cross entropy of the codes after ``prefix + separator``.

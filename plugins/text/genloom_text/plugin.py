@@ -27,6 +27,18 @@ def genloom_register_components(register: Callable[..., None]) -> None:
     )
     register(
         "encoder",
+        "bpe",
+        "genloom_text.bpe:BpeTokenizer",
+        summary="a byte-level BPE fitted on the training split (tokenizers); lossless",
+    )
+    register(
+        "decoder",
+        "bpe",
+        "genloom_text.bpe:BpeDecoder",
+        summary="BPE ids back to text through the fitted vocabulary; streams whole characters",
+    )
+    register(
+        "encoder",
         "prefix_bytes",
         "genloom_text.prefix:PrefixBytes",
         summary="a caption -> its UTF-8 bytes, padded to a fixed length: a token prior's prefix",

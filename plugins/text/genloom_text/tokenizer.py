@@ -52,21 +52,7 @@ class ByteDecoder:
 
     def write(self, media: Sequence[str], directory: Path) -> list[Path]:
         """Write ``sample_000.txt``, ... and a ``samples.md`` gallery holding them all."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        digits = max(3, len(str(len(media) - 1)))
-        paths = []
-        sections = ["# Samples\n"]
-        for i, text in enumerate(media):
-            path = directory / f"sample_{i:0{digits}d}.txt"
-            path.write_text(text, encoding="utf-8")
-            paths.append(path)
-            fence = _fence_for(text)
-            sections.append(f"## {path.stem}\n\n{fence}text\n{text}\n{fence}\n")
-        gallery = directory / "samples.md"
-        gallery.write_text("\n".join(sections), encoding="utf-8")
-        paths.append(gallery)
-        return paths
+        return write_texts(media, directory)
 
     def incremental(self) -> Callable[[Tensor], str]:
         """A function that takes the next ids of one sample and returns the text they complete.
@@ -80,6 +66,25 @@ class ByteDecoder:
             return decoder.decode(_byte_string(tokens))
 
         return decode_chunk
+
+
+def write_texts(media: Sequence[str], directory: Path) -> list[Path]:
+    """Write ``sample_000.txt``, ... and a ``samples.md`` gallery holding them all; return the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    digits = max(3, len(str(len(media) - 1)))
+    paths = []
+    sections = ["# Samples\n"]
+    for i, text in enumerate(media):
+        path = directory / f"sample_{i:0{digits}d}.txt"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+        fence = _fence_for(text)
+        sections.append(f"## {path.stem}\n\n{fence}text\n{text}\n{fence}\n")
+    gallery = directory / "samples.md"
+    gallery.write_text("\n".join(sections), encoding="utf-8")
+    paths.append(gallery)
+    return paths
 
 
 def _byte_string(tokens: Tensor) -> bytes:
