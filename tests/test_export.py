@@ -1,5 +1,6 @@
 """`genloom export`: the command, and the core's part (checks and an atomic directory), format-blind."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,12 @@ def test_export_is_atomic_and_never_overwrites(run, tmp_path):
     with pytest.raises(ValueError, match=r"cannot export format='hf'; it writes: digits\. Choose one"):
         export(model, format="hf", out=out, options={})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no half directory, no staging left
+
+    fresh = tmp_path / "fresh"
+    assert export(model, format="digits", out=fresh, options={}) == [fresh / "digits.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o777 & ~umask  # the user's usual permissions
 
     out.mkdir()  # an empty directory is filled
     assert export(model, format="digits", out=out, options={}) == [out / "digits.txt"]

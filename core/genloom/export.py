@@ -11,17 +11,15 @@ into place once complete, so a failure (a refused option, a full disk) leaves no
 
 from __future__ import annotations
 
-import logging
+import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from genloom.interfaces import Exporting
 from genloom.sampler import LoadedModel
-
-log = logging.getLogger(__name__)
 
 
 def export(model: LoadedModel, *, format: str, out: Path, options: Mapping[str, Any]) -> list[Path]:
@@ -44,7 +42,9 @@ def export(model: LoadedModel, *, format: str, out: Path, options: Mapping[str, 
         )
     _refuse_occupied(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    # Made with mkdir, not mkdtemp, so that the directory gets the user's usual permissions.
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         written = generator.export(staging, format=format, encoder=model.pipeline.encoder, **options)
         _refuse_occupied(out)  # a directory filled meanwhile is still not ours to replace
