@@ -38,6 +38,7 @@ from genloom import checkpoint
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from genloom_text.bpe import BpeTokenizer, byte_symbols
 from genloom_text.tokenizer import ByteTokenizer
 
 if TYPE_CHECKING:
@@ -139,9 +140,10 @@ def export(model: Transformer, directory: Path, encoder: object | None) -> list[
     """Write ``model`` into ``directory`` as a GPT-2 model directory; return the files written.
 
     ``config.json``, ``model.safetensors`` and ``generation_config.json`` (greedy, no
-    end-of-sequence token: genloom's text models run to their token budget); with the bytes
-    encoder also the tokenizer (``tokenizer.json``, ``tokenizer_config.json``) whose ids
-    are genloom's. Another encoder's vocabulary is not written: a warning says so.
+    end-of-sequence token: genloom's text models run to their token budget); with the
+    ``bytes`` or a fitted ``bpe`` encoder also its tokenizer (``tokenizer.json``,
+    ``tokenizer_config.json``), whose ids are genloom's. Another encoder's vocabulary is
+    not written: a warning says so.
     """
     directory = Path(directory)
     weights = gpt2_state_dict(model)
@@ -151,25 +153,14 @@ def export(model: Transformer, directory: Path, encoder: object | None) -> list[
              _write_json(directory / "generation_config.json",
                          {"do_sample": False, "bos_token_id": None, "eos_token_id": None, "pad_token_id": 0})]
     if isinstance(encoder, ByteTokenizer):
-        files += write_byte_tokenizer(directory, model_max_length=model.block_size)
+        files += write_tokenizer(directory, byte_tokenizer().to_str(), model_max_length=model.block_size)
+    elif isinstance(encoder, BpeTokenizer):  # the tokenizers library's own file, as fitted
+        files += write_tokenizer(directory, encoder.fitted_state(), model_max_length=model.block_size)
     else:
         log.warning("no tokenizer written: the pipeline's encoder (%s) is not the bytes encoder; "
                     "give the exported model its tokenizer with that tokenizer's own tools",
                     type(encoder).__name__)
     return files
-
-
-def byte_characters() -> dict[int, str]:
-    """GPT-2's byte -> printable character table, the one the ByteLevel pre-tokenizer applies."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
 
 
 def byte_tokenizer():  # noqa: ANN201 - tokenizers is imported lazily
@@ -181,14 +172,9 @@ def byte_tokenizer():  # noqa: ANN201 - tokenizers is imported lazily
     into bytes. No normaliser: nothing changes a byte. Bytes that are not valid UTF-8
     decode to U+FFFD, as genloom's ``ByteDecoder`` does.
     """
-    try:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    except ImportError:
-        raise ValueError(
-            "writing the tokenizer of an hf export needs the tokenizers library: "
-            "pip install 'genloom-text[hf]'"
-        ) from None
-    vocab = {char: byte for byte, char in byte_characters().items()}
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {symbol: byte for byte, symbol in enumerate(byte_symbols())}
     if set(pre_tokenizers.ByteLevel.alphabet()) != set(vocab):
         raise RuntimeError("the tokenizers library's ByteLevel alphabet is not GPT-2's byte table")
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -197,10 +183,11 @@ def byte_tokenizer():  # noqa: ANN201 - tokenizers is imported lazily
     return tokenizer
 
 
-def write_byte_tokenizer(directory: Path, *, model_max_length: int) -> list[Path]:
-    """``tokenizer.json`` and the ``tokenizer_config.json`` that makes ``AutoTokenizer`` read it."""
+def write_tokenizer(directory: Path, state: str, *, model_max_length: int) -> list[Path]:
+    """``tokenizer.json`` (``state``, the tokenizers library's JSON) and the
+    ``tokenizer_config.json`` that makes ``transformers.AutoTokenizer`` read it."""
     path = directory / "tokenizer.json"
-    byte_tokenizer().save(str(path))
+    path.write_text(state, encoding="utf-8")
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
               "clean_up_tokenization_spaces": False}
     return [path, _write_json(directory / "tokenizer_config.json", config)]

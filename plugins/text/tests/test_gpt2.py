@@ -80,6 +80,20 @@ def test_exported_tokenizer_has_genloom_ids_and_hf_pipeline_round_trips_text(our
     assert answer["generated_text"] == prompt + decoder.decode(continuation)
 
 
+def test_a_fitted_bpe_is_exported_as_its_own_tokenizer(tmp_path):
+    from genloom_text.bpe import BpeTokenizer
+
+    encoder = BpeTokenizer(vocab_size=300)
+    encoder.fit(PROMPTS * 20)
+    assert encoder.vocab_size > 256  # merges were learnt
+    Transformer(**{**SIZES, "vocab_size": encoder.vocab_size}).export(tmp_path, format="hf", encoder=encoder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for prompt in [*PROMPTS, "unseen: ß∑ 🙂🙂"]:
+        ids = tokenizer(prompt)["input_ids"]
+        assert ids == encoder.encode(prompt).tolist()
+        assert tokenizer.decode(ids) == prompt
+
+
 def test_tanh_gelu_exports_as_gpt2s_own_activation(tmp_path):
     model = decided(Transformer(**SIZES, activation="gelu_tanh"))  # and bias=false: zero biases
     model.export(tmp_path, format="hf", encoder=ByteTokenizer())
