@@ -305,7 +305,9 @@ def serve(cfg: DictConfig) -> None:
 
 
 def export_checkpoint(cfg: DictConfig) -> None:
-    for key, what in (("format", "the format to write (hf...)"), ("out", "the directory to create")):
+    needed = (("checkpoint", CHECKPOINT_HELP), ("format", "the format to write (hf...)"),
+              ("out", "the directory to create"))
+    for key, what in needed:
         if OmegaConf.is_missing(cfg, key):
             raise SettingsError(f"genloom export needs {key}=...: {what}")
     settings = _job_settings(ExportSettings, cfg, "export")

@@ -148,16 +148,18 @@ def export(model: Transformer, directory: Path, encoder: object | None) -> list[
     directory = Path(directory)
     weights = gpt2_state_dict(model)
     save_file(weights, directory / WEIGHTS, metadata={"format": "pt"})
+    # Batched HF generation pads with pad_token_id; genloom has no pad token, and id 0 is as
+    # good as any (attention masks hide it).
+    generation = {"do_sample": False, "bos_token_id": None, "eos_token_id": None, "pad_token_id": 0}
     files = [directory / WEIGHTS,
              _write_json(directory / "config.json", gpt2_config(model)),
-             _write_json(directory / "generation_config.json",
-                         {"do_sample": False, "bos_token_id": None, "eos_token_id": None, "pad_token_id": 0})]
+             _write_json(directory / "generation_config.json", generation)]
     if isinstance(encoder, ByteTokenizer):
         files += write_tokenizer(directory, byte_tokenizer().to_str(), model_max_length=model.block_size)
     elif isinstance(encoder, BpeTokenizer):  # the tokenizers library's own file, as fitted
         files += write_tokenizer(directory, encoder.fitted_state(), model_max_length=model.block_size)
     else:
-        log.warning("no tokenizer written: the pipeline's encoder (%s) is not the bytes encoder; "
+        log.warning("no tokenizer written: the pipeline's encoder (%s) is neither bytes nor bpe; "
                     "give the exported model its tokenizer with that tokenizer's own tools",
                     type(encoder).__name__)
     return files
