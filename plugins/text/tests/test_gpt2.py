@@ -131,6 +131,26 @@ def test_init_from_reads_gpt2s_own_files_and_a_shorter_context(tmp_path):
         assert (hf.eval()(ids).logits - model.eval()(ids)).abs().max() <= 1e-5
 
 
+def test_init_from_reads_sharded_safetensors_and_refuses_a_shard_outside(ours, exported, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(exported / "model.safetensors")
+    names = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in shards.items():
+        save_file({k: weights[k] for k in keys}, tmp_path / shard, metadata={"format": "pt"})
+    index = {"weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    shutil.copy(exported / "config.json", tmp_path / "config.json")
+    model = Transformer(**SIZES, bias=True, init_from=str(tmp_path))
+    model.load_pretrained()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ours.state_dict().values(),
+                                                 strict=True))
+    index["weight_map"][names[0]] = "../elsewhere.safetensors"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert "not a .safetensors file beside it" in refusal(tmp_path)
+
+
 def refusal(directory, **overrides) -> str:
     options = {**SIZES, "bias": True, **overrides}
     with pytest.raises(ValueError) as err:
@@ -242,6 +262,10 @@ def test_genloom_export_refuses_and_leaves_files_alone(trained, tmp_path, capsys
 def test_train_from_init_from_is_self_contained_and_resume_does_not_reload(trained, tmp_path, capsys):
     pretrained = tmp_path / "pretrained"
     assert cli.main(["export", f"checkpoint={trained}", "format=hf", f"out={pretrained}"]) == 0
+    assert train(tmp_path / "wide", f"generator.init_from={pretrained}", "generator.n_embd=64") == 1
+    message = said(capsys)
+    assert "does not fit the configured transformer; set generator.n_embd=32" in message
+    assert "Traceback" not in message
     run = tmp_path / "run"
     assert train(run, f"generator.init_from={pretrained}", "trainer.lr=0") == 0
     assert f"initialised the transformer from {pretrained}" in said(capsys)
