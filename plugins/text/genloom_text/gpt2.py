@@ -139,8 +139,9 @@ def copy_to_gpt2(model: Transformer, hf_model: nn.Module) -> None:
 def export(model: Transformer, directory: Path, encoder: object | None) -> list[Path]:
     """Write ``model`` into ``directory`` as a GPT-2 model directory; return the files written.
 
-    ``config.json``, ``model.safetensors`` and ``generation_config.json`` (greedy, no
-    end-of-sequence token: genloom's text models run to their token budget); with the
+    ``config.json``, ``model.safetensors`` and ``generation_config.json`` (greedy, starting
+    from ``start_token`` without a prompt, no end-of-sequence token: genloom's text models
+    run to their token budget); with the
     ``bytes`` or a fitted ``bpe`` encoder also its tokenizer (``tokenizer.json``,
     ``tokenizer_config.json``), whose ids are genloom's. Another encoder's vocabulary is
     not written: a warning says so.
@@ -148,9 +149,11 @@ def export(model: Transformer, directory: Path, encoder: object | None) -> list[
     directory = Path(directory)
     weights = gpt2_state_dict(model)
     save_file(weights, directory / WEIGHTS, metadata={"format": "pt"})
-    # Batched HF generation pads with pad_token_id; genloom has no pad token, and id 0 is as
-    # good as any (attention masks hide it).
-    generation = {"do_sample": False, "bos_token_id": None, "eos_token_id": None, "pad_token_id": 0}
+    # Without a prompt genloom starts from start_token, as HF's generate starts from bos_token_id
+    # (the tokenizer adds no such token to prompts). Batched HF generation pads with
+    # pad_token_id; genloom has no pad token, and id 0 is as good as any (masks hide it).
+    generation = {"do_sample": False, "bos_token_id": model.start_token, "eos_token_id": None,
+                  "pad_token_id": 0}
     files = [directory / WEIGHTS,
              _write_json(directory / "config.json", gpt2_config(model)),
              _write_json(directory / "generation_config.json", generation)]

@@ -64,6 +64,11 @@ def test_export_gives_the_same_logits_and_greedy_tokens(ours, exported):
     assert (hf_logits(exported, ids) - expected).abs().max() <= 1e-5
     greedy = ours.generate(1, condition=ids[0], max_new_tokens=12, temperature=0.0)[0]
     assert hf_greedy(exported, ids, 12) == greedy.tolist()
+    # Without a prompt both start from start_token (a newline).
+    hf = transformers.AutoModelForCausalLM.from_pretrained(exported).eval()
+    with torch.inference_mode():
+        unprompted = hf.generate(max_new_tokens=8, min_new_tokens=8)[0]
+    assert unprompted.tolist() == [10, *ours.generate(1, max_new_tokens=8, temperature=0.0)[0].tolist()]
 
 
 def test_exported_tokenizer_has_genloom_ids_and_hf_pipeline_round_trips_text(ours, exported):
