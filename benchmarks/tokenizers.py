@@ -9,20 +9,21 @@ For each corpus (the pydoc documentation, prose; and the Python standard library
   every model is scored on the same held-out text, which no tokenizer and no model saw;
 * a BPE is fitted on the training pieces (``BpeTokenizer.fit``, as ``genloom train`` does);
 * genloom's Transformer (the ``pipeline=text`` shape: 2 layers, width 128, 4 heads, a
-  context of 128 tokens) trains for the same wall-clock ``--seconds`` on one torch thread,
+  context of 128 tokens) trains for the same ``--seconds`` of CPU time on one torch thread,
   batches of 32 windows, AdamW at 3e-3 with a 50-step warm-up and a cosine decay over the
   time budget (to 0.1x), gradients clipped at 1;
 * every held-out window is scored: bits per byte is the total bits of all target tokens over
-  the total UTF-8 bytes they cover, so tokenizers compare; training speed is tokens/s and
-  bytes/s (tokens times the bytes each covers); a sample of ``--sample-bytes`` bytes
-  (temperature 0.8, from a newline, seed 0) shows what each model writes.
+  the total UTF-8 bytes they cover, so tokenizers compare; training speed is tokens and
+  bytes (tokens times the bytes each covers) per CPU second; a sample of ``--sample-bytes``
+  bytes (temperature 0.8, from a newline, seed 0) shows what each model writes.
 
-    python benchmarks/tokenizers.py                # 75 s per run, 8 runs: about 12 minutes
+The budget is the process's CPU time (``time.process_time``), not the wall clock: on a
+machine shared with other work, a wall-clock budget would hand whichever run met the least
+load more training. With one torch thread a CPU second is one core busy for a second.
+
+    python benchmarks/tokenizers.py                # 60 CPU s per run, 8 runs: 10 minutes on an idle core
     python benchmarks/tokenizers.py --seconds 30   # quicker, noisier
     python benchmarks/tokenizers.py --tiny         # seconds (smoke test)
-
-The machine is not reserved: other work on it slows every run alike, and a fixed time
-budget turns that into fewer steps. Rerun and compare the ordering, not the last digit.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def run(corpus: str, text: str, tokenizer: str, shape: Shape, seconds: float, sa
     train = windows["train"]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     steps = tokens = covered = 0
-    start = time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
+    start = time.process_time()
+    while (elapsed := time.process_time() - start) < seconds:
         progress = elapsed / seconds
         decay = MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
         lr = LR * min(1.0, (steps + 1) / WARMUP) * decay
@@ -128,7 +129,7 @@ def run(corpus: str, text: str, tokenizer: str, shape: Shape, seconds: float, sa
         steps += 1
         tokens += batch[:, 1:].numel()
         covered += int(lengths[batch[:, 1:]].sum())
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     model.eval()
     bits, held_out = 0.0, 0
     val = windows["val"]
@@ -149,8 +150,8 @@ def run(corpus: str, text: str, tokenizer: str, shape: Shape, seconds: float, sa
 
 
 def table(results: list[Result]) -> str:
-    rows = ["| corpus | tokenizer | vocab | bytes/token | steps | tokens/s | bytes/s | held-out bits/byte |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| corpus | tokenizer | vocab | bytes/token | steps | tokens/CPU s | bytes/CPU s "
+            "| held-out bits/byte |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     rows += [f"| {r.corpus} | {r.tokenizer} | {r.vocab} | {r.bytes_per_token:.2f} | {r.steps} | "
              f"{r.tokens_per_s:,.0f} | {r.bytes_per_s:,.0f} | {r.bits_per_byte:.3f} |" for r in results]
     rows += ["", "| corpus | tokenizer | sample (temperature 0.8; newlines as ⏎) |", "|---|---|---|"]
@@ -164,7 +165,7 @@ def _one_line(text: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=75.0, help="training time per run")
+    parser.add_argument("--seconds", type=float, default=60.0, help="training CPU time per run")
     parser.add_argument("--tokenizers", nargs="+", default=list(TOKENIZERS), choices=TOKENIZERS)
     parser.add_argument("--limit", type=int, default=1_000_000, help="characters kept of each corpus")
     parser.add_argument("--sample-bytes", type=int, default=200)
@@ -181,7 +182,7 @@ def main() -> None:
             print(f"{corpus} {tokenizer}: {result.bits_per_byte:.3f} bits/byte, {result.steps} steps",
                   file=sys.stderr, flush=True)
             results.append(result)
-    print(f"# tokenizers at equal training time: {seconds:g} s each, torch threads 1, "
+    print(f"# tokenizers at equal training time: {seconds:g} CPU s each, torch threads 1, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared with other work)")
     print(table(results))
 
