@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from genloom import checkpoint
+from genloom.interfaces import Fitting
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -141,7 +142,8 @@ def export(model: Transformer, directory: Path, encoder: object | None) -> list[
     ``config.json``, ``model.safetensors`` and ``generation_config.json`` (greedy, no
     end-of-sequence token: genloom's text models run to their token budget); with the bytes
     encoder also the tokenizer (``tokenizer.json``, ``tokenizer_config.json``) whose ids
-    are genloom's. Another encoder's vocabulary is not written: a warning says so.
+    are genloom's, and with a fitted encoder (``bpe``) its own ``tokenizer.json``, the very
+    file the checkpoint stores. Another encoder's vocabulary is not written: a warning says so.
     """
     directory = Path(directory)
     weights = gpt2_state_dict(model)
@@ -152,6 +154,8 @@ def export(model: Transformer, directory: Path, encoder: object | None) -> list[
                          {"do_sample": False, "bos_token_id": None, "eos_token_id": None, "pad_token_id": 0})]
     if isinstance(encoder, ByteTokenizer):
         files += write_byte_tokenizer(directory, model_max_length=model.block_size)
+    elif isinstance(encoder, Fitting):
+        files += write_tokenizer(directory, encoder.fitted_state(), model_max_length=model.block_size)
     else:
         log.warning("no tokenizer written: the pipeline's encoder (%s) is not the bytes encoder; "
                     "give the exported model its tokenizer with that tokenizer's own tools",
@@ -199,8 +203,13 @@ def byte_tokenizer():  # noqa: ANN201 - tokenizers is imported lazily
 
 def write_byte_tokenizer(directory: Path, *, model_max_length: int) -> list[Path]:
     """``tokenizer.json`` and the ``tokenizer_config.json`` that makes ``AutoTokenizer`` read it."""
+    return write_tokenizer(directory, byte_tokenizer().to_str(), model_max_length=model_max_length)
+
+
+def write_tokenizer(directory: Path, tokenizer_json: str, *, model_max_length: int) -> list[Path]:
+    """``tokenizer_json`` (the ``tokenizers`` format) and the config ``AutoTokenizer`` reads it by."""
     path = directory / "tokenizer.json"
-    byte_tokenizer().save(str(path))
+    path.write_text(tokenizer_json, encoding="utf-8")
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
               "clean_up_tokenization_spaces": False}
     return [path, _write_json(directory / "tokenizer_config.json", config)]
