@@ -54,6 +54,18 @@ def test_text_sample_outputs_agree_token_for_token() -> None:
     assert ("genloom/HF" in header) == HAVE_TRANSFORMERS
 
 
+def test_tokenizers_scores_bytes_and_bpe_on_the_same_held_out_text() -> None:
+    out = bench("tokenizers.py", "--tiny", "--tokenizers", "bytes", "bpe-512")
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()]
+    scores = {(row[0], row[1]): row for row in cells if len(row) == 8 and row[0] in ("pydoc", "stdlib .py")}
+    samples = [row for row in cells if len(row) == 3 and row[0] in ("pydoc", "stdlib .py")]
+    assert len(scores) == 4 and len(samples) == 4
+    for corpus in ("pydoc", "stdlib .py"):
+        byte_row, bpe_row = scores[(corpus, "bytes")], scores[(corpus, "bpe-512")]
+        assert float(byte_row[3]) == 1.0 and float(bpe_row[3]) > 1.5  # bytes per token
+        assert 0 < float(byte_row[7]) < 8 and 0 < float(bpe_row[7]) < 8  # held-out bits per byte
+
+
 def test_runtime_overhead_reports_both_generators_and_griffin_lim() -> None:
     out = bench("runtime_overhead.py", "--quick")
     assert "image (image_debug)" in out and "audio (audio_debug)" in out

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from genloom_text.gpt2 import byte_characters
 from genloom_text.tokenizer import ByteTokenizer, write_texts
 
 MIN_VOCAB = 256  # the bytes themselves: a BPE of 256 has learnt no merge
@@ -27,17 +28,9 @@ MIN_FREQUENCY = 2  # a pair seen once is not worth an id
 
 
 def byte_symbols() -> list[str]:
-    """The character that stands for each byte in a byte-level BPE's vocabulary (GPT-2's table).
-
-    Printable Latin-1 bytes stand for themselves; the others (controls, space, NUL...) are
-    shifted to ``chr(256 + n)`` so that every token is a printable string.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    symbols = {b: chr(b) for b in printable}
-    shifted = (b for b in range(256) if b not in symbols)
-    symbols.update({b: chr(256 + n) for n, b in enumerate(shifted)})
-    return [symbols[b] for b in range(256)]
+    """The character that stands for each byte in a byte-level BPE's vocabulary, in byte order."""
+    table = byte_characters()  # GPT-2's: printable bytes stand for themselves, the rest are shifted
+    return [table[b] for b in range(256)]
 
 
 class BpeTokenizer:

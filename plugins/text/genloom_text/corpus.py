@@ -176,7 +176,7 @@ class TextSplits:
             raise ValueError(f"unknown split {name!r}; the splits are 'train' and 'val'")
         if self._encoded is None or self._encoded[0] is not encoder:
             if isinstance(encoder, Fitting):
-                splits = self._cut_pieces(encoder)
+                splits = self.cut_pieces(encoder)
             else:
                 splits = self._cut(self._encode(encoder, self.text))
             if isinstance(encoder, TokenBytes):
@@ -197,8 +197,8 @@ class TextSplits:
             pieces["val" if i % every == every - 1 else "train"].append(self.text[start : start + length])
         return pieces
 
-    def _cut_pieces(self, encoder: Encoder) -> dict[str, TokenWindows]:
-        """Windows inside each piece, for an encoder fitted on the training pieces alone."""
+    def cut_pieces(self, encoder: Encoder) -> dict[str, TokenWindows]:
+        """Windows inside each piece of :meth:`pieces`: what a fitting encoder is cut by (any encoder can be)."""
         window = self.block_size + 1
         splits = {}
         for split, texts in self.pieces().items():

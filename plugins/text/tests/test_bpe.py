@@ -178,6 +178,19 @@ def test_sampling_needs_the_checkpoint_alone(run, tmp_path, capsys):
     assert text and f"--- sample 0 ---\n{prompt}{text[:3]}" in capsys.readouterr().out
 
 
+def test_an_hf_export_carries_the_fitted_tokenizer(run, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    out, _ = run
+    hf = tmp_path / "hf"
+    with only_plugins(["genloom_text.plugin"]) as plugins:
+        assert cli.main(["export", f"checkpoint={out}", "format=hf", f"out={hf}"]) == 0
+        encoder = sampler.load(out, plugins, "cpu").pipeline.encoder
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf)
+    text = "The 日本語 👍 e\u0301 def f(x):\n    return x"
+    assert tokenizer(text)["input_ids"] == encoder.encode(text).tolist()
+    assert tokenizer.decode(encoder.encode(text).tolist()) == text
+
+
 @pytest.mark.parametrize(
     ("damage", "said"),
     [

@@ -23,11 +23,15 @@ def test_the_groups_hold_the_expected_files() -> None:
         "condition_encoder/prefix_bytes.yaml",
         "dataset/pydoc.yaml",
         "dataset/text_files.yaml",
+        "decoder/bpe.yaml",
         "decoder/bytes.yaml",
+        "encoder/bpe.yaml",
         "encoder/bytes.yaml",
         "generator/transformer.yaml",
         "generator/transformer_debug.yaml",
         "pipeline/text.yaml",
+        "pipeline/text_bpe.yaml",
+        "pipeline/text_bpe_debug.yaml",
         "pipeline/text_debug.yaml",
     ]
 
@@ -56,9 +60,11 @@ def test_pipeline_presets_show_their_command_and_compose(pipeline: str, tmp_path
     header = (CONF / "pipeline" / f"{pipeline}.yaml").read_text(encoding="utf-8").splitlines()
     assert any(line.startswith(f"# genloom train pipeline={pipeline}") for line in header[:3])
     cfg = compose_train(tmp_path, [f"pipeline={pipeline}"])
-    assert cfg.dataset.name == "pydoc" and cfg.encoder.name == "bytes"
-    assert cfg.decoder.name == "bytes" and cfg.generator.name == "transformer"
+    tokens = "bpe" if "bpe" in pipeline else "bytes"
+    assert cfg.dataset.name == "pydoc" and cfg.encoder.name == tokens
+    assert cfg.decoder.name == tokens and cfg.generator.name == "transformer"
     assert cfg.dataset.block_size == cfg.generator.block_size
+    assert tokens == "bytes" or cfg.generator.vocab_size == cfg.encoder.vocab_size
 
 
 def test_the_debug_pipeline_builds_trains_and_samples(text_plugin: PluginSet, tmp_path) -> None:
