@@ -24,6 +24,9 @@ from genloom.plugins import PluginSet
 from genloom.testing import compose
 
 STARTUP_TIMEOUT_S = 180  # a loaded CI machine takes a while to import torch
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
 
 
 def make_checkpoint(plugin_set: PluginSet, preset: str, directory: Path, *, overrides: Sequence[str] = (),
@@ -105,3 +108,24 @@ def serve_process(overrides: Sequence[str], cwd: Path, env: Mapping[str, str] | 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextlib.contextmanager
+def chromium_page() -> Iterator[object]:
+    """A headless Chromium page (Playwright) for the tests of the web page; skips without one."""
+    import pytest
+
+    if not CHROMIUM.exists():
+        if os.environ.get("GENLOOM_REQUIRE_BROWSER") == "1":
+            pytest.fail("GENLOOM_REQUIRE_BROWSER=1 but /usr/bin/chromium is missing: "
+                        "apt-get install chromium")
+        pytest.skip("no /usr/bin/chromium (apt-get install chromium); .ci/run installs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()

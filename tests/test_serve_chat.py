@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from genloom.testing import active_plugins, load_only
-from serving import make_checkpoint, running_app
+from serving import chromium_page, make_checkpoint, running_app
 
 pytest.importorskip("fastapi", reason="genloom serve needs the serve extra: pip install 'genloom[serve]'")
 pytest.importorskip("genloom_text", reason="the text plugin (genloom-text) is not installed")
@@ -139,3 +139,41 @@ def test_chat_latency_has_its_own_metric_label(server, api) -> None:
     api.chat.completions.create(model="chatty", messages=CONVERSATION, max_tokens=1)
     metrics = httpx.get(f"{server}/metrics", timeout=30).text
     assert 'genloom_request_latency_seconds_count{model="chatty",route="chat_completions"}' in metrics
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    with chromium_page() as page:
+        yield page
+
+
+@pytest.mark.slow
+def test_the_page_holds_a_conversation(server, api, browser_page, tmp_path) -> None:
+    try:
+        hold_a_conversation(browser_page, server, api)
+    finally:
+        browser_page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+
+
+def hold_a_conversation(page, server: str, api) -> None:  # noqa: ANN001 - a Playwright page, an OpenAI client
+    page.goto(server)
+    page.wait_for_selector("#model option[value=chatty]", state="attached")
+    page.select_option("#model", "chatty")
+    assert page.is_visible("#chat-box") and page.is_disabled("#n")
+    page.fill("input[name=max_new_tokens]", "5")
+    page.fill("input[name=temperature]", "0")
+    said: list[dict[str, str]] = []
+    for message in ("One, two,", "three?"):
+        page.fill("#prompt", message)
+        page.click("#generate")
+        page.wait_for_function("!document.querySelector('#generate').disabled")
+        said.append({"role": "user", "content": message})
+        answer = api.chat.completions.create(model="chatty", messages=said, max_tokens=5, temperature=0)
+        said.append({"role": "assistant", "content": answer.choices[0].message.content})
+    assert page.is_hidden("#error")
+    assert page.locator(".turn pre").all_text_contents() == [m["content"] for m in said]
+    assert page.input_value("#prompt") == ""
+    page.click("#new-chat")
+    assert page.locator(".turn").count() == 0
+    page.select_option("#model", "story")
+    assert page.is_hidden("#chat-box") and not page.is_disabled("#n")

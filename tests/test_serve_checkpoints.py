@@ -24,7 +24,7 @@ import httpx
 import pytest
 from genloom import cli
 from genloom.testing import active_plugins, load_only
-from serving import make_checkpoint, running_app, serve_process, wait_healthy
+from serving import chromium_page, make_checkpoint, running_app, serve_process, wait_healthy
 
 pytest.importorskip("fastapi", reason="genloom serve needs the serve extra: pip install 'genloom[serve]'")
 pytest.importorskip("genloom_text", reason="the text plugin (genloom-text) is not installed")
@@ -391,27 +391,10 @@ def test_a_thirty_second_soak_answers_everything_and_holds_its_memory(checkpoint
 
 # -- the web page, in a real browser --------------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-
-
 @pytest.fixture(scope="module")
 def browser_page():
-    if not CHROMIUM.exists():
-        if os.environ.get("GENLOOM_REQUIRE_BROWSER") == "1":
-            pytest.fail("GENLOOM_REQUIRE_BROWSER=1 but /usr/bin/chromium is missing: "
-                        "apt-get install chromium")
-        pytest.skip("no /usr/bin/chromium (apt-get install chromium); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
-            page.set_default_timeout(60_000)
-            yield page
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        yield page
 
 
 @pytest.mark.slow

@@ -17,6 +17,11 @@ that a served model sees the prompt its trainers wrote, byte for byte:
   ``add_generation_prompt`` and the tokenizer's special tokens (``bos_token``,
   ``eos_token``...).
 
+:meth:`ChatTemplate.encode` then encodes the text as transformers does (special tokens in
+the text matched, none added), which is what a :class:`genloom.interfaces.ChatEncoder`
+returns. As in transformers (``sanitize_control_tokens`` off), a special token typed in a
+message's content is matched too: a user can write ``<|im_end|>`` into their turn.
+
 A template that does not compile, or that refuses a conversation (``raise_exception``, a
 missing key), is a ``ValueError`` that names the template's file and its message.
 """
@@ -32,7 +37,10 @@ from typing import Any
 import jinja2
 import jinja2.ext
 import jinja2.nodes
+import torch
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+from torch import Tensor
 
 TEMPLATE_FILE = "chat_template.jinja"
 EXTRA_TEMPLATES_DIR = "additional_chat_templates"
@@ -154,6 +162,13 @@ class ChatTemplate:
             raise ValueError(f"{self.origin} refuses these messages: {err.message or err}") from None
         except (TypeError, ArithmeticError) as err:  # the template's own expression failed on them
             raise ValueError(f"{self.origin} fails on these messages: {err}") from None
+
+    def encode(self, tokenizer: Tokenizer, messages: Sequence[Mapping[str, Any]]) -> Tensor:
+        """The conversation's prompt ids ``(T,)``, as ``apply_chat_template(tokenize=True)`` gives
+        them: the rendered text encoded with its special tokens matched and none added (the
+        template wrote them). What an encoder's ``encode_chat`` returns."""
+        ids = tokenizer.encode(self.render(messages), add_special_tokens=False).ids
+        return torch.tensor(ids, dtype=torch.long)
 
 
 def _plain(message: Mapping[str, Any]) -> dict[str, Any]:

@@ -102,17 +102,15 @@ def test_rendering_and_tokens_equal_transformers(tmp_path, template) -> None:
     directory = make_tokenizer(tmp_path, template)
     loaded = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     ours = ChatTemplate.find(directory)
-    fast = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+    fast = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))  # as hf_tokenizer loads it
     for messages in CONVERSATIONS:
         text = ours.render(messages)
         assert text == loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert ours.render(messages, add_generation_prompt=False) == loaded.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=False)
-        # What an encoder's encode_chat gives: the rendered text's ids, special tokens matched,
-        # none added (the template wrote them).
         ids = loaded.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
                                          return_dict=False)
-        assert fast.encode(text, add_special_tokens=False).ids == list(ids)
+        assert ours.encode(fast, messages).tolist() == list(ids)
 
 
 def test_a_template_file_wins_over_the_config_and_named_templates_are_found(tmp_path) -> None:

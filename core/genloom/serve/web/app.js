@@ -3,6 +3,8 @@
 
 const $ = (id) => document.getElementById(id);
 let models = [];
+const promptHint = $("prompt").placeholder;
+let conversation = []; // the chat so far, [{role, content}], sent whole with each new message
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -42,6 +44,7 @@ async function loadModels() {
   $("model").replaceChildren(...models.map((m) => new Option(`${m.id} (${m.media_type})`, m.id)));
   $("status").textContent = `${models.length} model${models.length === 1 ? "" : "s"} served`;
   showOptions();
+  newConversation();
 }
 
 function current() {
@@ -54,7 +57,9 @@ function showOptions() {
   box.replaceChildren(Object.assign(document.createElement("legend"), { textContent: "Sampling options" }));
   if (!model) return;
   $("model-info").textContent =
-    `${model.generator}, step ${model.step}` + (model.streaming ? ", streams as it generates" : "");
+    `${model.generator}, step ${model.step}` + (model.streaming ? ", streams as it generates" : "") +
+    (model.chat ? ", chats" : "");
+  $("chat-box").hidden = !model.chat;
   for (const [name, spec] of Object.entries(model.options)) {
     const label = document.createElement("label");
     label.textContent = `${name} `;
@@ -94,15 +99,41 @@ function request() {
   return body;
 }
 
-async function streamText(model, body) {
-  // Completions with stream: server-sent events, one token (or a few) per event.
-  const payload = { model: model.id, stream: true, ...body };
+async function readEvents(response, onChunk) {
+  // Server-sent events, one token (or a few) per event, until [DONE] (true) or an error (false).
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return false;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const data = buffer.slice(0, cut).replace(/^data: /, "");
+      buffer = buffer.slice(cut + 2);
+      if (data === "[DONE]") return true;
+      const chunk = JSON.parse(data);
+      if (chunk.error) {
+        showError(chunk.error.message);
+        return false;
+      }
+      onChunk(chunk);
+    }
+  }
+}
+
+function textPayload(model, body) {
+  // The page's max_new_tokens is the OpenAI routes' max_tokens.
+  const payload = { model: model.id, stream: true, max_tokens: 200, ...body };
   if ("max_new_tokens" in payload) {
     payload.max_tokens = payload.max_new_tokens;
     delete payload.max_new_tokens;
-  } else {
-    payload.max_tokens = 200;
   }
+  return payload;
+}
+
+async function streamText(model, body) {
+  const payload = textPayload(model, body);
   const response = await fetch("/v1/completions", { method: "POST", headers: headers(), body: JSON.stringify(payload) });
   if (!response.ok) return showError(await errorText(response));
   const boxes = [];
@@ -113,23 +144,50 @@ async function streamText(model, body) {
     boxes.push(pre);
   }
   $("outputs").append(...boxes);
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += value;
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      const data = event.replace(/^data: /, "");
-      if (data === "[DONE]") return;
-      const chunk = JSON.parse(data);
-      if (chunk.error) return showError(chunk.error.message);
-      for (const choice of chunk.choices) boxes[choice.index].textContent += choice.text;
-    }
-  }
+  await readEvents(response, (chunk) => {
+    for (const choice of chunk.choices) boxes[choice.index].textContent += choice.text;
+  });
+}
+
+function showTurn(role, content) {
+  const turn = Object.assign(document.createElement("div"), { className: `turn ${role}` });
+  turn.append(Object.assign(document.createElement("div"), { className: "muted", textContent: role }));
+  const text = Object.assign(document.createElement("pre"), { className: "text", textContent: content });
+  turn.append(text);
+  $("outputs").append(turn);
+  return text;
+}
+
+async function streamChat(model, body) {
+  // Chat completions: the conversation so far and the new message; the answer streams in as deltas.
+  const message = { role: "user", content: body.prompt || "" };
+  const payload = { ...textPayload(model, body), n: 1, messages: [...conversation, message] };
+  delete payload.prompt;
+  delete payload.label;
+  const response = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(payload) });
+  if (!response.ok) return showError(await errorText(response));
+  showTurn("user", message.content);
+  const reply = showTurn("assistant", "");
+  const finished = await readEvents(response, (chunk) => {
+    for (const choice of chunk.choices) reply.textContent += choice.delta.content || "";
+  });
+  if (!finished) return;
+  conversation.push(message, { role: "assistant", content: reply.textContent });
+  $("prompt").value = "";
+}
+
+function chatting() {
+  const model = current();
+  return Boolean(model && model.chat && $("chat").checked);
+}
+
+function newConversation() {
+  conversation = [];
+  clearResult();
+  const chat = chatting();
+  $("prompt-name").textContent = chat ? "Your message" : "Prompt";
+  $("prompt").placeholder = chat ? "What you say to the model" : promptHint;
+  $("n").disabled = chat; // one answer carries the conversation on
 }
 
 function dataUrl(file) {
@@ -172,11 +230,14 @@ async function generate(event) {
   event.preventDefault();
   const model = current();
   if (!model) return;
-  clearResult();
+  const chat = chatting();
+  if (chat) $("error").hidden = true; // the conversation stays on the page
+  else clearResult();
   $("generate").disabled = true;
   try {
     const body = request();
-    if (model.streaming) await streamText(model, body);
+    if (chat) await streamChat(model, body);
+    else if (model.streaming) await streamText(model, body);
     else await generateMedia(model, body);
   } catch (err) {
     showError(String(err));
@@ -185,7 +246,9 @@ async function generate(event) {
   }
 }
 
-$("model").addEventListener("change", () => { clearResult(); showOptions(); });
+$("model").addEventListener("change", () => { showOptions(); newConversation(); });
+$("chat").addEventListener("change", newConversation);
+$("new-chat").addEventListener("click", newConversation);
 $("form").addEventListener("submit", generate);
 $("api-key").addEventListener("change", loadModels);
 loadModels();
