@@ -1,0 +1,88 @@
+"""A local Hugging Face tokenizer (``tokenizer.json``) as a genloom encoder and decoder.
+
+Only the `tokenizers` library is needed (no ``transformers``): the file is JSON, safe to
+load. The text datasets (``pydoc``, ``text_files``) encode their corpus with it unchanged.
+Special tokens are added as the tokenizer's own post-processor says (a Llama tokenizer
+puts ``<s>`` first, GPT-2's adds nothing), as ``transformers`` does by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from genloom_text.tokenizer import write_texts
+from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
+from torch import Tensor
+
+from genloom_hf.directory import tokenizer_file
+
+
+class HFTokenizer:
+    """Encoder: a string -> the tokenizer's ids, a ``LongTensor`` ``(T,)``.
+
+    Args:
+        path: a local directory holding ``tokenizer.json`` (usually the model's own).
+        add_special_tokens: add what the tokenizer's post-processor adds (``<s>`` first for
+            Llama); false encodes the text alone.
+    """
+
+    def __init__(self, *, path: str, add_special_tokens: bool = True) -> None:
+        self.path = str(path)
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file(path, key="encoder.path")))
+        self.add_special_tokens = add_special_tokens
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> Tensor:
+        if not isinstance(text, str):
+            raise TypeError(f"hf_tokenizer encodes str, got {type(text).__name__}")
+        ids = self.tokenizer.encode(text, add_special_tokens=self.add_special_tokens).ids
+        return torch.tensor(ids, dtype=torch.long)  # (T,)
+
+
+class HFTokenizerDecoder:
+    """Decoder: the tokenizer's ids -> text; writes ``.txt`` samples and streams as ids arrive.
+
+    Negative ids are padding (a row that already stopped) and are skipped; special tokens are
+    left out of the text (``skip_special_tokens``). Streaming goes through the tokenizer's
+    own incremental decoder (``tokenizers.decoders.DecodeStream``), which holds back bytes of
+    a character split across tokens and the leading space a word's token carries until the
+    text they make is settled, so the streamed pieces join into exactly :meth:`decode`'s text.
+    """
+
+    media_type = "text"
+
+    def __init__(self, *, path: str) -> None:
+        self.path = str(path)
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file(path, key="decoder.path")))
+        # genloom.interfaces.BoundedDecoder: the ids this tokenizer decodes.
+        self.input_range = (0, self.tokenizer.get_vocab_size(with_added_tokens=True) - 1)
+
+    def decode(self, tokens: Tensor) -> str:
+        return self.tokenizer.decode(self._ids(tokens), skip_special_tokens=True)
+
+    def write(self, media: Sequence[str], directory: Path) -> list[Path]:
+        """Write ``sample_000.txt``, ... and a ``samples.md`` gallery holding them all."""
+        return write_texts(media, directory)
+
+    def incremental(self) -> Callable[[Tensor], str]:
+        """A function that takes the next ids of one sample and returns the text they complete."""
+        stream = DecodeStream(skip_special_tokens=True)
+
+        def decode_chunk(tokens: Tensor) -> str:
+            pieces = (stream.step(self.tokenizer, i) for i in self._ids(tokens))
+            return "".join(piece for piece in pieces if piece is not None)
+
+        return decode_chunk
+
+    def _ids(self, tokens: Tensor) -> list[int]:
+        ids = [i for i in tokens.reshape(-1).tolist() if i >= 0]
+        high = self.input_range[1]
+        if ids and max(ids) > high:
+            raise ValueError(
+                f"token id {max(ids)} is outside the tokenizer in {self.path} (ids 0-{high}); was the "
+                "generator trained with another tokenizer? Give decoder.path the model's own directory"
+            )
+        return ids
