@@ -119,14 +119,22 @@ class HFCausalLM(nn.Module):
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Next-token cross entropy on ``batch["tokens"]`` ``(B, T + 1)``.
 
-        Returns ``loss`` in nats per token and ``bits_per_token`` (tokens are the tokenizer's,
-        so per byte would need each token's length in bytes).
+        Returns ``loss`` in nats per token and ``bits_per_token``; when the batch says how many
+        bytes each example's targets cover (``batch["bytes"]`` ``(B,)``, which the text datasets
+        add for ``hf_tokenizer``), also ``bits_per_byte``, the batch's total bits over its total
+        bytes, weighted by those bytes in evaluation (``bits_per_byte/weight``), as the text
+        transformer reports it: runs with different tokenizers compare.
         """
         tokens = batch[self.sequence_key]  # (B, T + 1)
         self._check_ids(tokens, f"batch[{self.sequence_key!r}]")
         logits = self.model(input_ids=tokens[:, :-1], use_cache=False).logits  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
-        return {"loss": loss, "bits_per_token": loss.detach() / math.log(2)}
+        bits = loss.detach() / math.log(2)  # per token
+        if "bytes" not in batch:
+            return {"loss": loss, "bits_per_token": bits}
+        covered = batch["bytes"].sum().clamp(min=1).float()
+        return {"loss": loss, "bits_per_token": bits, "bits_per_byte": bits * tokens[:, 1:].numel() / covered,
+                "bits_per_byte/weight": covered}
 
     def stream(
         self,

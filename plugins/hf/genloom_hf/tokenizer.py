@@ -8,16 +8,19 @@ puts ``<s>`` first, GPT-2's adds nothing), as ``transformers`` does by default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from genloom_text.tokenizer import write_texts
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders
 from tokenizers.decoders import DecodeStream
 from torch import Tensor
 
 from genloom_hf.directory import tokenizer_file
+
+BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a SentencePiece byte-fallback token
 
 
 class HFTokenizer:
@@ -40,6 +43,29 @@ class HFTokenizer:
             raise TypeError(f"hf_tokenizer encodes str, got {type(text).__name__}")
         ids = self.tokenizer.encode(text, add_special_tokens=self.add_special_tokens).ids
         return torch.tensor(ids, dtype=torch.long)  # (T,)
+
+    def token_bytes(self) -> Tensor:
+        """``(vocab_size,)`` int64: the UTF-8 bytes each id decodes to (0 for special tokens).
+
+        :class:`genloom.interfaces.TokenBytes`: the text datasets then count the bytes each
+        window covers, so the generator reports bits per byte, comparable across tokenizers.
+        A byte-level BPE's token is one symbol per byte; a SentencePiece-style token counts
+        ``<0xNN>`` as one byte and ``▁`` as a space.
+        """
+        special = {i for i, token in self.tokenizer.get_added_tokens_decoder().items() if token.special}
+        byte_level = isinstance(self.tokenizer.decoder, decoders.ByteLevel)
+        lengths = []
+        for i in range(self.vocab_size):
+            token = self.tokenizer.id_to_token(i)
+            if i in special or token is None:
+                lengths.append(0)
+            elif byte_level:  # one symbol per byte (GPT-2's table)
+                lengths.append(len(token))
+            elif BYTE_TOKEN.fullmatch(token):
+                lengths.append(1)
+            else:
+                lengths.append(len(token.replace("\u2581", " ").encode("utf-8")))
+        return torch.tensor(lengths, dtype=torch.long)
 
 
 class HFTokenizerDecoder:

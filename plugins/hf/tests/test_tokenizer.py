@@ -46,3 +46,13 @@ def test_a_directory_without_tokenizer_json_and_foreign_ids_are_refused(gpt2_dir
     decoder = HFTokenizerDecoder(path=str(gpt2_dir))
     with pytest.raises(ValueError, match="token id 5000 is outside the tokenizer .* decoder.path"):
         decoder.decode(torch.tensor([1, 5000]))
+
+
+def test_token_bytes_count_the_bytes_each_id_decodes_to(model_dir) -> None:
+    encoder = HFTokenizer(path=str(model_dir), add_special_tokens=False)
+    lengths = encoder.token_bytes()
+    assert lengths.shape == (encoder.vocab_size,)
+    ids = encoder.encode(TEXT)
+    assert int(lengths[ids].sum()) == len(TEXT.encode("utf-8"))
+    eos = "<|endoftext|>" if "gpt2" in model_dir.name else "</s>"
+    assert lengths[encoder.tokenizer.token_to_id(eos)] == 0
