@@ -23,8 +23,8 @@ def genloom_register_components(register: Callable[..., None]) -> None:
     register(
         "encoder",
         "hf_tokenizer",
-        "genloom_hf.tokenizer:HFTokenizer",
-        summary="text -> ids through a local tokenizer.json (the tokenizers library)",
+        "genloom_hf.tokenizer:hf_tokenizer",
+        summary="text -> ids through a local tokenizer.json; its chat template for chat completions",
     )
     register(
         "decoder",

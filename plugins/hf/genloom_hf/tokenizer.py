@@ -9,7 +9,7 @@ puts ``<s>`` first, GPT-2's adds nothing), as ``transformers`` does by default.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -18,19 +18,32 @@ from tokenizers import Tokenizer, decoders
 from tokenizers.decoders import DecodeStream
 from torch import Tensor
 
+from genloom_hf.chat import ChatTemplate
 from genloom_hf.directory import tokenizer_file
 
 BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a SentencePiece byte-fallback token
 
 
-class HFTokenizer:
-    """Encoder: a string -> the tokenizer's ids, a ``LongTensor`` ``(T,)``.
+def hf_tokenizer(
+    *, path: str, add_special_tokens: bool = True, chat_template: str | None = None
+) -> HFTokenizer:
+    """The ``hf_tokenizer`` encoder: an :class:`HFChatTokenizer` when the directory has a chat template.
 
     Args:
         path: a local directory holding ``tokenizer.json`` (usually the model's own).
         add_special_tokens: add what the tokenizer's post-processor adds (``<s>`` first for
             Llama); false encodes the text alone.
+        chat_template: the name of one of the directory's chat templates
+            (``additional_chat_templates/NAME.jinja``); null takes its default one, if any.
     """
+    template = ChatTemplate.find(tokenizer_file(path, key="encoder.path").parent, chat_template)
+    if template is None:
+        return HFTokenizer(path=path, add_special_tokens=add_special_tokens)
+    return HFChatTokenizer(path=path, add_special_tokens=add_special_tokens, template=template)
+
+
+class HFTokenizer:
+    """Encoder: a string -> the tokenizer's ids, a ``LongTensor`` ``(T,)`` (see :func:`hf_tokenizer`)."""
 
     def __init__(self, *, path: str, add_special_tokens: bool = True) -> None:
         self.path = str(path)
@@ -66,6 +79,24 @@ class HFTokenizer:
             else:
                 lengths.append(len(token.replace("\u2581", " ").encode("utf-8")))
         return torch.tensor(lengths, dtype=torch.long)
+
+
+class HFChatTokenizer(HFTokenizer):
+    """An :class:`HFTokenizer` whose directory has a chat template: a ``genloom.interfaces.ChatEncoder``,
+    so ``genloom serve`` offers ``/v1/chat/completions`` for its model."""
+
+    def __init__(self, *, path: str, add_special_tokens: bool, template: ChatTemplate) -> None:
+        super().__init__(path=path, add_special_tokens=add_special_tokens)
+        self.template = template
+
+    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> Tensor:
+        """The conversation rendered with the assistant's turn opened, as ids ``(T,)``.
+
+        The template writes every special token itself (``bos_token``...), so the text is
+        encoded without the post-processor's, as ``transformers``' ``apply_chat_template`` does.
+        """
+        text = self.template.render(messages, add_generation_prompt=True)
+        return torch.tensor(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=torch.long)
 
 
 class HFTokenizerDecoder:

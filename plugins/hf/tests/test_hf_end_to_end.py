@@ -105,3 +105,43 @@ def test_serving_streams_completions_equal_to_sampling(plugins_on, trained, gpt2
     expected = model.decoder.decode(tokens[0])
     assert whole["choices"][0]["text"] == streamed == expected
     assert whole["usage"]["completion_tokens"] == 8
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_tokenizer_with_a_chat_template_serves_chat_completions(plugins_on, gpt2_dir, tmp_path) -> None:
+    pytest.importorskip("fastapi", reason="genloom serve needs the serve extra: pip install 'genloom[serve]'")
+    import shutil
+
+    import torch
+    from genloom.interfaces import ChatEncoder
+    from genloom.serve.app import create_app
+    from genloom.serve.models import ServedModel
+    from serving import make_checkpoint, running_app
+
+    chat_dir = tmp_path / "chat-gpt2"
+    shutil.copytree(gpt2_dir, chat_dir)
+    (chat_dir / "chat_template.jinja").write_text(CHATML)
+    run = make_checkpoint(
+        plugins_on, "hf_text_debug", tmp_path / "run", overrides=[f"generator.path={chat_dir}"]
+    )
+    model = ServedModel("chatty", run, plugins_on, "cpu")
+    encoder = model.loaded.pipeline.encoder
+    assert isinstance(encoder, ChatEncoder) and model.chats
+    messages = [{"role": "user", "content": "Hi there"}]
+    prompt = encoder.encode_chat(messages)
+    assert model.decoder.decode(prompt) == "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    body = {"model": "chatty", "messages": messages, "max_tokens": 6, "temperature": 0, "stop_at_eos": False}
+    with running_app(create_app({"chatty": model})) as base:
+        answer = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60).json()
+    with torch.inference_mode():
+        tokens = model.generator.generate(
+            1, condition=prompt, temperature=0, max_new_tokens=6, stop_at_eos=False
+        )
+    assert answer["choices"][0]["message"]["content"] == model.decoder.decode(tokens[0])
+    plain = HFTokenizer(path=str(gpt2_dir))
+    assert not isinstance(plain, ChatEncoder)  # no template, no chat route
