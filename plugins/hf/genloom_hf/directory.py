@@ -104,6 +104,7 @@ def _existing_directory(path: str, *, key: str) -> Path:
             f"    hf download {path} --local-dir models/{path.split('/')[-1]}\n"
             "or in Python: huggingface_hub.snapshot_download("
             f"{path!r}, local_dir='models/{path.split('/')[-1]}')\n"
-            f"then set {key}=models/{path.split('/')[-1]}"
+            f"then give that directory: {key}=models/{path.split('/')[-1]} (the hf_text presets take it "
+            "once, as generator.path, which encoder.path and decoder.path follow)"
         )
     raise ValueError(f"{key}={path!r} does not exist; give a local model directory")
