@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NEW_TOKENS = 256  # max_new_tokens unless set, as the text transformer's
 SPECIAL_TOKENS = ("bos", "eos", "pad")
+# What an export copies beside the weights: the tokenizer and its chat templates.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "additional_chat_templates")
 
 
 class HFCausalLM(nn.Module):
@@ -223,6 +227,35 @@ class HFCausalLM(nn.Module):
     def open_slots(self, capacity: int) -> HFSlotBatch:
         """A running batch of up to ``capacity`` independent rows (see :class:`HFSlotBatch`)."""
         return HFSlotBatch(self, capacity)
+
+    # genloom.interfaces.Exporting: `genloom export format=hf`.
+    export_formats = ("hf",)
+
+    def export(
+        self, directory: Path, *, format: str, encoder: object | None = None, **options: Any
+    ) -> list[Path]:
+        """Write the fine-tuned model as a Hugging Face directory ``transformers`` loads.
+
+        ``save_pretrained`` writes ``config.json``, ``generation_config.json`` and the weights as
+        safetensors; the tokenizer's files (``tokenizer.json``, its config and chat templates)
+        are copied from the encoder's directory, else from the base model's.
+        """
+        if format not in self.export_formats:
+            raise ValueError(f"hf_causal_lm exports format=hf only, not format={format!r}")
+        if options:
+            raise ValueError(
+                f"format=hf of hf_causal_lm takes no options; got {', '.join(sorted(options))}. "
+                "(merge=true is for a LoRA generator: this model's weights are whole already)"
+            )
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        source = Path(getattr(encoder, "path", None) or self.path)
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, directory / name)
+            elif (source / name).is_dir():
+                shutil.copytree(source / name, directory / name)
+        return sorted(path for path in directory.rglob("*") if path.is_file())
 
     @torch.inference_mode()
     def _stream(

@@ -145,3 +145,30 @@ def test_a_tokenizer_with_a_chat_template_serves_chat_completions(plugins_on, gp
     assert answer["choices"][0]["message"]["content"] == model.decoder.decode(tokens[0])
     plain = HFTokenizer(path=str(gpt2_dir))
     assert not isinstance(plain, ChatEncoder)  # no template, no chat route
+
+
+def test_export_writes_a_directory_transformers_loads_with_the_same_logits(
+    plugins_on, trained, tmp_path, capsys
+) -> None:
+    import torch
+    from genloom import sampler
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "exported"
+    assert (
+        cli.main(["export", f"checkpoint={trained}", "format=hf", f"out={out}", f"hydra.run.dir={tmp_path}"])
+        == 0
+    )
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert not list(out.glob("*.bin"))
+    ours = sampler.load(trained, plugins_on, "cpu").pipeline.generator.eval()
+    theirs = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    ids = HFTokenizer(path=str(out)).encode("The quick brown fox")[None]
+    with torch.no_grad():
+        assert torch.allclose(ours.model(input_ids=ids).logits, theirs(input_ids=ids).logits, atol=1e-5)
+    refused = ["export", f"checkpoint={trained}", "format=hf", f"out={tmp_path / 'x'}", "merge=true"]
+    assert cli.main([*refused, f"hydra.run.dir={tmp_path}"]) == 1
+    said = capsys.readouterr()
+    assert "takes no options; got merge" in said.out + said.err
