@@ -64,14 +64,23 @@ ALTERNATING = (
     "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
     "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
 )
-SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-           "<|im_start|>", "<|im_end|>"]
+SPECIAL = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|im_start|>",
+    "<|im_end|>",
+]
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello there!"}],
-    [{"role": "system", "content": "You answer \"briefly\" & <kindly>."},
-     {"role": "user", "content": "What is 2 + 2?"},
-     {"role": "assistant", "content": "  4.  "},
-     {"role": "user", "content": "Und auf Deutsch? Schön, danke 🙂"}],
+    [
+        {"role": "system", "content": 'You answer "briefly" & <kindly>.'},
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "  4.  "},
+        {"role": "user", "content": "Und auf Deutsch? Schön, danke 🙂"},
+    ],
 ]
 
 
@@ -80,12 +89,17 @@ def make_tokenizer(directory: Path, template: str | None) -> Path:
     model = tokenizers.Tokenizer(tokenizers.models.BPE())
     model.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     model.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL,
-                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    model.train_from_iterator(["hello there, what is two and two? the assistant answers briefly."] * 4,
-                              trainer=trainer)
-    wrapped = transformers.PreTrainedTokenizerFast(tokenizer_object=model, bos_token="<|begin_of_text|>",
-                                                   eos_token="<|end_of_text|>")
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=SPECIAL,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    model.train_from_iterator(
+        ["hello there, what is two and two? the assistant answers briefly."] * 4, trainer=trainer
+    )
+    wrapped = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=model, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>"
+    )
     if template is not None:
         wrapped.chat_template = template
     wrapped.save_pretrained(directory)
@@ -107,11 +121,13 @@ def test_rendering_and_tokens_equal_transformers(tmp_path, template) -> None:
         text = ours.render(messages)
         assert text == loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert ours.render(messages, add_generation_prompt=False) == loaded.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=False)
+            messages, tokenize=False, add_generation_prompt=False
+        )
         # What an encoder's encode_chat gives: the rendered text's ids, special tokens matched,
         # none added (the template wrote them).
-        ids = loaded.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
-                                         return_dict=False)
+        ids = loaded.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=True, return_dict=False
+        )
         assert fast.encode(text, add_special_tokens=False).ids == list(ids)
 
 
@@ -126,7 +142,8 @@ def test_a_template_file_wins_over_the_config_and_named_templates_are_found(tmp_
     messages = CONVERSATIONS[1]
     assert ChatTemplate.find(directory).render(messages) == transformers_rendering(directory, messages)
     assert ChatTemplate.find(directory, "plain").render(messages) == transformers_rendering(
-        directory, messages, chat_template="plain")
+        directory, messages, chat_template="plain"
+    )
     with pytest.raises(ValueError, match=r"has no chat template named 'rag'; it has: default, plain"):
         ChatTemplate.find(directory, "rag")
 

@@ -73,12 +73,12 @@ def test_sampling_a_checkpoint_streams_and_writes_what_it_streamed(
 def test_a_resumed_fine_tune_logs_exactly_the_uninterrupted_losses(plugins_on, gpt2_dir, tmp_path) -> None:
     overrides = [
         *tiny(gpt2_dir),
-        "trainer.max_steps=4",
+        "trainer.max_steps=3",
         "trainer.eval_every=100",
         "trainer.checkpoint_every=100",
     ]
-    records = check_resume(plugins_on, overrides, stop_after=2, directory=tmp_path)
-    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    records = check_resume(plugins_on, overrides, stop_after=1, directory=tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3]
 
 
 def test_serving_streams_completions_equal_to_sampling(plugins_on, trained, gpt2_dir) -> None:
