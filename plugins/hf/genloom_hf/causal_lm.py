@@ -48,8 +48,13 @@ log = logging.getLogger(__name__)
 DEFAULT_NEW_TOKENS = 256  # max_new_tokens unless set, as the text transformer's
 SPECIAL_TOKENS = ("bos", "eos", "pad")
 # What an export copies beside the weights: the tokenizer and its chat templates.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "additional_chat_templates")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "additional_chat_templates",
+)
 
 
 class HFCausalLM(nn.Module):
@@ -119,6 +124,7 @@ class HFCausalLM(nn.Module):
         sha = torch.frombuffer(bytearray(weights_sha256(directory)), dtype=torch.uint8)
         self.register_buffer("base_sha256", sha.clone())
         self.register_load_state_dict_pre_hook(_warn_on_other_base)
+        self._batch_checked = False
 
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Next-token cross entropy on ``batch["tokens"]`` ``(B, T + 1)``.
@@ -130,15 +136,23 @@ class HFCausalLM(nn.Module):
         transformer reports it: runs with different tokenizers compare.
         """
         tokens = batch[self.sequence_key]  # (B, T + 1)
-        self._check_ids(tokens, f"batch[{self.sequence_key!r}]")
+        if tokens.device.type == "cpu" or not self._batch_checked:
+            # An id past the embedding is a clear error here, a device-side assert on a GPU; there
+            # the check costs a host sync, so only the first batch pays it (one encoder makes all).
+            self._check_ids(tokens, f"batch[{self.sequence_key!r}]")
+            self._batch_checked = True
         logits = self.model(input_ids=tokens[:, :-1], use_cache=False).logits  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
         bits = loss.detach() / math.log(2)  # per token
         if "bytes" not in batch:
             return {"loss": loss, "bits_per_token": bits}
         covered = batch["bytes"].sum().clamp(min=1).float()
-        return {"loss": loss, "bits_per_token": bits, "bits_per_byte": bits * tokens[:, 1:].numel() / covered,
-                "bits_per_byte/weight": covered}
+        return {
+            "loss": loss,
+            "bits_per_token": bits,
+            "bits_per_byte": bits * tokens[:, 1:].numel() / covered,
+            "bits_per_byte/weight": covered,
+        }
 
     def stream(
         self,
@@ -387,10 +401,13 @@ class _Context:
 
     def next_logits(self) -> Tensor:
         """Each row's next-token logits ``(n, V)``, over the ids the model may sample."""
+        # logits_to_keep=1: only the last position's logits, not (n, T, V) for a whole prompt.
         if self.cache is None:
-            logits = self.model.model(input_ids=self.tokens, use_cache=False).logits
+            logits = self.model.model(input_ids=self.tokens, use_cache=False, logits_to_keep=1).logits
         else:
-            logits = self.model.model(input_ids=self.fresh, cache=self.cache, use_cache=True).logits
+            logits = self.model.model(
+                input_ids=self.fresh, cache=self.cache, use_cache=True, logits_to_keep=1
+            ).logits
         return logits[:, -1, : self.model.sampled_vocab].float()
 
     def append(self, token: Tensor) -> None:
