@@ -1,6 +1,6 @@
 """The built wheels work on their own, not only the editable checkout.
 
-Builds the core and text wheels, installs them into a fresh virtual environment whose
+Builds the core, text and blocks wheels, installs them into a fresh virtual environment whose
 third-party dependencies (torch, Hydra...) come from this environment, as system
 site-packages would provide them, and runs `genloom plugins` and a two-step training run.
 """
@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel_env(core_wheel, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheels")
-    dist = build_wheels(tmp / "dist", clean_copy(ROOT / "plugins" / "text", tmp))
+    # genloom-text samples with genloom_blocks.sampling, so its wheel needs genloom-blocks'.
+    dist = build_wheels(tmp / "dist", clean_copy(ROOT / "plugins" / "text", tmp),
+                        clean_copy(ROOT / "plugins" / "blocks", tmp))
     venv = make_venv(tmp)
     pip_install(venv, "--find-links", core_wheel, "--find-links", dist, "genloom", "genloom-text")
     return venv

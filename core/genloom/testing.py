@@ -195,6 +195,7 @@ class Built:
     pipeline: Pipeline
     train: torch.utils.data.Dataset
     sample_options: dict[str, Any] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()  # what the preset was built with; a rebuild uses them too
 
     @property
     def where(self) -> str:
@@ -225,7 +226,7 @@ def build(plugin_set: PluginSet, name: str, overrides: Sequence[str] = (), seed:
         train = built.dataset.split("train", built.encoder, built.condition_encoder)
     except Exception as err:
         raise ContractViolation("builds", f"pipeline {name!r}", f"{type(err).__name__}: {err}") from err
-    return Built(name, config, built, train)
+    return Built(name, config, built, train, overrides=tuple(overrides))
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -608,7 +609,7 @@ def check_round_trip(plugin_set: PluginSet, built: Built, directory: Path) -> No
     generator = built.pipeline.generator
     step_dir = checkpoint.save(directory, step=1, model=generator, config=built.config,
                                plugins=plugin_set.versions())
-    fresh = build(plugin_set, built.name, seed=99)  # different initial weights
+    fresh = build(plugin_set, built.name, built.overrides, seed=99)  # different initial weights
     fresh.sample_options = built.sample_options
     try:
         checkpoint.load_weights(fresh.pipeline.generator, step_dir)
@@ -690,6 +691,10 @@ class PluginContract:
       (a dataset that needs a user's folder), with where they are tested instead;
     * ``sample_options``: keyword options for ``generate`` that keep samples small
       (``{"max_new_tokens": 8}``).
+
+    A preset whose mandatory value (``???``) only a test can give, such as the path of a
+    model directory the test writes, gets it from the ``contract_overrides`` fixture:
+    override it to return ``["generator.path=..."]``.
     """
 
     plugin: ClassVar[str] = ""
@@ -710,9 +715,17 @@ class PluginContract:
                         pytrace=False)
         return load_only([cls.plugin, *cls.also_load])
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_overrides(cls) -> Sequence[str]:
+        """Overrides every preset is built with; none by default. Override this fixture when a
+        preset needs a value only a test can give (``generator.path=`` a model it wrote)."""
+        return ()
+
     @pytest.fixture
-    def built(self, contract_plugins: PluginSet, contract_pipeline: str) -> Built:
-        built = _violations_fail(build, contract_plugins, contract_pipeline)
+    def built(self, contract_plugins: PluginSet, contract_pipeline: str,
+              contract_overrides: Sequence[str]) -> Built:
+        built = _violations_fail(build, contract_plugins, contract_pipeline, contract_overrides)
         built.sample_options = dict(self.sample_options)
         return built
 

@@ -13,7 +13,25 @@ from genloom.hookspecs import hookimpl
 
 @hookimpl
 def genloom_register_components(register: Callable[..., None]) -> None:
-    """Nothing yet: the components land with issue 15."""
+    # Causal LMs and their tokenizers (local directories: causal_lm.py, tokenizer.py).
+    register(
+        "generator",
+        "hf_causal_lm",
+        "genloom_hf.causal_lm:HFCausalLM",
+        summary="a local Hugging Face causal LM (GPT-2, Llama...): fine-tune, sample, serve",
+    )
+    register(
+        "encoder",
+        "hf_tokenizer",
+        "genloom_hf.tokenizer:hf_tokenizer",
+        summary="text -> ids through a local tokenizer.json; its chat template for chat completions",
+    )
+    register(
+        "decoder",
+        "hf_tokenizer",
+        "genloom_hf.tokenizer:HFTokenizerDecoder",
+        summary="ids -> text through a local tokenizer.json; streams; writes .txt samples",
+    )
 
 
 @hookimpl

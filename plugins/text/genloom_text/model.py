@@ -53,6 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from genloom.interfaces import SampleSpec, SlotOutput
+from genloom_blocks.sampling import StopMatcher, check_rng, check_sampling_options, pad_rows, sample_token
 from torch import Tensor, nn
 
 from genloom_text.prefix import BYTE_IDS
@@ -366,8 +367,8 @@ class Transformer(nn.Module):
         """
         device = self.tok_emb.weight.device
         max_new_tokens = self._new_tokens(max_new_tokens)
-        _check_sampling_options(n, max_new_tokens, temperature, top_k, top_p)
-        _check_rng(rng, device)
+        check_sampling_options(n, max_new_tokens, temperature, top_k, top_p)
+        check_rng(rng, device)
         prompt = self._prompt(condition, device)
         stop_ids = self._stop_ids(stop)
         unconditional = self._unconditional_prompt(guidance, device)
@@ -471,17 +472,17 @@ class Transformer(nn.Module):
                 context = torch.cat([context, unconditional.expand(n, -1)])  # (2n, P)
             cache = self.new_kv_cache() if use_cache else None
             fresh = context  # the part of the context not yet in the cache
-            matchers = None if stop is None else [_StopMatcher(stop) for _ in range(n)]
+            matchers = None if stop is None else [StopMatcher(stop) for _ in range(n)]
             for _ in range(max_new_tokens):
                 logits = self(fresh if cache is not None else context, cache)[:, -1]  # (n, V)
                 if unconditional is not None:
                     conditional, free = logits[:n], logits[n:]
                     logits = free + guidance * (conditional - free)
-                token = _sample(self._sampling_logits(logits), temperature, top_k, top_p, rng)  # (n,)
+                token = sample_token(self._sampling_logits(logits), temperature, top_k, top_p, rng)  # (n,)
                 if matchers is None:
                     yield token[:, None].cpu()
                 else:
-                    chunk = _pad([m.push(t) for m, t in zip(matchers, token.tolist(), strict=True)])
+                    chunk = pad_rows([m.push(t) for m, t in zip(matchers, token.tolist(), strict=True)])
                     if chunk.shape[1]:
                         yield chunk
                     if all(m.stopped for m in matchers):
@@ -495,7 +496,7 @@ class Transformer(nn.Module):
                     fresh = context
             if matchers is not None:
                 # Held tokens that never completed the stop sequence are output after all.
-                chunk = _pad([m.flush() for m in matchers])
+                chunk = pad_rows([m.flush() for m in matchers])
                 if chunk.shape[1]:
                     yield chunk
         finally:
@@ -736,7 +737,7 @@ class _Row:
     temperature: float
     top_k: int | None
     top_p: float | None
-    matcher: _StopMatcher | None
+    matcher: StopMatcher | None
     produced: int = 0
 
 
@@ -792,8 +793,8 @@ class SlotBatch:
             )
         device = self.model.tok_emb.weight.device
         max_new_tokens = self.model._new_tokens(max_new_tokens)
-        _check_sampling_options(1, max_new_tokens, temperature, top_k, top_p)
-        _check_rng(rng, device)
+        check_sampling_options(1, max_new_tokens, temperature, top_k, top_p)
+        check_rng(rng, device)
         prompt = self.model._prompt(condition, device)
         stop_ids = self.model._stop_ids(stop)
         slot = next((s for s in range(self.capacity) if s not in self.rows), None)
@@ -802,7 +803,7 @@ class SlotBatch:
         self.rows[slot] = _Row(
             context=prompt.tolist(), fresh=prompt, pos=0, rng=rng, max_new_tokens=max_new_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p,
-            matcher=None if stop_ids is None else _StopMatcher(stop_ids),
+            matcher=None if stop_ids is None else StopMatcher(stop_ids),
         )
         return slot
 
@@ -982,8 +983,8 @@ class SlotBatch:
             chosen.append(self.model._sampling_logits(rows).argmax(dim=-1))
         for slot in sampling:
             row = self.rows[slot]
-            chosen.append(_sample(self.model._sampling_logits(logits[slot][None]), row.temperature, row.top_k,
-                                  row.top_p, row.rng))
+            chosen.append(sample_token(self.model._sampling_logits(logits[slot][None]), row.temperature,
+                                       row.top_k, row.top_p, row.rng))
         tokens = torch.cat(chosen).tolist() if chosen else []
         return {slot: self._push(slot, token) for slot, token in zip(greedy + sampling, tokens, strict=True)}
 
@@ -1158,97 +1159,6 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.out_proj(self.gelu(self.fc(x))))  # (B, T, C)
-
-
-class _StopMatcher:
-    """Watches one row for the stop sequence, holding back tokens that may begin it."""
-
-    def __init__(self, stop: list[int]) -> None:
-        self.stop = stop
-        self.held: list[int] = []
-        self.stopped = False
-
-    def push(self, token: int) -> list[int]:
-        """Take the row's next token; return the tokens now known to be output."""
-        if self.stopped:
-            return []
-        held = [*self.held, token]
-        if held == self.stop:
-            # `held` is always the longest tail that could still become the stop sequence,
-            # so the sequence has appeared exactly when `held` equals it.
-            self.stopped, self.held = True, []
-            return []
-        keep = next(
-            k
-            for k in range(min(len(held), len(self.stop) - 1), -1, -1)
-            if held[len(held) - k :] == self.stop[:k]
-        )
-        self.held = held[len(held) - keep :]
-        return held[: len(held) - keep]
-
-    def flush(self) -> list[int]:
-        """The tokens still held when generation ends: they never became the stop sequence."""
-        held, self.held = self.held, []
-        return held
-
-
-def _sample(
-    logits: Tensor,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    rng: torch.Generator | None,
-) -> Tensor:
-    """One token id per row ``(n,)`` from next-token logits ``(n, V)``."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth_best = logits.topk(top_k, dim=-1).values[:, -1:]  # (n, 1)
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (n, V)
-        probs = sorted_logits.softmax(dim=-1)
-        # Drop a token once the likelier ones already reach top_p; the likeliest always stays.
-        # (Kept by index, not by the comparison: a top_p below float32's range compares as 0.)
-        drop = probs.cumsum(dim=-1) - probs >= top_p
-        drop[:, 0] = False
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=rng).squeeze(-1)
-
-
-def _pad(rows: list[list[int]]) -> Tensor:
-    """Rows of different lengths as one ``(n, longest)`` tensor padded with -1."""
-    chunk = torch.full((len(rows), max(map(len, rows))), -1, dtype=torch.long)
-    for i, ids in enumerate(rows):
-        chunk[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return chunk
-
-
-def _check_sampling_options(
-    n: int, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
-) -> None:
-    problems = []
-    if n < 1:
-        problems.append(f"n={n} must be at least 1")
-    if max_new_tokens < 0:
-        problems.append(f"max_new_tokens={max_new_tokens} must be 0 or more")
-    if temperature < 0:
-        problems.append(f"temperature={temperature} must be 0 (greedy) or more")
-    if top_k is not None and top_k < 1:
-        problems.append(f"top_k={top_k} must be at least 1 (or null for no limit)")
-    if top_p is not None and not 0 < top_p <= 1:
-        problems.append(f"top_p={top_p} must be in (0, 1] (or null for no limit)")
-    if problems:
-        raise ValueError("invalid sampling options: " + "; ".join(problems))
-
-
-def _check_rng(rng: torch.Generator | None, device: torch.device) -> None:
-    if rng is not None and rng.device.type != device.type:
-        raise ValueError(
-            f"rng is a generator on {rng.device} but the model is on {device}; "
-            f"create it with torch.Generator(device={str(device)!r})"
-        )
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from genloom.interfaces import Generator, StreamingGenerator
-from genloom_text.model import Transformer, _StopMatcher
+from genloom_blocks.sampling import StopMatcher
+from genloom_text.model import Transformer
 from genloom_text.tokenizer import ByteTokenizer
 
 BLOCK = 16
@@ -171,10 +172,10 @@ def test_a_stop_sequence_ends_the_row_and_is_not_output() -> None:
 
 
 def test_stop_matching_handles_overlapping_prefixes() -> None:
-    matcher = _StopMatcher([1, 1, 2])
+    matcher = StopMatcher([1, 1, 2])
     assert [matcher.push(t) for t in (1, 1, 1, 2)] == [[], [], [1], []]
     assert matcher.stopped and matcher.push(5) == []
-    matcher = _StopMatcher([1, 1, 2])
+    matcher = StopMatcher([1, 1, 2])
     assert [matcher.push(t) for t in (1, 1, 3)] == [[], [], [1, 1, 3]]
     assert not matcher.stopped and matcher.flush() == []
 

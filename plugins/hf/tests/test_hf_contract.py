@@ -1,0 +1,17 @@
+"""The plugin contract kit, run on this plugin's components with a tiny random GPT-2."""
+
+import pytest
+from genloom.testing import PluginContract
+from genloom_hf.random_model import write_random_model
+
+
+class TestHFContract(PluginContract):
+    plugin = "genloom_hf.plugin"
+    also_load = ["genloom_text.plugin"]  # the presets' datasets (pydoc)
+    pipelines = ["hf_text_debug"]
+    sample_options = {"max_new_tokens": 8}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_overrides(cls, tmp_path_factory):
+        return [f"generator.path={write_random_model(tmp_path_factory.mktemp('contract-gpt2'))}"]
