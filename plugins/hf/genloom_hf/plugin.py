@@ -13,7 +13,14 @@ from genloom.hookspecs import hookimpl
 
 @hookimpl
 def genloom_register_components(register: Callable[..., None]) -> None:
-    """Nothing yet: the components land with issue 15."""
+    """The Hugging Face components: each wraps a local directory; none downloads anything."""
+    # hf_sentence (caption encoder)
+    register(
+        "encoder",
+        "hf_sentence",
+        "genloom_hf.sentence:SentenceEncoder",
+        summary="a caption -> its sentence embedding from a local sentence-transformer (all-MiniLM-L6-v2)",
+    )
 
 
 @hookimpl
