@@ -47,7 +47,7 @@ NOTES = Task(
 )
 NOTES_CAPTION = Task(
     "notes_caption",
-    Presets("notes_caption", "notes_vq", "notes_caption_tokens"),
+    Presets("notes_caption", "notes_vq", "notes_caption_tokens", "notes_caption_minilm"),
     Presets("audio_caption_debug", "notes_vq_debug", "notes_caption_tokens_debug"),
     samples_per_condition=8,
 )

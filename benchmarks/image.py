@@ -1,6 +1,6 @@
 """Image benchmark: do conditioned samples show what was asked for? Approaches side by side.
 
-Two tasks, each judged by a small CNN trained here on real images of the dataset (never on
+Three tasks, each judged by a small CNN trained here on real images of the dataset (never on
 a generator's output, and sharing no code with any generator); its accuracy on the real
 validation images is the judge's ceiling:
 
@@ -11,6 +11,11 @@ validation images is the judge's ceiling:
   dataset's; colour labels are read off each real image: the palette colour its pixels
   hold exactly (the shape's interior keeps its fill colour through the downsampling; the
   background is gray), checked against every caption that names a colour.
+* ``shapes_unseen``: the same models, judge and shape x colour grid, prompted with words
+  that never appear in a training caption ("a crimson disc" for a red circle:
+  :data:`UNSEEN_COLOURS`, :data:`UNSEEN_SHAPES`). Hashed words give such a word an
+  untrained embedding; a pretrained sentence encoder (``--approaches vae,vae_minilm``) may
+  place it near the training word it means.
 
 Each approach (`quality.py`: ``vae``, the single-stage preset; ``tokens``, stage 1 then
 stage 2) is trained here or reused, sampled the same number of times per condition with
@@ -21,6 +26,7 @@ the results also go to a JSON file.
     python benchmarks/image.py                                   # both tasks, both approaches
     python benchmarks/image.py --tasks shapes --approaches vae --checkpoint shapes=outputs/train/DATE/TIME
     python benchmarks/image.py --quick --approaches vae          # debug presets: a smoke test
+    python benchmarks/image.py --tasks shapes,shapes_unseen --approaches vae,vae_minilm  # vs MiniLM
 """
 
 from __future__ import annotations
@@ -47,13 +53,18 @@ GLYPHS = Task(
     Presets("image_debug", "glyphs_vq_debug", "glyphs_tokens_debug"),
     samples_per_condition=50,
 )
-SHAPES_TASK = Task(
-    "shapes",
-    Presets("shapes", "shapes_vq", "shapes_tokens"),
-    Presets("shapes_debug", "shapes_vq_debug", "shapes_tokens_debug"),
-    samples_per_condition=20,
-)
-TASKS = {t.name: t for t in (GLYPHS, SHAPES_TASK)}
+SHAPES_PRESETS = Presets("shapes", "shapes_vq", "shapes_tokens", "shapes_minilm")
+SHAPES_DEBUG = Presets("shapes_debug", "shapes_vq_debug", "shapes_tokens_debug", "shapes_minilm_debug")
+SHAPES_TASK = Task("shapes", SHAPES_PRESETS, SHAPES_DEBUG, samples_per_condition=20)
+SHAPES_UNSEEN = Task("shapes_unseen", SHAPES_PRESETS, SHAPES_DEBUG, samples_per_condition=20)
+TASKS = {t.name: t for t in (GLYPHS, SHAPES_TASK, SHAPES_UNSEEN)}
+JUDGED = {"glyphs": "glyphs", "shapes": "shapes", "shapes_unseen": "shapes"}  # task -> what its judge reads
+# Words no training caption holds (genloom_image.rendered's captions use the keys), chosen as
+# plain English synonyms before any model was prompted with them.
+UNSEEN_COLOURS = {"red": "crimson", "green": "emerald", "blue": "azure", "yellow": "golden",
+                  "purple": "violet", "orange": "tangerine", "white": "ivory"}
+UNSEEN_SHAPES = {"circle": "disc", "square": "box", "triangle": "pyramid", "star": "pentagram",
+                 "diamond": "rhombus", "hexagon": "six-sided polygon", "cross": "plus sign"}
 MODES = {"glyphs": "L", "shapes": "RGB"}  # what the judge sees, whatever channels a pipeline writes
 PALETTE = torch.tensor(list(COLOURS.values()))  # (colours, 3) uint8 values
 PROBE_RESOLUTION = 32  # shapes re-rendered at least this large to read their colour
@@ -215,13 +226,16 @@ def judge_glyphs(model, judge: Judge, classes: tuple[str, ...], n: int, seed: in
     return {"per_condition": per_condition, **quality.summary(per_condition)}
 
 
-def judge_shapes(model, judge: Judge, n: int, seed: int) -> dict[str, Any]:
-    """Every shape x colour prompt, ``n`` samples each: colour right, shape right, both right."""
+def judge_shapes(model, judge: Judge, n: int, seed: int, *, unseen: bool = False) -> dict[str, Any]:
+    """Every shape x colour prompt, ``n`` samples each: colour right, shape right, both right.
+
+    ``unseen`` words the prompts with :data:`UNSEEN_COLOURS` and :data:`UNSEEN_SHAPES`."""
     rng = torch.Generator().manual_seed(seed)
     per_condition, shape_hits, colour_hits = {}, {s: [] for s in SHAPES}, {c: [] for c in COLOURS}
     for shape_index, shape in enumerate(SHAPES):
         for colour_index, colour in enumerate(COLOURS):
-            prompt = f"{article(colour)} {colour} {shape}"
+            words = f"{UNSEEN_COLOURS[colour]} {UNSEEN_SHAPES[shape]}" if unseen else f"{colour} {shape}"
+            prompt = f"{article(words)} {words}"
             images = torch.stack(
                 [pixels(image, "RGB") for image in quality.draw(model, n, rng, prompt=prompt)]
             )
@@ -242,8 +256,15 @@ def judge_shapes(model, judge: Judge, n: int, seed: int) -> dict[str, Any]:
 
 
 def run_task(
-    task: Task, names: list[str], runs: quality.Runs, args: argparse.Namespace, plugin_set: plugins.PluginSet
+    task: Task,
+    names: list[str],
+    runs: quality.Runs,
+    args: argparse.Namespace,
+    plugin_set: plugins.PluginSet,
+    judges: dict[str, tuple[Judge, dict]],
 ) -> dict[str, Any]:
+    """Judge each approach on ``task``; ``judges`` keeps the judges trained so far, by the data
+    they read, so shapes and shapes_unseen share one."""
     presets = task.quick if args.quick else task.full
     n = args.samples_per_condition or (4 if args.quick else task.samples_per_condition)
     approaches = [quality.approach(name, presets, runs) for name in names]
@@ -253,30 +274,33 @@ def run_task(
     for model in models.values():
         quality.check_same_data(reference, model, DATA_KEYS, task.name)
     dataset_name, options = reference
+    kind = JUDGED[task.name]
     dataset = plugin_set.registry.build("dataset", dataset_name, {**options, "condition": "none"})
     probe = None
-    if task.name == "shapes":
+    if kind == "shapes":
         probe = dataset
         if options["resolution"] < PROBE_RESOLUTION:
             probe_options = {**options, "condition": "none", "resolution": PROBE_RESOLUTION}
             probe = plugin_set.registry.build("dataset", dataset_name, probe_options)
     heads = (
         {"label": len(dataset.classes)}
-        if task.name == "glyphs"
+        if kind == "glyphs"
         else {"shape": len(SHAPES), "colour": len(COLOURS)}
     )
-    judge, judge_info = train_judge(
-        dataset, task.name, heads, 1 if args.quick else args.judge_epochs, args.seed, probe
-    )
+    data = f"{kind} {dataset_name} {sorted(options.items())}"
+    if data not in judges:
+        epochs = 1 if args.quick else args.judge_epochs
+        judges[data] = train_judge(dataset, kind, heads, epochs, args.seed, probe)
+    judge, judge_info = judges[data]
     results = {"judge": judge_info, "samples_per_condition": n, "approaches": {}}
     for a in approaches:
         log.info("%s: judging %s (%s)", task.name, a.name, a.run)
         model = models[a.name]
-        if task.name == "glyphs":
+        if kind == "glyphs":
             scores = judge_glyphs(model, judge, tuple(dataset.classes), n, args.seed)
             scores["reconstructions_read"] = reconstructions_read(model, judge, dataset)
         else:
-            scores = judge_shapes(model, judge, n, args.seed)
+            scores = judge_shapes(model, judge, n, args.seed, unseen=task.name == "shapes_unseen")
         results["approaches"][a.name] = {
             "run": str(a.run),
             "step": model.checkpoint.step,
@@ -316,19 +340,26 @@ def table(task: str, results: dict[str, Any]) -> str:
                       for g in got]))
         title = f"glyphs: label-conditioned digits; judge ceiling {ceiling['label']:.1%} on real val images"
     else:
+        unseen = task == "shapes_unseen"
         rows = [
-            (f"shape right: {s}", [f"{g['shape_accuracy_by_shape'][s]:.1%}" for g in got]) for s in SHAPES
+            (f"shape right: {s}" + (f" (asked as {UNSEEN_SHAPES[s]!r})" if unseen else ""),
+             [f"{g['shape_accuracy_by_shape'][s]:.1%}" for g in got])
+            for s in SHAPES
         ]
         rows += [
-            (f"colour right: {c}", [f"{g['colour_accuracy_by_colour'][c]:.1%}" for g in got]) for c in COLOURS
+            (f"colour right: {c}" + (f" (asked as {UNSEEN_COLOURS[c]!r})" if unseen else ""),
+             [f"{g['colour_accuracy_by_colour'][c]:.1%}" for g in got])
+            for c in COLOURS
         ]
         rows += [
             ("overall: shape right", [f"{g['shape_accuracy']:.1%}" for g in got]),
             ("overall: colour right", [f"{g['colour_accuracy']:.1%}" for g in got]),
             ("overall: both right", [f"{g['overall']:.1%}" for g in got]),
         ]
+        prompts = "words never in a training caption ('a crimson disc')" if unseen else "training words"
         title = (
-            f"shapes: caption-prompted, {len(SHAPES)} shapes x {len(COLOURS)} colours; judge ceiling "
+            f"{task}: caption-prompted with {prompts}, {len(SHAPES)} shapes x {len(COLOURS)} colours; "
+            "judge ceiling "
             f"shape {ceiling['shape']:.1%}, colour {ceiling['colour']:.1%}, both {ceiling['both']:.1%}"
         )
     rows.append(("worst condition", [f"{g['worst']['accuracy']:.0%} {g['worst']['condition']}" for g in got]))
@@ -358,7 +389,8 @@ def main() -> None:
     names = quality.chosen(args.approaches, quality.APPROACHES, "--approaches")
     runs = quality.Runs(quality.reused_runs(args.checkpoint), args.workdir, args.overrides, args.quick)
     plugin_set = plugins.active()
-    results = {name: run_task(TASKS[name], names, runs, args, plugin_set) for name in tasks}
+    judges: dict[str, tuple[Judge, dict]] = {}
+    results = {name: run_task(TASKS[name], names, runs, args, plugin_set, judges) for name in tasks}
     for name, result in results.items():
         print(f"\n{table(name, result)}")
     print(f"\nresults: {quality.write_json(args.json, 'image', results)}")

@@ -4,7 +4,10 @@ An approach is a way to get a conditioned generator out of genloom presets:
 
 * ``vae``: one preset, the single-stage VAE (``glyphs``, ``shapes``, ``notes``, ...);
 * ``tokens``: two presets, stage 1 (a tokenizer, ``glyphs_vq``) and then stage 2 (a token
-  prior, ``glyphs_tokens``) pointed at the trained stage 1 by :func:`stage2_overrides`.
+  prior, ``glyphs_tokens``) pointed at the trained stage 1 by :func:`stage2_overrides`;
+* ``vae_minilm``: the VAE with its captions read by a pretrained sentence encoder
+  (``shapes_minilm``: all-MiniLM-L6-v2 from genloom-hf) instead of hashed words; only for
+  the caption tasks that name such a preset, and only when asked for (``--approaches``).
 
 :class:`Runs` trains each preset at most once per invocation (``genloom train`` in a
 fresh process, timed from start to exit) or reuses a run given as ``--checkpoint
@@ -40,7 +43,8 @@ from genloom.trainer import evaluate
 
 log = logging.getLogger(__name__)
 
-APPROACHES = ("vae", "tokens")
+APPROACHES = ("vae", "tokens", "vae_minilm")
+DEFAULT_APPROACHES = ("vae", "tokens")
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", re.MULTILINE)
 
 
@@ -55,11 +59,13 @@ def stage2_overrides(stage1_run: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Presets:
-    """The presets of one benchmark task: the VAE's, and the two stages of ``tokens``."""
+    """The presets of one benchmark task: the VAE's, the two stages of ``tokens``, and the VAE
+    with sentence-encoder captions (None where the task has no captions)."""
 
     vae: str
     stage1: str
     tokens: str
+    minilm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser, tasks: Sequence[Task]) -> Non
     parser.add_argument("--tasks", default=names, help=f"comma-separated subset of {names} (default: all)")
     parser.add_argument(
         "--approaches",
-        default=",".join(APPROACHES),
-        help="comma-separated: vae (the single-stage preset), tokens (stage 1 + stage 2); default both",
+        default=",".join(DEFAULT_APPROACHES),
+        help="comma-separated: vae (the single-stage preset), tokens (stage 1 + stage 2), vae_minilm "
+        "(the VAE with MiniLM caption embeddings, caption tasks only); default vae,tokens",
     )
     parser.add_argument(
         "--checkpoint",
@@ -216,8 +223,14 @@ class Runs:
 
 def approach(name: str, presets: Presets, runs: Runs) -> Approach:
     """Train (or reuse) what approach ``name`` needs; its run to sample and its training time."""
-    if name == "vae":
-        vae = runs.get(presets.vae)
+    if name in ("vae", "vae_minilm"):
+        preset = presets.vae if name == "vae" else presets.minilm
+        if preset is None:
+            raise SystemExit(
+                f"--approaches {name}: this task has no preset with sentence-encoder captions "
+                f"(it is not caption-conditioned); leave {name} out"
+            )
+        vae = runs.get(preset)
         return Approach(name, vae.run, vae.seconds, vae.timed_by)
     stage1 = runs.known(presets.stage1)
     if presets.tokens in runs.reuse:  # stage 2 given: its stage 1 only counts when given too

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 from genloom.interfaces import Encoder
+from genloom_blocks.captions import encode_captions
 from torch import Tensor
 
 
@@ -66,7 +67,7 @@ def make_examples(
         tensors["condition"] = tensors["timbre"]
     elif condition == "caption":
         check_condition_encoder(condition, condition_encoder)
-        tensors["condition"] = torch.stack([condition_encoder.encode(caption) for caption in captions])
+        tensors["condition"] = encode_captions(condition_encoder, captions)
     return EncodedExamples(tensors)
 
 

@@ -60,7 +60,8 @@ class MelVAE(nn.Module):
         beta: weight of the KL term; 1 gives the evidence lower bound, more leaves the
             latent less to say and the condition more.
         condition: ``none``, ``label`` (a pitch or timbre index ``0 .. num_classes - 1``) or
-            ``caption`` (``caption_buckets``: the ``buckets`` of its ``caption_words``); one
+            ``caption`` (``caption_buckets``: the ``buckets`` of its ``caption_words``; or a
+            sentence embedding of ``caption_embedding_dim`` values from ``hf_sentence``); one
             ``condition_dim`` vector for the clip, which training drops with probability
             ``condition_dropout`` (see :mod:`genloom_blocks.conditioning`).
     """
@@ -68,18 +69,22 @@ class MelVAE(nn.Module):
     def __init__(
         self, *, n_mels: int = 80, frames: int = 32, widths: Sequence[int] = (16, 32, 64, 64),
         latent_dim: int = 4, beta: float = 1.0, condition: str = "none", num_classes: int = 36,
-        caption_buckets: int = 1060, condition_dim: int = 64, condition_dropout: float = 0.1,
+        caption_buckets: int = 1060, caption_embedding_dim: int = 0, condition_dim: int = 64,
+        condition_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         widths = _check_architecture(n_mels, frames, widths, latent_dim)
         if beta < 0:
             raise ValueError(f"generator.beta must be at least 0, got {beta}")
         self.condition_ids = ConditionIds(
-            condition, num_classes=num_classes, caption_buckets=caption_buckets, dropout=condition_dropout,
+            condition, num_classes=num_classes, caption_buckets=caption_buckets,
+            caption_embedding_dim=caption_embedding_dim, dropout=condition_dropout,
             dataset_conditions={"label": ("pitch", "timbre", "label")},
             classes_hint=" (pitches: high - low + 1)",
         )
-        self.embed = condition_embedding(condition, num_classes, caption_buckets, condition_dim)
+        self.embed = condition_embedding(
+            condition, num_classes, caption_buckets, condition_dim, caption_embedding_dim
+        )
         film = condition_dim if self.embed is not None else 0
         factor = 2 ** len(widths)
         self.padded = (math.ceil(n_mels / factor) * factor, math.ceil(frames / factor) * factor)
@@ -140,7 +145,8 @@ class MelVAE(nn.Module):
         Args:
             n: how many clips.
             condition: a pitch or timbre index for ``label=N`` (0-dim, or one per clip),
-                or the word ids of an encoded ``prompt=``; None: clips of no condition.
+                or an encoded ``prompt=`` (word ids, or a sentence embedding); None: clips of
+                no condition.
             rng: a generator on the model's device: a seed fixes the spectrograms.
             temperature: scales ``z ~ N(0, I)``: below 1 the sounds are more typical,
                 at 0 there is one sound per condition.

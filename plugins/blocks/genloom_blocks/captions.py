@@ -10,13 +10,16 @@ of their dataset all get distinct ids (tested in each plugin: 512 for the image 
 that no power of two up to 4096 does).
 
 This is the ``caption_words`` condition encoder (registered by :mod:`genloom_blocks.plugin`);
-the image and audio plugins' caption presets use it.
+the image and audio plugins' caption presets use it. :func:`encode_captions` is how their
+datasets encode all captions with whichever condition encoder a pipeline names.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,3 +55,13 @@ class CaptionWords:
     def encode(self, caption: str) -> Tensor:
         ids = [zlib.crc32(word.encode("utf-8")) % self.buckets + 1 for word in self.words(caption)]
         return torch.tensor(ids + [0] * (self.max_words - len(ids)), dtype=torch.long)
+
+
+def encode_captions(condition_encoder: Any, captions: Sequence[str]) -> Tensor:
+    """A dataset's captions -> ``(N, ...)``: in batches when the encoder offers ``encode_many``
+    (a pretrained sentence encoder runs its transformer once per batch of distinct captions,
+    not once per example), else one ``encode`` per caption."""
+    encode_many = getattr(condition_encoder, "encode_many", None)
+    if encode_many is not None:
+        return encode_many(list(captions))
+    return torch.stack([condition_encoder.encode(caption) for caption in captions])

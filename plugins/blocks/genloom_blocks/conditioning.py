@@ -1,15 +1,22 @@
 """Conditioning layers: a label or a caption steers a convolutional network through FiLM.
 
-* :class:`ConditionEmbedding`: condition ids -> one vector ``(B, dim)``: a label's
-  embedding, or the mean of a caption's word embeddings (the ids of
-  :class:`genloom_blocks.captions.CaptionWords`), through a small MLP. "No condition" has
-  an embedding of its own, so a model trained with condition dropout also samples without.
+* :class:`ConditionEmbedding`: a condition -> one vector ``(B, dim)``: a label's
+  embedding, the mean of a caption's word embeddings (the ids of
+  :class:`genloom_blocks.captions.CaptionWords`), or a learned projection of a caption's
+  sentence embedding (a float vector from a pretrained text encoder such as genloom-hf's
+  ``hf_sentence``), through a small MLP. "No condition" has an embedding of its own, so a
+  model trained with condition dropout also samples without.
 * :class:`ConvNorm`, :class:`Down`, :class:`Up`: conv -> GroupNorm -> FiLM -> SiLU, and the
   residual halving and doubling blocks built from it, over 1-D (``dims=1``: ``(B, C, T)``)
   or 2-D (``dims=2``: ``(B, C, H, W)``) feature maps.
-* :class:`ConditionIds`: the checks of the ids a generator is given, in training (from the
-  batch, some dropped) and in sampling (from ``label=`` or ``prompt=``), with messages that
-  name the keys to set.
+* :class:`ConditionIds`: the checks of the condition a generator is given (label ids, word
+  ids or a caption embedding), in training (from the batch, some dropped) and in sampling
+  (from ``label=`` or ``prompt=``), with messages that name the keys to set.
+
+A caption is word ids ``(B, W)`` (int64) when ``caption_embedding_dim`` is 0, and a float
+vector ``(B, caption_embedding_dim)`` otherwise; the dtype tells the two apart, so a
+pipeline that pairs a condition encoder with a generator built for the other kind fails at
+its first batch with a message saying which keys to change.
 
 The attribute names of the modules here are parameter names in the checkpoints of the
 models built from them (``embed.table.weight``, ``stages.0.block.film.weight``): renaming
@@ -36,33 +43,49 @@ def check_condition(condition: str) -> str:
 
 
 class ConditionEmbedding(nn.Module):
-    """Condition ids -> a vector: a label's embedding, or the mean of a caption's word embeddings.
+    """A condition -> a vector: a label's embedding, the mean of a caption's word embeddings,
+    or a projection of a caption's sentence embedding.
 
     "No condition" has its own embedding: label index ``num_classes``, or a caption of
-    padding only (an all-zero mean, then the MLP's bias).
+    padding only (an all-zero mean, then the MLP's bias), or an all-zero sentence embedding
+    (the projection's bias, then the MLP).
     """
 
-    def __init__(self, condition: str, num_classes: int, caption_buckets: int, dim: int) -> None:
+    def __init__(
+        self, condition: str, num_classes: int, caption_buckets: int, dim: int, caption_embedding_dim: int = 0
+    ) -> None:
         super().__init__()
         if condition == "label":
             self.table: nn.Module = nn.Embedding(num_classes + 1, dim)
+        elif caption_embedding_dim:
+            self.table = nn.Linear(caption_embedding_dim, dim)
+            # A sentence embedding is L2-normalised: its entries are ~1/sqrt(D) (0.05 for
+            # MiniLM's 384). nn.Linear's default init (weights ~U(+-1/sqrt(D))) would map it
+            # to entries ~0.03, thirty times smaller than the N(0, 1) rows the label and word
+            # tables start from, and the MLP's biases would drown the caption. Weights N(0, 1)
+            # map a unit vector to entries of variance |x|^2 = 1, the tables' scale.
+            nn.init.normal_(self.table.weight)
+            nn.init.zeros_(self.table.bias)
         else:
             self.table = nn.EmbeddingBag(caption_buckets + 1, dim, mode="mean", padding_idx=0)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
-    def forward(self, ids: Tensor | None, size: int) -> Tensor:
-        """``(size, dim)`` from labels ``(size,)`` or captions ``(size, W)``; None is "no condition"."""
-        if ids is None:
+    def forward(self, condition: Tensor | None, size: int) -> Tensor:
+        """``(size, dim)`` from labels ``(size,)``, word ids ``(size, W)`` or caption embeddings
+        ``(size, D)``; None is "no condition"."""
+        if condition is None:
             device = self.mlp[0].weight.device
             if isinstance(self.table, nn.Embedding):
-                ids = torch.full((size,), self.table.num_embeddings - 1, device=device)
+                condition = torch.full((size,), self.table.num_embeddings - 1, device=device)
+            elif isinstance(self.table, nn.Linear):
+                condition = torch.zeros((size, self.table.in_features), device=device)
             else:
-                ids = torch.zeros((size, 1), dtype=torch.long, device=device)
-        return self.mlp(self.table(ids))
+                condition = torch.zeros((size, 1), dtype=torch.long, device=device)
+        return self.mlp(self.table(condition))
 
 
 def condition_embedding(
-    condition: str, num_classes: int, caption_buckets: int, dim: int
+    condition: str, num_classes: int, caption_buckets: int, dim: int, caption_embedding_dim: int = 0
 ) -> ConditionEmbedding | None:
     """The embedding a ``condition`` needs (None for ``none``); sizes checked as ``generator.*`` keys."""
     if check_condition(condition) == "none":
@@ -71,12 +94,24 @@ def condition_embedding(
     for key, value in sizes.items():
         if value < 1:
             raise ValueError(f"generator.{key} must be at least 1, got {value}")
-    return ConditionEmbedding(condition, num_classes, caption_buckets, dim)
+    check_caption_embedding_dim(caption_embedding_dim)
+    return ConditionEmbedding(condition, num_classes, caption_buckets, dim, caption_embedding_dim)
 
 
-def embed(embedding: ConditionEmbedding | None, ids: Tensor | None, size: int) -> Tensor | None:
+def check_caption_embedding_dim(value: int) -> int:
+    """``generator.caption_embedding_dim``: 0 (word ids) or a sentence embedding's width."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            "generator.caption_embedding_dim must be 0 (captions as word ids, condition_encoder="
+            f"caption_words) or the width of the condition encoder's sentence embedding (384 for "
+            f"all-MiniLM-L6-v2), got {value!r}"
+        )
+    return value
+
+
+def embed(embedding: ConditionEmbedding | None, condition: Tensor | None, size: int) -> Tensor | None:
     """The condition vector ``(size, dim)``, or None for an unconditioned model (``embedding`` None)."""
-    return None if embedding is None else embedding(ids, size)
+    return None if embedding is None else embedding(condition, size)
 
 
 class ConvNorm(nn.Module):
@@ -167,12 +202,15 @@ def _convolution(dims: int, transposed: bool) -> type[nn.Module]:
 
 
 class ConditionIds:
-    """The condition ids a conditioned generator is given: checked, and in training some dropped.
+    """The condition a conditioned generator is given: checked, and in training some dropped.
 
     Args:
-        condition: ``none``, ``label`` (ids ``(B,)``) or ``caption`` (word ids ``(B, W)``).
+        condition: ``none``, ``label`` (ids ``(B,)``) or ``caption`` (word ids ``(B, W)``, or
+            sentence embeddings ``(B, caption_embedding_dim)``).
         num_classes: labels are ``0 .. num_classes - 1``; ``num_classes`` is "no condition".
         caption_buckets: word ids are ``0 .. caption_buckets``; 0 is padding.
+        caption_embedding_dim: 0 for captions as word ids; else the width of the float
+            caption embeddings (all zeros is "no condition").
         dropout: probability of training an example without its condition.
         dataset_conditions: the ``dataset.condition`` values that give each kind of ids, for
             messages (the audio datasets give labels for ``pitch``, ``timbre`` and ``label``).
@@ -187,6 +225,7 @@ class ConditionIds:
         num_classes: int,
         caption_buckets: int,
         dropout: float,
+        caption_embedding_dim: int = 0,
         dataset_conditions: Mapping[str, Sequence[str]] | None = None,
         classes_hint: str = "",
     ) -> None:
@@ -195,6 +234,7 @@ class ConditionIds:
         self.condition = check_condition(condition)
         self.num_classes = num_classes
         self.caption_buckets = caption_buckets
+        self.caption_embedding_dim = check_caption_embedding_dim(caption_embedding_dim)
         self.dropout = dropout
         self.dataset_conditions = {"label": ("label",), "caption": ("caption",), **(dataset_conditions or {})}
         self.classes_hint = classes_hint
@@ -219,6 +259,8 @@ class ConditionIds:
                 f"generator.condition={self.condition} but the batch's condition has shape "
                 f"{tuple(ids.shape)}; {fix}"
             )
+        if self.condition == "caption":
+            self.check_caption_kind(ids, "the dataset's captions, encoded by the condition encoder, are")
         if self.condition == "label" and not self._labels_checked:
             # Once: an out-of-range label would otherwise surface as an opaque index error,
             # and checking every batch would cost a device sync per step.
@@ -246,6 +288,11 @@ class ConditionIds:
             return None
         if condition is None:
             return None
+        if self.condition == "caption" and condition.dim() > 0:
+            self.check_caption_kind(condition, "the prompt, encoded by the condition encoder, is")
+            if self.caption_embedding_dim:
+                condition = condition.to(device=device, dtype=torch.float32)
+                return condition.expand(n, -1) if condition.dim() == 1 else condition
         if condition.is_floating_point():
             raise ValueError(f"condition must hold integer ids, got dtype {condition.dtype}")
         condition = condition.to(device=device, dtype=torch.long)
@@ -271,6 +318,35 @@ class ConditionIds:
                 "model was trained with"
             )
         return condition.expand(n, -1) if condition.dim() == 1 else condition
+
+    def check_caption_kind(self, caption: Tensor, what: str) -> None:
+        """Word ids for a word-id model, float vectors of the right width for an embedding model.
+
+        ``caption`` is ``(W,)``/``(B, W)`` ids or ``(D,)``/``(B, D)`` embeddings; ``what``
+        says where it came from.
+        """
+        width = caption.shape[-1]
+        if self.caption_embedding_dim:
+            if not caption.is_floating_point():
+                raise ValueError(
+                    f"{what} word ids (dtype {caption.dtype}), but this generator takes caption "
+                    f"embeddings of {self.caption_embedding_dim} values (generator.caption_embedding_dim"
+                    f"={self.caption_embedding_dim}): use a sentence encoder (condition_encoder="
+                    "hf_sentence, pipeline=shapes_minilm does), or set generator.caption_embedding_dim=0 "
+                    "for word ids"
+                )
+            if width != self.caption_embedding_dim:
+                raise ValueError(
+                    f"{what} embeddings of {width} values, but generator.caption_embedding_dim="
+                    f"{self.caption_embedding_dim}: set generator.caption_embedding_dim={width}, the "
+                    "width of the condition encoder's embedding"
+                )
+        elif caption.is_floating_point():
+            raise ValueError(
+                f"{what} float vectors of {width} values (a sentence embedding), but this generator "
+                "takes word ids (generator.caption_embedding_dim=0, condition_encoder=caption_words): "
+                f"set generator.caption_embedding_dim={width} to condition on the embedding"
+            )
 
     def check_labels(self, labels: Tensor, what: str, advice: str) -> None:
         """Reject labels outside ``0..num_classes - 1``; ``what`` names the label: ``"label={}"``."""

@@ -106,3 +106,38 @@ def test_sampling_conditions_are_expanded_and_wrong_ones_explained() -> None:
         captions.sampling(torch.tensor(2), 1, cpu)
     with pytest.raises(ValueError, match="trained without a condition"):
         ConditionIds("none", num_classes=1, caption_buckets=1, dropout=0.0).sampling(torch.tensor(1), 1, cpu)
+
+
+def test_a_caption_embedding_is_projected_at_the_scale_of_the_word_tables() -> None:
+    torch.manual_seed(0)
+    sentences = ConditionEmbedding("caption", num_classes=1, caption_buckets=9, dim=64,
+                                   caption_embedding_dim=384)
+    vectors = torch.nn.functional.normalize(torch.randn(32, 384), dim=1)  # unit length, as MiniLM's
+    assert torch.equal(sentences(None, 2), sentences(torch.zeros(2, 384), 2))  # all zeros: no condition
+    projected = sentences.table(vectors)  # (32, 64)
+    # Entries ~1 like the N(0, 1) label and word tables; nn.Linear's default init gives ~0.03.
+    assert 0.8 < projected.std().item() < 1.2
+    with pytest.raises(ValueError, match="caption_embedding_dim must be 0 .* or the width"):
+        condition_embedding("caption", 1, 9, 4, caption_embedding_dim=-1)
+
+
+def test_word_ids_and_embeddings_are_told_apart_with_the_keys_to_change() -> None:
+    words = ConditionIds("caption", num_classes=1, caption_buckets=9, dropout=0.0)
+    sentences = ConditionIds("caption", num_classes=1, caption_buckets=9, dropout=0.5,
+                             caption_embedding_dim=6)
+    vectors, ids = torch.rand(4, 6), torch.randint(1, 10, (4, 3))
+    with pytest.raises(ValueError, match="float vectors of 6 values.*set generator.caption_embedding_dim=6"):
+        words.batch({"condition": vectors}, 4, train=False)
+    with pytest.raises(ValueError, match="are word ids.*condition_encoder=hf_sentence"):
+        sentences.batch({"condition": ids}, 4, train=False)
+    with pytest.raises(ValueError, match="embeddings of 5 values, but generator.caption_embedding_dim=6"):
+        sentences.batch({"condition": torch.rand(4, 5)}, 4, train=False)
+    with pytest.raises(ValueError, match="the prompt, encoded by the condition encoder, is float vectors"):
+        words.sampling(torch.rand(6), 2, torch.device("cpu"))
+    torch.manual_seed(0)
+    dropped = sentences.batch({"condition": vectors}, 4, train=True)  # dropped rows are all zeros
+    kept = (dropped == vectors).all(1)
+    assert torch.equal(dropped[~kept], torch.zeros_like(dropped[~kept])) and 0 < kept.sum() < 4
+    prompt = sentences.sampling(vectors[0].double(), 3, torch.device("cpu"))
+    assert prompt.shape == (3, 6) and prompt.dtype == torch.float32
+    assert sentences.sampling(None, 3, torch.device("cpu")) is None

@@ -13,6 +13,7 @@ from genloom.hookspecs import hookimpl
 
 @hookimpl
 def genloom_register_components(register: Callable[..., None]) -> None:
+    """The Hugging Face components: each wraps a local directory; none downloads anything."""
     # Causal LMs and their tokenizers (local directories: causal_lm.py, tokenizer.py).
     register(
         "generator",
@@ -31,6 +32,13 @@ def genloom_register_components(register: Callable[..., None]) -> None:
         "hf_tokenizer",
         "genloom_hf.tokenizer:HFTokenizerDecoder",
         summary="ids -> text through a local tokenizer.json; streams; writes .txt samples",
+    )
+    # A caption encoder (sentence.py).
+    register(
+        "encoder",
+        "hf_sentence",
+        "genloom_hf.sentence:SentenceEncoder",
+        summary="a caption -> its sentence embedding from a local sentence-transformer (all-MiniLM-L6-v2)",
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 from genloom.interfaces import Encoder
+from genloom_blocks.captions import encode_captions
 from torch import Tensor
 
 CONDITIONS = ("none", "label", "caption")
@@ -70,5 +71,5 @@ def make_examples(
     if condition == "label":
         tensors["condition"] = tensors["label"]
     elif condition == "caption":
-        tensors["condition"] = torch.stack([condition_encoder.encode(caption) for caption in captions])
+        tensors["condition"] = encode_captions(condition_encoder, captions)
     return EncodedExamples(tensors)

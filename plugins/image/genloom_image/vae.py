@@ -13,7 +13,8 @@ with ``recon = -log N(x; decoder(z), sigma^2)`` for one ``z`` drawn from the pos
 ``kl = KL(q(z | x) || N(0, I))``, both in nats per image.
 
 Conditioning: a label (``nn.Embedding``) or a caption (``nn.EmbeddingBag``, the mean of
-its hashed word ids) is embedded and steers every block of both encoder and decoder by
+its hashed word ids; or, with ``caption_embedding_dim``, a learned projection of a
+pretrained sentence encoder's embedding) is embedded and steers every block of both encoder and decoder by
 FiLM: a per-channel scale and shift computed from the embedding. It is also added to the
 decoder's first feature map: with that direct path the decoder learns to use the condition
 within the first few hundred steps (conditioned glyph samples read as the asked digit went
@@ -64,7 +65,8 @@ class VAE(nn.Module):
         beta: weight of the KL term; 1 gives the evidence lower bound, less trades
             sample quality for sharper reconstructions.
         condition: ``none``, ``label`` (a class index, ``0 .. num_classes - 1``) or ``caption``
-            (word ids ``1 .. caption_buckets`` from ``caption_words`` with as many ``buckets``);
+            (word ids ``1 .. caption_buckets`` from ``caption_words`` with as many ``buckets``,
+            or a sentence embedding of ``caption_embedding_dim`` values from ``hf_sentence``);
             embedded to ``condition_dim`` and dropped in training with probability
             ``condition_dropout`` (:class:`genloom_blocks.conditioning.ConditionIds`).
     """
@@ -80,6 +82,7 @@ class VAE(nn.Module):
         condition: str = "none",
         num_classes: int = 10,
         caption_buckets: int = 512,
+        caption_embedding_dim: int = 0,
         condition_dim: int = 64,
         condition_dropout: float = 0.1,
     ) -> None:
@@ -87,7 +90,11 @@ class VAE(nn.Module):
         if beta < 0:
             raise ValueError(f"generator.beta must be at least 0, got {beta}")
         self.condition_ids = ConditionIds(
-            condition, num_classes=num_classes, caption_buckets=caption_buckets, dropout=condition_dropout
+            condition,
+            num_classes=num_classes,
+            caption_buckets=caption_buckets,
+            caption_embedding_dim=caption_embedding_dim,
+            dropout=condition_dropout,
         )
         architecture = dict(
             resolution=resolution,
@@ -97,6 +104,7 @@ class VAE(nn.Module):
             condition=condition,
             num_classes=num_classes,
             caption_buckets=caption_buckets,
+            caption_embedding_dim=caption_embedding_dim,
             condition_dim=condition_dim,
         )
         self.encoder = VAEEncoder(**architecture)
@@ -158,7 +166,8 @@ class VAE(nn.Module):
         Args:
             n: how many images.
             condition: ``label=`` (a 0-dim or ``(n,)`` class index) or an encoded
-                ``prompt=`` (``(W,)`` or ``(n, W)`` word ids); None draws unconditioned images.
+                ``prompt=`` (``(W,)`` or ``(n, W)`` word ids, or a ``(D,)`` or ``(n, D)``
+                sentence embedding); None draws unconditioned images.
             rng: on the model's device; the same seed draws the same images.
             temperature: the prior's standard deviation; below 1 trades variety for
                 typical-looking images, 0 gives one image per condition.
@@ -194,11 +203,14 @@ class VAEEncoder(nn.Module):
         condition: str = "none",
         num_classes: int = 10,
         caption_buckets: int = 512,
+        caption_embedding_dim: int = 0,
         condition_dim: int = 64,
     ) -> None:
         super().__init__()
         widths = _check_architecture(resolution, channels, widths, latent_channels)
-        self.embed = condition_embedding(condition, num_classes, caption_buckets, condition_dim)
+        self.embed = condition_embedding(
+            condition, num_classes, caption_buckets, condition_dim, caption_embedding_dim
+        )
         film = condition_dim if self.embed is not None else 0
         self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
         self.stages = nn.ModuleList(
@@ -241,11 +253,14 @@ class VAEDecoder(nn.Module):
         condition: str = "none",
         num_classes: int = 10,
         caption_buckets: int = 512,
+        caption_embedding_dim: int = 0,
         condition_dim: int = 64,
     ) -> None:
         super().__init__()
         widths = _check_architecture(resolution, channels, widths, latent_channels)
-        self.embed = condition_embedding(condition, num_classes, caption_buckets, condition_dim)
+        self.embed = condition_embedding(
+            condition, num_classes, caption_buckets, condition_dim, caption_embedding_dim
+        )
         film = condition_dim if self.embed is not None else 0
         up = widths[::-1]
         self.stem = nn.Conv2d(latent_channels, up[0], 3, padding=1)

@@ -278,8 +278,13 @@ class Transformer(nn.Module):
                 f"generator.prefix={media.prefix} needs each example's condition in batch['condition']: "
                 f"set {setting} (or generator.prefix=none)"
             )
-        if condition.is_floating_point():
-            raise ValueError(f"the condition must hold integer ids, got dtype {condition.dtype}")
+        if condition.is_floating_point():  # a sentence embedding (condition_encoder=hf_sentence)?
+            raise ValueError(
+                f"generator.prefix={media.prefix} reads token ids, but the condition holds float vectors "
+                f"of shape {tuple(condition.shape)} (a sentence embedding?): the transformer takes no "
+                "embedding condition; encode captions with condition_encoder=prefix_bytes, or use a VAE "
+                "preset for sentence embeddings (pipeline=shapes_minilm)"
+            )
         if media.prefix == "label":
             if condition.shape != (n,):
                 raise ValueError(
