@@ -19,18 +19,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from genloom_text.gpt2 import byte_characters
-from genloom_text.tokenizer import ByteTokenizer, write_texts
+from genloom_text.tokenizer import ByteTokenizer, byte_symbols, write_texts
 
 MIN_VOCAB = 256  # the bytes themselves: a BPE of 256 has learnt no merge
 MAX_VOCAB = 1 << 20
 MIN_FREQUENCY = 2  # a pair seen once is not worth an id
-
-
-def byte_symbols() -> list[str]:
-    """The character that stands for each byte in a byte-level BPE's vocabulary, in byte order."""
-    table = byte_characters()  # GPT-2's: printable bytes stand for themselves, the rest are shifted
-    return [table[b] for b in range(256)]
 
 
 class BpeTokenizer:

@@ -38,8 +38,8 @@ from genloom import checkpoint
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from genloom_text.bpe import BpeTokenizer, byte_symbols
-from genloom_text.tokenizer import ByteTokenizer
+from genloom_text.bpe import BpeTokenizer
+from genloom_text.tokenizer import ByteTokenizer, byte_symbols
 
 if TYPE_CHECKING:
     from genloom_text.model import Transformer

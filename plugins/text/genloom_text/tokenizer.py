@@ -87,6 +87,21 @@ def write_texts(media: Sequence[str], directory: Path) -> list[Path]:
     return paths
 
 
+def byte_symbols() -> list[str]:
+    """The character that stands for each byte, in byte order: GPT-2's byte-level table.
+
+    Printable Latin-1 bytes stand for themselves; the others (controls, space, NUL...) are
+    shifted to ``chr(256 + n)``, so that every token of a byte-level BPE (``bpe``) or of
+    the byte tokenizer ``genloom export format=hf`` writes is a printable string.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    symbols = {b: chr(b) for b in printable}
+    shifted = (b for b in range(256) if b not in symbols)
+    symbols.update({b: chr(256 + n) for n, b in enumerate(shifted)})
+    return [symbols[b] for b in range(256)]
+
+
 def _byte_string(tokens: Tensor) -> bytes:
     ids = [i for i in tokens.reshape(-1).tolist() if i >= 0]
     if any(i > 255 for i in ids):
