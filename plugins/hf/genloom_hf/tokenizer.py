@@ -8,6 +8,7 @@ puts ``<s>`` first, GPT-2's adds nothing), as ``transformers`` does by default.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import Tensor
 from genloom_hf.chat import ChatTemplate
 from genloom_hf.directory import tokenizer_file
 
+log = logging.getLogger(__name__)
 BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a SentencePiece byte-fallback token
 
 
@@ -36,7 +38,15 @@ def hf_tokenizer(
         chat_template: the name of one of the directory's chat templates
             (``additional_chat_templates/NAME.jinja``); null takes its default one, if any.
     """
-    template = ChatTemplate.find(tokenizer_file(path, key="encoder.path").parent, chat_template)
+    directory = tokenizer_file(path, key="encoder.path").parent
+    try:
+        template = ChatTemplate.find(directory, chat_template)
+    except ValueError as err:
+        if chat_template is not None:  # asked for by name: its absence or breakage is the answer
+            raise
+        # Only chat needs the default template: a fine-tune and completions go on, told why.
+        log.warning("%s; the model is served without /v1/chat/completions", err)
+        template = None
     if template is None:
         return HFTokenizer(path=path, add_special_tokens=add_special_tokens)
     return HFChatTokenizer(path=path, add_special_tokens=add_special_tokens, template=template)
@@ -95,8 +105,7 @@ class HFChatTokenizer(HFTokenizer):
         The template writes every special token itself (``bos_token``...), so the text is
         encoded without the post-processor's, as ``transformers``' ``apply_chat_template`` does.
         """
-        text = self.template.render(messages, add_generation_prompt=True)
-        return torch.tensor(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=torch.long)
+        return self.template.encode(self.tokenizer, messages)
 
 
 class HFTokenizerDecoder:
