@@ -13,7 +13,6 @@ import pytest
 import torch
 from genloom.interfaces import ChatEncoder
 from genloom.testing import active_plugins
-from genloom_hf.random_model import write_random_model
 from genloom_hf.tokenizer import hf_tokenizer
 
 pytest.importorskip("fastapi", reason="genloom serve needs the serve extra: pip install 'genloom[serve]'")
@@ -37,8 +36,10 @@ NEW_TOKENS = 6
 
 
 @pytest.fixture(scope="module")
-def chat_dir(tmp_path_factory):
-    directory = write_random_model(tmp_path_factory.mktemp("tiny-llama-chat"), family="llama")
+def chat_dir(llama_dir, tmp_path_factory):
+    """The session's tiny Llama with a chat template added."""
+    directory = tmp_path_factory.mktemp("tiny-llama-chat") / "model"
+    shutil.copytree(llama_dir, directory)
     (directory / "chat_template.jinja").write_text(TEMPLATE)
     return directory
 
