@@ -111,7 +111,7 @@ def test_content_parts_are_joined_as_text(api) -> None:
     ({"model": "chatty", "messages": [{"role": "user", "content": "x" * 301}]}, 400,
      "messages: 301 characters, more than 300 (serve.max_prompt_chars)"),
     ({"model": "chatty", "max_tokens": 65}, 400, "max_tokens=65 is more than 64 (serve.max_tokens)"),
-    ({"model": "chatty", "max_completion_tokens": 65}, 400, "max_tokens=65 is more than 64"),
+    ({"model": "chatty", "max_completion_tokens": 65}, 400, "max_completion_tokens=65 is more than 64"),
     ({"model": "chatty", "max_tokens": 3, "max_completion_tokens": 4}, 400, "disagree"),
     ({"model": "chatty", "n": 5}, 400, "n=5 is more than 4 (serve.max_n)"),
     ({"model": "chatty", "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,

@@ -339,10 +339,10 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
             check_tokens(extra["max_new_tokens"])
         return extra
 
-    def check_tokens(value: Any) -> None:
+    def check_tokens(value: Any, param: str = "max_tokens") -> None:
         if isinstance(value, int) and value > limits.max_tokens:
-            raise BadRequest(f"max_tokens={value} is more than {limits.max_tokens} (serve.max_tokens)",
-                             param="max_tokens")
+            raise BadRequest(f"{param}={value} is more than {limits.max_tokens} (serve.max_tokens)",
+                             param=param)
 
     def seeds(seed: int | None, count: int) -> tuple[int, list[int]]:
         """A request's seed (drawn when not given) and each of its rows' (seed, seed + 1, ...)."""
@@ -562,9 +562,11 @@ def create_app(models: Mapping[str, ServedModel], options: ServeOptions | None =
             raise BadRequest(f"max_tokens={body.max_tokens} and max_completion_tokens="
                              f"{body.max_completion_tokens} disagree; give one of them",
                              param="max_completion_tokens")
-        given = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        if given is not None:
-            return given
+        if body.max_completion_tokens is not None:
+            check_tokens(body.max_completion_tokens, "max_completion_tokens")
+            return body.max_completion_tokens
+        if body.max_tokens is not None:
+            return body.max_tokens
         spec = model.options.get("max_new_tokens")
         default = spec.default if spec is not None and isinstance(spec.default, int) else limits.max_tokens
         return min(default, limits.max_tokens)
