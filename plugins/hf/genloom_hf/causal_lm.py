@@ -495,11 +495,13 @@ class HFSlotBatch:
         """Advance every row by one token; return each row's output, keyed by slot."""
         model = self.model
         was_training = model.training
-        model.eval()
+        if was_training:  # walking the modules costs as much as a step of a small model
+            model.eval()
         try:
             return {slot: self._advance(slot) for slot in list(self.rows)}
         finally:
-            model.train(was_training)
+            if was_training:
+                model.train()
 
     def _advance(self, slot: int) -> SlotOutput:
         row = self.rows[slot]
