@@ -84,7 +84,10 @@ class HFCausalLM(nn.Module):
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers.utils import logging as transformers_logging
 
+        # transformers draws a bar for every load; genloom's output has one progress bar, its own.
+        transformers_logging.disable_progress_bar()
         directory = model_directory(path, key="generator.path")
         config = AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
         try:
