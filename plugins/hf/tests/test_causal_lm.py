@@ -87,6 +87,12 @@ def test_a_stop_sequence_ends_the_row_and_is_not_output(models) -> None:
     stop = torch.tensor(greedy[at : at + 2])
     cut = model.generate(2, condition=prompt, temperature=0, max_new_tokens=20, stop=stop, stop_at_eos=False)
     assert [r.tolist() for r in cut] == [greedy[:at]] * 2
+    # A Llama tokenizer encodes the stop text with <s> first; the row still stops at the text.
+    with_bos = torch.tensor([model.start_token, *greedy[at : at + 2]])
+    cut = model.generate(
+        1, condition=prompt, temperature=0, max_new_tokens=20, stop=with_bos, stop_at_eos=False
+    )
+    assert cut[0].tolist() == greedy[:at]
 
 
 def test_the_end_of_sequence_token_ends_a_row_unless_asked_not_to(models) -> None:
