@@ -107,4 +107,8 @@ def _existing_directory(path: str, *, key: str) -> Path:
             f"then give that directory: {key}=models/{path.split('/')[-1]} (the hf_text presets take it "
             "once, as generator.path, which encoder.path and decoder.path follow)"
         )
-    raise ValueError(f"{key}={path!r} does not exist; give a local model directory")
+    raise ValueError(
+        f"{key}={path!r} does not exist; give a local model directory (a checkpoint rebuilds its model "
+        "and tokenizer from the directory it was trained from: to sample, serve or export it, put that "
+        "directory back at this path)"
+    )
