@@ -162,6 +162,8 @@ def test_a_hub_id_says_how_to_download_it_first(tmp_path, monkeypatch) -> None:
         HFCausalLM(path="meta-llama/Llama-3.2-1B")
     assert "hf download meta-llama/Llama-3.2-1B --local-dir models/Llama-3.2-1B" in str(caught.value)
     assert "give that directory: generator.path=models/Llama-3.2-1B" in str(caught.value)
+    with pytest.raises(ValueError, match="does not exist; .* put that directory back at this path"):
+        HFCausalLM(path=str(tmp_path / "moved-away"))
 
 
 def test_a_directory_with_only_pickled_weights_is_refused(gpt2_dir, tmp_path) -> None:
