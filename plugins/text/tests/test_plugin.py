@@ -23,8 +23,8 @@ def test_registers_every_component_and_its_config(text_plugin: PluginSet) -> Non
     (info,) = text_plugin.plugins
     assert info.status == "ok", info.error
     assert info.components == {
-        "encoder": ["bytes", "prefix_bytes"],
-        "decoder": ["bytes"],
+        "encoder": ["bytes", "bpe", "prefix_bytes"],
+        "decoder": ["bytes", "bpe"],
         "generator": ["transformer"],
         "dataset": ["pydoc", "text_files"],
     }
@@ -33,10 +33,10 @@ def test_registers_every_component_and_its_config(text_plugin: PluginSet) -> Non
     assert info.config_groups == {
         "condition_encoder": ["prefix_bytes"],
         "dataset": ["pydoc", "text_files"],
-        "decoder": ["bytes"],
-        "encoder": ["bytes"],
+        "decoder": ["bpe", "bytes"],
+        "encoder": ["bpe", "bytes"],
         "generator": ["transformer", "transformer_debug"],
-        "pipeline": ["text", "text_debug"],
+        "pipeline": ["text", "text_bpe", "text_bpe_debug", "text_debug"],
     }
 
 
