@@ -14,7 +14,10 @@ CONF = Path(str(importlib.resources.files("genloom_audio.conf")))
 YAML_FILES = sorted(CONF.rglob("*.yaml"))
 COMPONENT_FILES = [p for p in YAML_FILES if p.parent.name not in ("pipeline", "trainer")]
 # The two-stage presets (*_tokens*) need genloom-text and the built-in plugin: test_audio_two_stage.py.
-PIPELINES = sorted(p.stem for p in (CONF / "pipeline").glob("*.yaml") if "_tokens" not in p.stem)
+# The *_minilm presets need genloom-hf's sentence encoder: test_audio_minilm.py.
+PIPELINES = sorted(
+    p.stem for p in (CONF / "pipeline").glob("*.yaml") if "_tokens" not in p.stem and "_minilm" not in p.stem
+)
 KIND = {"condition_encoder": "encoder"}  # the group a kind of component is configured in
 FRONT_END = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max")
 
@@ -37,6 +40,7 @@ def test_the_groups_hold_the_expected_files() -> None:
         "pipeline/audio_folder_debug.yaml",
         "pipeline/notes.yaml",
         "pipeline/notes_caption.yaml",
+        "pipeline/notes_caption_minilm.yaml",
         "pipeline/notes_caption_tokens.yaml",
         "pipeline/notes_caption_tokens_debug.yaml",
         "pipeline/notes_tokens.yaml",

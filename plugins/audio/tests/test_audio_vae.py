@@ -124,3 +124,14 @@ def test_the_parameter_names_and_shapes_are_those_checkpoints_were_saved_with(co
     saved = json.loads((Path(__file__).parent / "mel_vae_state_dict.json").read_text())[condition]
     built = {key: list(value.shape) for key, value in MelVAE(condition=condition).state_dict().items()}
     assert built == saved
+
+
+def test_a_caption_embedding_steers_the_clip() -> None:
+    torch.manual_seed(0)
+    model = MelVAE(**TINY, condition="caption", caption_embedding_dim=6).eval()
+    captions = torch.nn.functional.normalize(torch.randn(4, 6), dim=1)  # as hf_sentence gives
+    assert torch.isfinite(model.loss(batch(condition=captions))["loss"])
+    one, other = (model.generate(2, condition=c, temperature=0.0) for c in captions[:2])
+    assert one.shape == (2, 1, 30, 13) and not torch.allclose(one, other)
+    with pytest.raises(ValueError, match="are word ids.*condition_encoder=hf_sentence"):
+        model.loss(batch(condition=torch.randint(1, 9, (4, 3))))

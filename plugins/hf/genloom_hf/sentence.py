@@ -77,7 +77,7 @@ class SentenceEncoder:
         """One caption's embedding ``(dim,)``."""
         return self.encode_many([media])[0]
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: its tensors could not feed a generator's autograd
     def encode_many(self, captions: Sequence[Any], batch_size: int | None = None) -> Tensor:
         """The embeddings ``(len(captions), dim)``; each distinct caption runs the model once."""
         for caption in captions:

@@ -14,8 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 CONF = Path(str(importlib.resources.files("genloom_image.conf")))
 YAML_FILES = sorted(CONF.rglob("*.yaml"))
 COMPONENT_FILES = [p for p in YAML_FILES if p.parent.name not in ("pipeline", "trainer")]
-# The two-stage presets (*_tokens*) need genloom-text and the built-in plugin: test_two_stage.py.
-PIPELINES = sorted(p.stem for p in (CONF / "pipeline").glob("*.yaml") if "_tokens" not in p.stem)
+# The two-stage presets (*_tokens*) need genloom-text and the built-in plugin: test_two_stage.py;
+# the *_minilm ones genloom-hf's sentence encoder: test_image_minilm.py.
+PIPELINES = sorted(
+    p.stem for p in (CONF / "pipeline").glob("*.yaml") if "_tokens" not in p.stem and "_minilm" not in p.stem
+)
 KIND = {"condition_encoder": "encoder"}  # the group a kind of component is configured in
 
 
@@ -43,6 +46,8 @@ def test_the_groups_hold_the_expected_files() -> None:
         "pipeline/image_folder_debug.yaml",
         "pipeline/shapes.yaml",
         "pipeline/shapes_debug.yaml",
+        "pipeline/shapes_minilm.yaml",
+        "pipeline/shapes_minilm_debug.yaml",
         "pipeline/shapes_tokens.yaml",
         "pipeline/shapes_tokens_debug.yaml",
         "pipeline/shapes_vq.yaml",

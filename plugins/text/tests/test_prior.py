@@ -253,6 +253,10 @@ def test_bad_batches_are_one_clear_error() -> None:
         model.loss({"image": codes, "condition": torch.tensor([0, 4])})
     with pytest.raises(ValueError, match=r"reads one class index per example.* shape \(2, 3\)"):
         model.loss({"image": codes, "condition": torch.zeros(2, 3, dtype=torch.long)})
+    # A sentence embedding (condition_encoder=hf_sentence) is no prefix: said, not cast to ids.
+    caption_model = prior(sequence_key="image", prefix="caption", caption_length=3)
+    with pytest.raises(ValueError, match=r"reads token ids, but the condition holds float vectors"):
+        caption_model.loss({"image": codes, "condition": torch.rand(2, 384)})
 
 
 def test_sampling_without_a_condition_uses_the_null_prefix_when_dropout_trained_it() -> None:
