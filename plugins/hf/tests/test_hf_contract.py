@@ -11,8 +11,9 @@ class TestHFContract(PluginContract):
     pipelines = ["hf_text_debug"]
     sample_options = {"max_new_tokens": 8}
     not_covered = {
-        "encoder:hf_sentence": "a caption encoder for other plugins' caption presets; "
-        "tested in test_hf_sentence.py",
+        "encoder:hf_sentence": "a condition encoder for the image and audio plugins' presets "
+        "(shapes_minilm, notes_caption_minilm); tested in test_hf_sentence.py, "
+        "plugins/image/tests/test_image_minilm.py and plugins/audio/tests/test_audio_minilm.py",
     }
 
     @pytest.fixture(scope="class")
