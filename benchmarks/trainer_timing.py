@@ -34,12 +34,7 @@ def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
     Both counts must be multiples of :data:`LOG_EVERY`. Evaluation and the checkpoint
     come after the last timed report, so they are not counted.
     """
-    import torch
-    from genloom import pipeline
-    from genloom.distributed import Placement
     from genloom.plugins import active
-    from genloom.trainer import Trainer, TrainerSettings
-    from omegaconf import OmegaConf
 
     total = warmup + steps
     cfg = compose_train_config(
@@ -53,8 +48,6 @@ def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
         ]
     )
     plugin_set = active()
-    torch.manual_seed(cfg.seed)
-    built = pipeline.build(cfg, plugin_set.registry)
     reported: dict[int, float] = {}
 
     class ReportTimes:
@@ -67,25 +60,40 @@ def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
             reported[step] = time.perf_counter()
             plugin_set.manager.hook.genloom_train_step_end(step=step, metrics=metrics)
 
+    with tempfile.TemporaryDirectory(prefix="genloom-bench-") as run_dir:
+        build_trainer(cfg, Path(run_dir), hooks=ReportTimes()).fit()
+    return steps * cfg.trainer.batch_size / (reported[total] - reported[warmup])
+
+
+def build_trainer(cfg, run_dir: Path, hooks: object | None = None):  # noqa: ANN001, ANN201 - lazy imports
+    """The :class:`genloom.trainer.Trainer` that ``genloom train`` builds for ``cfg``, on the CPU."""
+    import torch
+    from genloom import pipeline
+    from genloom.distributed import Placement
+    from genloom.plugins import active
+    from genloom.trainer import Trainer, TrainerSettings
+    from omegaconf import OmegaConf
+
+    plugin_set = active()
+    torch.manual_seed(cfg.seed)
+    built = pipeline.build(cfg, plugin_set.registry)
     split = {
         name: built.dataset.split(name, built.encoder, built.condition_encoder) for name in ("train", "val")
     }
-    with tempfile.TemporaryDirectory(prefix="genloom-bench-") as run_dir:
-        Trainer(
-            built.generator,
-            train_data=split["train"],
-            val_data=split["val"],
-            settings=TrainerSettings(**OmegaConf.to_container(cfg.trainer)),
-            placement=Placement(torch.device("cpu")),
-            run_dir=Path(run_dir),
-            config=cfg,
-            plugin_versions=plugin_set.versions(),
-            hooks=ReportTimes(),
-            unit=built.dataset.unit,
-            units_per_example=built.dataset.units_per_example,
-            seed=cfg.seed,
-        ).fit()
-    return steps * cfg.trainer.batch_size / (reported[total] - reported[warmup])
+    return Trainer(
+        built.generator,
+        train_data=split["train"],
+        val_data=split["val"],
+        settings=TrainerSettings(**OmegaConf.to_container(cfg.trainer)),
+        placement=Placement(torch.device("cpu")),
+        run_dir=run_dir,
+        config=cfg,
+        plugin_versions=plugin_set.versions(),
+        hooks=hooks if hooks is not None else plugin_set.manager.hook,
+        unit=built.dataset.unit,
+        units_per_example=built.dataset.units_per_example,
+        seed=cfg.seed,
+    )
 
 
 def peak_rss_mb() -> float:

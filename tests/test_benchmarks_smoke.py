@@ -117,3 +117,19 @@ def test_quality_refuses_a_word_that_is_not_an_override(script: str, task: str, 
     assert done.returncode != 0
     assert f"{other}: not a Hydra override (KEY=VALUE)" in done.stderr
     assert "comma-separated" in done.stderr
+
+
+def test_lora_trains_and_saves_far_less_than_full_fine_tuning() -> None:
+    pytest.importorskip("peft")
+    pytest.importorskip("genloom_hf")
+    out = bench("lora.py", "--tiny")
+    rows = {cells[0]: cells for line in out.splitlines() if line.startswith("| ")
+            for cells in [[cell.strip() for cell in line.split("|")[1:-1]]]}
+    full, lora = rows["full (every weight)"], rows["LoRA r=8 (c_attn)"]
+
+    def number(cell: str) -> float:
+        return float(cell.split()[0].replace(",", ""))
+
+    assert number(lora[1]) < number(full[1]) / 5  # trainable parameters
+    assert number(lora[6]) < number(full[6])  # checkpoint weights
+    assert all(number(cell) > 0 for cell in (*full[2:4], *lora[2:4]))  # step time, peak RSS

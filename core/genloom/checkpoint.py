@@ -2,7 +2,9 @@
 
 A checkpoint is a directory ``checkpoints/step_000500/`` holding
 
-* ``model.safetensors``: the generator's weights;
+* ``model.safetensors``: the generator's weights (only those it names, for a
+  :class:`genloom.interfaces.PartialCheckpoint` such as LoRA adapters, marked ``partial``
+  in the file's metadata);
 * ``config.yaml``: the resolved pipeline config, enough to rebuild every component;
 * ``meta.json``: step, genloom version, and the plugin distributions and versions in use;
 * ``trainer.safetensors`` + ``trainer.json``: optimizer tensors, RNG states and the rest
@@ -53,6 +55,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 import genloom
 from genloom import rng
+from genloom.interfaces import PartialCheckpoint
 
 FORMAT_VERSION = 1
 LATEST = "latest"
@@ -77,6 +80,8 @@ DTYPE_SIZES = {
 }
 # A run of backslashes, then "${": an interpolation when the run is even (OmegaConf's rule).
 _INTERPOLATION = re.compile(r"(\\*)\$\{")
+# In model.safetensors' metadata: the file holds part of the generator's state (PartialCheckpoint).
+PARTIAL = "genloom.partial"
 
 
 class CheckpointError(RuntimeError):
@@ -99,6 +104,8 @@ class WeightsHeader:
 
     path: Path
     tensors: dict[str, TensorInfo]
+    partial: bool = False
+    """The file holds only part of the generator's state, so it does not bound the model's size."""
 
     @property
     def numel(self) -> int:
@@ -152,6 +159,10 @@ def save(
     trainer_tensors, trainer_json = (
         _trainer_state(optimizer_state, extra_state or {}) if optimizer_state is not None else ({}, None)
     )
+    keys = partial_keys(model) if model is not None else None
+    if keys is not None:  # only what the generator names; the rest it rebuilds itself
+        whole = weights if weights is not None else model.state_dict()
+        weights = {k: t.detach().cpu().contiguous() for k, t in whole.items() if k in keys}
     size = _nbytes(weights if weights is not None else model.state_dict()) + _nbytes(trainer_tensors)
     size += sum(_tree_size(d) for d in (frozen or {}).values())
     size += sum(len(text.encode()) for text in (files or {}).values())
@@ -159,7 +170,8 @@ def save(
     tmp = _new_dir(checkpoints_dir, prefix=f".{final.name}-")
     try:
         if weights is not None:
-            save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            metadata = {"format": "pt"} if keys is None else {"format": "pt", PARTIAL: "true"}
+            save_file(weights, str(tmp / "model.safetensors"), metadata=metadata)
         else:
             save_model(model, str(tmp / "model.safetensors"))
         (tmp / "config.yaml").write_text(config_yaml(config))
@@ -333,7 +345,9 @@ def read_header(path: Path) -> WeightsHeader:
         if name == "__metadata__":
             continue
         tensors[name] = _tensor_info(entry, path, name, data_size)
-    return WeightsHeader(path, tensors)
+    metadata = header.get("__metadata__")
+    partial = isinstance(metadata, dict) and metadata.get(PARTIAL) == "true"
+    return WeightsHeader(path, tensors, partial)
 
 
 def _tensor_info(entry: Any, path: Path, name: str, data_size: int) -> TensorInfo:
@@ -456,12 +470,26 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def partial_keys(model: torch.nn.Module) -> frozenset[str] | None:
+    """The state dict keys ``model``'s checkpoints hold, or None for all of them."""
+    return model.checkpoint_keys() if isinstance(model, PartialCheckpoint) else None
+
+
 def load_weights(model: torch.nn.Module, step_dir: Path, device: torch.device | str = "cpu") -> None:
-    """Load ``step_dir/model.safetensors`` into ``model``, checking that it fits first."""
+    """Load ``step_dir/model.safetensors`` into ``model``, checking that it fits first.
+
+    A :class:`~genloom.interfaces.PartialCheckpoint` gets the keys it names; the rest of its
+    state stays as its constructor built it.
+    """
     path = step_dir / "model.safetensors"
     check_fits(model, read_header(path))
     try:
-        load_model(model, str(path), strict=True, device=str(device))
+        if partial_keys(model) is None:
+            load_model(model, str(path), strict=True, device=str(device))
+        else:  # check_fits saw that the file holds exactly the named keys
+            model.load_state_dict(load_file(str(path), device=str(device)), strict=False)
+    except CheckpointError as err:  # the generator's own refusal (its base weights changed)
+        raise CheckpointError(f"{path} cannot be loaded: {err}") from None
     except (SafetensorError, RuntimeError, OSError) as err:
         raise CheckpointError(f"{path} cannot be loaded into the model: {_one_line(err)}") from None
     check_finite(model, path)
@@ -470,11 +498,15 @@ def load_weights(model: torch.nn.Module, step_dir: Path, device: torch.device | 
 def check_fits(model: torch.nn.Module, header: WeightsHeader) -> None:
     """Refuse weights whose names or shapes differ from ``model``'s (which may be on meta).
 
-    Tied tensors (one parameter under two names) are saved once, under either name.
+    Tied tensors (one parameter under two names) are saved once, under either name. A
+    :class:`~genloom.interfaces.PartialCheckpoint` is compared on the keys it names.
     """
+    keys = partial_keys(model)
     groups: dict[int, list[str]] = {}
     shapes: dict[int, tuple[int, ...]] = {}
     for name, tensor in model.state_dict(keep_vars=True).items():
+        if keys is not None and name not in keys:
+            continue
         groups.setdefault(id(tensor), []).append(name)
         shapes[id(tensor)] = tuple(tensor.shape)
     known = {name for names in groups.values() for name in names}

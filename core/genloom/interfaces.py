@@ -27,12 +27,14 @@ samples against; :class:`Tokenizing` marks a stage-1 autoencoder whose discrete 
 pipeline's token model can generate, and :class:`CodeUsage` lets evaluation report how much of
 its codebook a whole split uses; :class:`Exporting` lets ``genloom export`` write a generator
 in another tool's format, :class:`Pretrained` lets ``genloom train`` start a generator from
-weights made elsewhere, and :class:`ChatEncoder` lets ``genloom serve`` offer chat
-completions for a model whose encoder has a chat template; :class:`Fitting` marks an encoder
-that learns from the training split before training (a trained BPE), :class:`FittingMedia` a
-dataset that can hand it that split's media, and :class:`FittedDecoder` a decoder that reads
-what it learnt; :class:`TokenBytes` lets a dataset count the bytes of source media each token
-stands for, so that bits per byte stay per byte whatever the tokenizer.
+weights made elsewhere, :class:`PartialCheckpoint` lets a generator's checkpoints hold only
+what it trains (adapters over pretrained weights it rebuilds itself), and
+:class:`ChatEncoder` lets ``genloom serve`` offer chat completions for a model whose encoder
+has a chat template; :class:`Fitting` marks an encoder that learns from the training split
+before training (a trained BPE), :class:`FittingMedia` a dataset that can hand it that
+split's media, and :class:`FittedDecoder` a decoder that reads what it learnt;
+:class:`TokenBytes` lets a dataset count the bytes of source media each token stands for,
+so that bits per byte stay per byte whatever the tokenizer.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -342,6 +344,26 @@ class Pretrained(Protocol):
         Raise ``ValueError`` for weights that do not fit, naming the file, the mismatched key
         and the setting that fixes it.
         """
+        ...
+
+
+@runtime_checkable
+class PartialCheckpoint(Protocol):
+    """A generator whose checkpoints hold only part of its state dict.
+
+    Its constructor rebuilds the rest from files its config names (LoRA adapters over a
+    local pretrained model: the base weights come from the model's directory), so a
+    checkpoint is the size of what trains, not of the whole model. Saving writes only the
+    keys :meth:`checkpoint_keys` names; loading (sample, eval, serve, resume) checks that the
+    file holds exactly those, names and shapes, and leaves the rest as the constructor made
+    it. The generator itself must keep, among those keys, a fingerprint of what the rest was
+    built from, and refuse to load over a rest that has changed since (a load-state-dict
+    pre-hook raising :class:`genloom.checkpoint.CheckpointError` that names the file and the
+    fingerprints): its adapters were trained against those weights and no others.
+    """
+
+    def checkpoint_keys(self) -> frozenset[str] | None:
+        """The state dict keys a checkpoint holds; None for all of them (a whole checkpoint)."""
         ...
 
 

@@ -11,6 +11,15 @@ directory's weights. The config holds the directory's path, so a checkpoint rebu
 architecture from it and then loads its own weights over it; loading warns when the base
 directory no longer holds the weights it was trained from.
 
+LoRA (``generator.lora.r=8``): ``peft`` adds low-rank adapters to the target layers and
+freezes everything else, so the Trainer (which optimises the parameters that require
+gradients) trains the adapters only. The model is then a
+:class:`genloom.interfaces.PartialCheckpoint`: its checkpoints hold the adapters and
+``base_sha256`` only, megabytes rather than the model, and every load rebuilds the base from
+the directory and refuses one whose weights changed since (the adapters were trained against
+those weights and no others). ``genloom export format=hf`` writes a peft adapter directory,
+or with ``merge=true`` the merged model.
+
 Continuous batching (``genloom serve``): :meth:`HFCausalLM.open_slots` gives an
 :class:`HFSlotBatch`, whose rows join and leave at every step, each with its own prompt,
 options, generator and ``DynamicCache``. Each step runs one forward pass per row rather than
@@ -27,16 +36,18 @@ transformer does.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import shutil
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from genloom.checkpoint import CheckpointError
 from genloom.interfaces import SampleSpec, SlotOutput
 from genloom_blocks.sampling import StopMatcher, check_rng, check_sampling_options, pad_rows, sample_token
 from torch import Tensor, nn
@@ -55,6 +66,53 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "additional_chat_templates",
 )
+# Layer types peft's LoRA adapts; target_modules may name only layers of these types.
+LORA_LAYERS = ("Linear", "Conv1D", "Embedding", "Conv1d", "Conv2d")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """``generator.lora``: low-rank adapters through ``peft``; ``r: null`` trains the whole model.
+
+    Args:
+        r: the adapters' rank; null for full fine-tuning.
+        alpha: the adapters' scale is ``alpha / r``.
+        target_modules: names of the layers to adapt (a name matches a layer whose dotted
+            path ends with it: ``c_attn``, ``q_proj``); null takes peft's default for the
+            architecture (GPT-2: ``c_attn``; Llama: ``q_proj``, ``v_proj``).
+        dropout: dropout on the adapters' input while training.
+    """
+
+    r: int | None = None
+    alpha: float = 16.0
+    target_modules: tuple[str, ...] | None = None
+    dropout: float = 0.0
+
+    @classmethod
+    def parse(cls, value: Mapping[str, Any] | None) -> LoraSettings:
+        """The settings from the ``generator.lora`` mapping, every value checked."""
+        value = dict(value or {})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"generator.lora has no key {', '.join(unknown)}; its keys: {', '.join(known)}")
+        r, alpha, dropout = value.get("r"), value.get("alpha", cls.alpha), value.get("dropout", cls.dropout)
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+            raise ValueError(f"generator.lora.r={r!r} must be a whole number of at least 1 (null: no LoRA)")
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
+            raise ValueError(f"generator.lora.alpha={alpha!r} must be a number above 0")
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ValueError(f"generator.lora.dropout={dropout!r} must be a number from 0 up to (not) 1")
+        targets = value.get("target_modules")
+        if isinstance(targets, str):
+            targets = [targets]
+        listed = isinstance(targets, list | tuple) and all(isinstance(t, str) and t for t in targets)
+        if targets is not None and (not listed or not targets):
+            raise ValueError(
+                f"generator.lora.target_modules={targets!r} must be a list of layer names "
+                "(generator.lora.target_modules=[c_attn,c_proj]) or null for peft's default"
+            )
+        return cls(r, float(alpha), None if targets is None else tuple(targets), float(dropout))
 
 
 class HFCausalLM(nn.Module):
@@ -67,6 +125,8 @@ class HFCausalLM(nn.Module):
         start_token: where generation starts without a prompt; null takes the model's
             ``bos_token_id`` (GPT-2's ``<|endoftext|>``).
         sequence_key: the batch key :meth:`loss` reads token ids from.
+        lora: ``r``, ``alpha``, ``target_modules``, ``dropout`` (:class:`LoraSettings`);
+            ``r: null`` (the default) fine-tunes every weight.
 
     When the directory also holds a ``tokenizer.json``, it must agree with the model: no
     token id past the model's vocabulary, and the same ids for the special tokens
@@ -81,8 +141,10 @@ class HFCausalLM(nn.Module):
         block_size: int = 128,
         start_token: int | None = None,
         sequence_key: str = "tokens",
+        lora: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.lora = LoraSettings.parse(lora)
         from transformers import AutoConfig, AutoModelForCausalLM
         from transformers.utils import logging as transformers_logging
 
@@ -126,8 +188,20 @@ class HFCausalLM(nn.Module):
         # Which base weights this model started from: saved with the state dict, checked on load.
         sha = torch.frombuffer(bytearray(weights_sha256(directory)), dtype=torch.uint8)
         self.register_buffer("base_sha256", sha.clone())
-        self.register_load_state_dict_pre_hook(_warn_on_other_base)
+        self._adapter_keys: frozenset[str] | None = None
+        if self.lora.r is not None:
+            self.model = _add_adapters(self.model, self.lora, path)
+            trained = [name for name, p in self.named_parameters() if p.requires_grad]
+            self._adapter_keys = frozenset([*trained, "base_sha256"])
+        self.register_load_state_dict_pre_hook(_check_base)
         self._batch_checked = False
+
+    def checkpoint_keys(self) -> frozenset[str] | None:
+        """With LoRA, the adapters and ``base_sha256``: the base weights come from ``path``.
+
+        (:class:`genloom.interfaces.PartialCheckpoint`.) Without LoRA, the whole state dict.
+        """
+        return self._adapter_keys
 
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Next-token cross entropy on ``batch["tokens"]`` ``(B, T + 1)``.
@@ -255,17 +329,33 @@ class HFCausalLM(nn.Module):
 
         ``save_pretrained`` writes ``config.json``, ``generation_config.json`` and the weights as
         safetensors; the tokenizer's files (``tokenizer.json``, its config and chat templates)
-        are copied from the encoder's directory, else from the base model's.
+        are copied from the encoder's directory, else from the base model's. A LoRA model
+        writes a peft adapter directory (``adapter_config.json``, ``adapter_model.safetensors``,
+        naming the base directory), or with ``merge=true`` the base with the adapters merged
+        into its weights: a whole model, loaded by ``AutoModelForCausalLM.from_pretrained``.
         """
         if format not in self.export_formats:
             raise ValueError(f"hf_causal_lm exports format=hf only, not format={format!r}")
+        merge = options.pop("merge", False)
         if options:
             raise ValueError(
-                f"format=hf of hf_causal_lm takes no options; got {', '.join(sorted(options))}. "
-                "(merge=true is for a LoRA generator: this model's weights are whole already)"
+                f"format=hf of hf_causal_lm takes only merge=true|false; got {', '.join(sorted(options))}"
+            )
+        if not isinstance(merge, bool):
+            raise ValueError(f"merge={merge!r} must be true or false")
+        if merge and self.lora.r is None:
+            raise ValueError(
+                "merge=true is for a LoRA generator (generator.lora.r set); this model's weights are "
+                "whole already: export it without merge"
             )
         directory = Path(directory)
-        self.model.save_pretrained(directory)
+        if merge:
+            # On a copy: merging folds the adapters into the base weights and removes them.
+            merged = copy.deepcopy(self.model)
+            _untie_adapted_head(merged)
+            merged.merge_and_unload().save_pretrained(directory)
+        else:
+            self.model.save_pretrained(directory)
         source = Path(getattr(encoder, "path", None) or self.path)
         for name in TOKENIZER_FILES:
             if (source / name).is_file():
@@ -584,13 +674,66 @@ def _check_tokenizer_agrees(directory: Path, model: nn.Module, vocab_size: int, 
     return size
 
 
-def _warn_on_other_base(
-    module: HFCausalLM, state_dict: Mapping[str, Tensor], prefix: str, *args: object
-) -> None:
-    """Warn when the weights being loaded were trained from other base weights than the directory's."""
+def _add_adapters(model: nn.Module, lora: LoraSettings, path: str) -> nn.Module:
+    """``model`` with peft's LoRA adapters on the target layers, everything else frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    adaptable = sorted(
+        {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+         if name and type(module).__name__ in LORA_LAYERS}
+    )
+    names = {name for name, _ in model.named_modules()}
+    for target in lora.target_modules or ():
+        if not any(name == target or name.endswith("." + target) for name in names):
+            raise ValueError(
+                f"generator.lora.target_modules names {target!r}, but no layer of the model in {path} is "
+                f"called that; the layers LoRA can adapt there: {', '.join(adaptable)}"
+            )
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules) if lora.target_modules else None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:  # no default targets for this architecture, or a layer LoRA cannot adapt
+        raise ValueError(
+            f"generator.lora: peft cannot add adapters to the model in {path} ({err}); name the layers with "
+            f"generator.lora.target_modules=[...]; the layers LoRA can adapt there: {', '.join(adaptable)}"
+        ) from None
+
+
+def _untie_adapted_head(model: nn.Module) -> None:
+    """Give an adapted LM head its own weight when it shares the input embedding's (GPT-2).
+
+    Merging adds the head's adapters to its weight; were that weight still the embedding's,
+    the embedding would change too and the merged model would compute something else.
+    """
+    base = model.get_base_model()
+    head, embedding = base.get_output_embeddings(), base.get_input_embeddings()
+    layer = getattr(head, "base_layer", None)  # peft's LoRA layer wraps the original one
+    if layer is None or layer.weight is not getattr(embedding, "weight", None):
+        return
+    layer.weight = nn.Parameter(layer.weight.detach().clone())
+    base.config.tie_word_embeddings = False
+
+
+def _check_base(module: HFCausalLM, state_dict: Mapping[str, Tensor], prefix: str, *args: object) -> None:
+    """Refuse LoRA adapters trained on other base weights than the directory's; warn for a whole model."""
     saved = state_dict.get(prefix + "base_sha256")
-    if saved is not None and not torch.equal(saved.cpu(), module.base_sha256.cpu()):
-        log.warning(
+    if saved is None or torch.equal(saved.cpu(), module.base_sha256.cpu()):
+        return
+    if module.lora.r is not None:
+        raise CheckpointError(
+            f"these LoRA adapters were trained on the base model in {module.path} when its weights had "
+            f"SHA-256 {bytes(saved.cpu().tolist()).hex()}, but its weights now have SHA-256 "
+            f"{bytes(module.base_sha256.cpu().tolist()).hex()}; the adapters only make sense over the "
+            f"weights they were trained on: put those weights back in {module.path}"
+        )
+    log.warning(
             "these weights were trained from a base model whose weights had SHA-256 %s, but %s now holds "
             "weights with SHA-256 %s; the checkpoint's own weights are used, the architecture comes from %s",
             bytes(saved.cpu().tolist()).hex(),
