@@ -281,3 +281,56 @@ def test_a_folder_whose_latest_was_never_written_uses_its_newest_complete_step(t
     (tmp_path / "step_000002").mkdir()
     with pytest.raises(CheckpointError, match="holds no complete step directory"):
         checkpoint.resolve(tmp_path)
+
+
+class Adapted(torch.nn.Module):
+    """A :class:`genloom.interfaces.PartialCheckpoint`: a base its constructor rebuilds from a seed,
+    an adapter that trains, and the base's fingerprint, which a load over another base refuses."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.base = torch.nn.Linear(4, 4).requires_grad_(False)
+        self.adapter = torch.nn.Parameter(torch.zeros(4))
+        self.register_buffer("base_seed", torch.tensor(seed))
+        self.register_load_state_dict_pre_hook(self._check_base)
+
+    def checkpoint_keys(self) -> frozenset[str]:
+        return frozenset({"adapter", "base_seed"})
+
+    def _check_base(self, module, state_dict, prefix, *args) -> None:
+        if int(state_dict[prefix + "base_seed"]) != int(self.base_seed):
+            raise CheckpointError(f"adapter trained on base {int(state_dict[prefix + 'base_seed'])}")
+
+
+def test_a_partial_checkpoint_holds_and_loads_only_the_keys_its_generator_names(tmp_path):
+    trained = Adapted()
+    with torch.no_grad():
+        trained.adapter.fill_(0.5)
+    step_dir = checkpoint.save(tmp_path, step=1, model=trained, config=CONFIG, plugins={})
+    header = checkpoint.read_header(step_dir / "model.safetensors")
+    assert set(header.tensors) == {"adapter", "base_seed"} and header.partial
+
+    fresh = Adapted()
+    checkpoint.load_weights(fresh, step_dir)
+    assert torch.equal(fresh.adapter, trained.adapter)
+    assert torch.equal(fresh.base.weight, trained.base.weight)  # rebuilt by its constructor, not loaded
+
+    with pytest.raises(CheckpointError, match="safetensors cannot be loaded: adapter trained on base 0"):
+        checkpoint.load_weights(Adapted(seed=1), step_dir)
+
+    whole = checkpoint.save(tmp_path / "whole", step=1, weights=dict(trained.state_dict()), config=CONFIG,
+                            plugins={})
+    assert not checkpoint.read_header(whole / "model.safetensors").partial
+    with pytest.raises(CheckpointError, match="unexpected base.bias, base.weight"):
+        checkpoint.load_weights(Adapted(), whole)
+
+
+def test_a_partial_weights_file_does_not_bound_the_model_built_on_meta(tmp_path):
+    step_dir = checkpoint.save(tmp_path, step=1, model=Adapted(), config=CONFIG, plugins={})
+    header = checkpoint.read_header(step_dir / "model.safetensors")
+    whole = checkpoint.WeightsHeader(header.path, header.tensors)
+    with sampler._budget(header, memory=None), torch.device("meta"):
+        torch.nn.Linear(2048, 2048)  # 4M values over a file of 5: the base comes from elsewhere
+    with pytest.raises(sampler._OverBudget), sampler._budget(whole, memory=None), torch.device("meta"):
+        torch.nn.Linear(2048, 2048)
