@@ -55,7 +55,7 @@ class Size:
 
 
 SIZES = {
-    "small": Size(vocab=8192, width=384, layers=6, context=256, block=128, batch=8, warmup=2, steps=12,
+    "small": Size(vocab=8192, width=384, layers=6, context=256, block=128, batch=8, warmup=2, steps=20,
                   memory_steps=3),
     "tiny": Size(vocab=384, width=32, layers=2, context=64, block=16, batch=4, warmup=1, steps=3,
                  memory_steps=1),

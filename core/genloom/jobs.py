@@ -184,9 +184,11 @@ def train(cfg: DictConfig) -> float | None:
         if placement.is_main:
             _record_run(out, plugins)
             n_params = sum(p.numel() for p in built.generator.parameters())
+            n_trained = sum(p.numel() for p in built.generator.parameters() if p.requires_grad)
+            trained = "" if n_trained == n_params else f" ({n_trained / 1e6:.3f}M of them trained)"
             log.info(
-                "pipeline %s on %s: %.2fM parameters, %d train / %d val examples of %d %s",
-                pipeline.component_names(cfg), placement.device, n_params / 1e6,
+                "pipeline %s on %s: %.2fM parameters%s, %d train / %d val examples of %d %s",
+                pipeline.component_names(cfg), placement.device, n_params / 1e6, trained,
                 len(train_data), len(val_data), built.dataset.units_per_example, built.dataset.unit,
             )
         trainer = Trainer(
