@@ -118,13 +118,21 @@ def test_a_checkpoint_round_trip_gives_the_same_logits(model_dir, tmp_path) -> N
         assert torch.equal(fresh.model(input_ids=ids).logits, model.model(input_ids=ids).logits)
 
 
-def test_sampling_a_lora_checkpoint_rebuilds_base_and_adapters(plugins_on, trained, tmp_path) -> None:
+def test_sampling_and_evaluating_a_lora_checkpoint_rebuild_base_and_adapters(plugins_on, trained, tmp_path):
     loaded = sampler.load(trained, plugins_on, "cpu").pipeline.generator
     assert loaded.lora.r == 4
     args = ["sample", f"checkpoint={trained}", "n=1", 'prompt="The "', "max_new_tokens=8", "temperature=0",
             f"hydra.run.dir={tmp_path}"]
     assert cli.main(args) == 0
     assert (tmp_path / "samples" / "sample_000.txt").is_file()
+    args = ["eval", f"checkpoint={trained}", "batch_size=4", "max_batches=2",
+            f"hydra.run.dir={tmp_path / 'eval'}"]
+    assert cli.main(args) == 0
+    scores = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["split"] == "val"][-1]
+    # The training run's own validation (the same 2 batches): the adapters came back, not the base alone.
+    assert scores["loss"] == pytest.approx(val["val_loss"], abs=1e-4)
 
 
 def test_a_resumed_lora_fine_tune_logs_exactly_the_uninterrupted_losses(plugins_on, gpt2_dir, tmp_path):
