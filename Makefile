@@ -40,7 +40,7 @@ demo: setup
 	@echo "serve all three (a web page and an OpenAI-compatible API at http://127.0.0.1:8000):"
 	@echo "  $(GENLOOM) serve 'models={story: $(DEMO_DIR)/text, digits: $(DEMO_DIR)/image, notes: $(DEMO_DIR)/audio}'"
 
-# About 45 minutes on 2 CPU cores (docs/benchmarks.md has the figures). The peers the
+# About 70 minutes on 2 CPU cores (docs/benchmarks.md has the figures). The peers the
 # benchmarks compare with (transformers) are installed here, never by `make test`.
 bench: setup
 	$(PY) -m pip install --quiet -e ".[bench]"
@@ -48,6 +48,10 @@ bench: setup
 	$(PY) benchmarks/text_train.py
 	$(PY) benchmarks/text_sample.py
 	$(PY) benchmarks/runtime_overhead.py
+	$(PY) benchmarks/text_tokenizers.py
+	$(PY) benchmarks/hf_export.py
+	$(PY) benchmarks/hf_slots.py
+	$(PY) benchmarks/lora.py
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/image.py
 	$(PY) benchmarks/audio.py

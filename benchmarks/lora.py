@@ -35,9 +35,6 @@ from pathlib import Path
 
 from trainer_timing import build_trainer, compose_train_config  # noqa: E402 (this folder)
 
-# Then out of the path: benchmarks/tokenizers.py would shadow the `tokenizers` library.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 VARIANTS = ("full", "lora")
 
 

@@ -55,7 +55,7 @@ def test_text_sample_outputs_agree_token_for_token() -> None:
 
 
 def test_tokenizers_scores_bytes_and_bpe_on_the_same_held_out_text() -> None:
-    out = bench("tokenizers.py", "--tiny", "--tokenizers", "bytes", "bpe-512")
+    out = bench("text_tokenizers.py", "--tiny", "--tokenizers", "bytes", "bpe-512")
     cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()]
     scores = {(row[0], row[1]): row for row in cells if len(row) == 8 and row[0] in ("pydoc", "stdlib .py")}
     samples = [row for row in cells if len(row) == 3 and row[0] in ("pydoc", "stdlib .py")]

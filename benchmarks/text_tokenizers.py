@@ -21,9 +21,9 @@ The budget is the process's CPU time (``time.process_time``), not the wall clock
 machine shared with other work, a wall-clock budget would hand whichever run met the least
 load more training. With one torch thread a CPU second is one core busy for a second.
 
-    python benchmarks/tokenizers.py                # 60 CPU s per run, 8 runs: 10 minutes on an idle core
-    python benchmarks/tokenizers.py --seconds 30   # quicker, noisier
-    python benchmarks/tokenizers.py --tiny         # seconds (smoke test)
+    python benchmarks/text_tokenizers.py                # 60 CPU s per run, 8 runs: 10 minutes on an idle core
+    python benchmarks/text_tokenizers.py --seconds 30   # quicker, noisier
+    python benchmarks/text_tokenizers.py --tiny         # seconds (smoke test)
 """
 
 from __future__ import annotations
