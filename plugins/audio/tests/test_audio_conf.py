@@ -43,6 +43,8 @@ def test_the_groups_hold_the_expected_files() -> None:
         "pipeline/notes_caption_minilm.yaml",
         "pipeline/notes_caption_tokens.yaml",
         "pipeline/notes_caption_tokens_debug.yaml",
+        "pipeline/notes_caption_tokens_minilm.yaml",
+        "pipeline/notes_caption_tokens_minilm_debug.yaml",
         "pipeline/notes_tokens.yaml",
         "pipeline/notes_tokens_debug.yaml",
         "pipeline/notes_vq.yaml",

@@ -42,7 +42,8 @@ def test_registers_every_component_and_its_config(audio_plugin: PluginSet) -> No
         "generator": ["mel_fsq", "mel_fsq_debug", "mel_vae", "mel_vae_debug"],
         "pipeline": [
             "audio_caption_debug", "audio_debug", "audio_folder", "audio_folder_debug",
-            "notes", "notes_caption", "notes_caption_tokens", "notes_caption_tokens_debug",
+            "notes", "notes_caption", "notes_caption_minilm", "notes_caption_tokens",
+            "notes_caption_tokens_debug", "notes_caption_tokens_minilm", "notes_caption_tokens_minilm_debug",
             "notes_tokens", "notes_tokens_debug", "notes_vq", "notes_vq_debug",
         ],
         "trainer": ["notes", "notes_tokens", "notes_vq"],

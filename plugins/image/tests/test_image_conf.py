@@ -50,6 +50,8 @@ def test_the_groups_hold_the_expected_files() -> None:
         "pipeline/shapes_minilm_debug.yaml",
         "pipeline/shapes_tokens.yaml",
         "pipeline/shapes_tokens_debug.yaml",
+        "pipeline/shapes_tokens_minilm.yaml",
+        "pipeline/shapes_tokens_minilm_debug.yaml",
         "pipeline/shapes_vq.yaml",
         "pipeline/shapes_vq_debug.yaml",
         "trainer/image_tokens.yaml",

@@ -42,8 +42,9 @@ def test_registers_every_component_and_its_config(image_plugin: PluginSet) -> No
         "generator": ["image_fsq", "image_fsq_debug", "vae", "vae_debug"],
         "pipeline": [
             "glyphs", "glyphs_tokens", "glyphs_tokens_debug", "glyphs_vq", "glyphs_vq_debug", "image_debug",
-            "image_folder", "image_folder_debug", "shapes", "shapes_debug", "shapes_tokens",
-            "shapes_tokens_debug", "shapes_vq", "shapes_vq_debug",
+            "image_folder", "image_folder_debug", "shapes", "shapes_debug", "shapes_minilm",
+            "shapes_minilm_debug", "shapes_tokens", "shapes_tokens_debug", "shapes_tokens_minilm",
+            "shapes_tokens_minilm_debug", "shapes_vq", "shapes_vq_debug",
         ],
         "trainer": ["image_tokens", "image_vq"],
     }

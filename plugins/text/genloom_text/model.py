@@ -31,7 +31,10 @@ two-stage pipeline), the condition is a prefix of the same sequence and every pa
 (``generate``, ``stream``, the KV cache and :class:`SlotBatch`) draws exactly
 ``media_tokens`` codes, each among the ``media_vocab`` codes alone: the prompt is the
 prefix and separator (:meth:`Transformer._prompt`), and :meth:`Transformer._sampling_logits`
-keeps the codes' logits. See :class:`Transformer` for the layout.
+keeps the codes' logits. See :class:`Transformer` for the layout. A caption may also come as
+a sentence embedding (``caption_embedding_dim``): its learned projection gives the prefix's
+vectors, which stand where the token embeddings of the prefix's placeholder ids would
+(:meth:`Transformer._caption_vectors`), in the first pass over a sequence only (the prefill).
 
 Context overflow: the model attends to at most ``block_size`` tokens. Whenever the context
 would grow past that (a long prompt, or a long generation), it is cut to its last
@@ -90,6 +93,11 @@ class Transformer(nn.Module):
             (a class index) or ``caption`` (the ``prefix_bytes`` condition encoder's bytes).
         num_classes: the class labels a ``label`` prefix takes (``0 .. num_classes - 1``).
         caption_length: the bytes in a ``caption`` prefix (``condition_encoder.length``).
+        caption_embedding_dim: 0 for a caption of bytes; else the width ``D`` of the sentence
+            embedding a ``caption`` prefix is given instead (``condition_encoder=hf_sentence``:
+            384 for all-MiniLM-L6-v2).
+        caption_vectors: with ``caption_embedding_dim``, the prefix vectors ``k`` (a few) that
+            a learned projection makes of the embedding.
         condition_dropout: the probability in training that an example's prefix is replaced
             by null tokens, so that the model also learns the unconditional distribution
             (what classifier-free ``guidance`` at sampling needs).
@@ -107,6 +115,12 @@ class Transformer(nn.Module):
     sequence is ``prefix + separator + codes``; the loss is the cross entropy of the codes
     alone (among the ``K`` codes), and sampling draws exactly ``L`` codes, each in ``[0, K)``.
     ``vocab_size`` null takes the size of this layout.
+
+    A caption embedding ``(D,)`` takes no ids: its prefix is ``caption_vectors`` placeholder
+    positions holding the null token, whose input vectors are replaced by the projection of
+    the embedding, ``(k, n_embd)``. A prefix without its condition (condition dropout, the
+    unconditional side of guidance, sampling without a prompt) keeps the null token's own
+    embedding there, as a prefix of null tokens does.
     """
 
     def __init__(
@@ -126,6 +140,8 @@ class Transformer(nn.Module):
         prefix: str = "none",
         num_classes: int | None = None,
         caption_length: int | None = None,
+        caption_embedding_dim: int = 0,
+        caption_vectors: int | None = None,
         condition_dropout: float = 0.0,
         activation: str = "gelu",
         init_from: str | None = None,
@@ -137,7 +153,7 @@ class Transformer(nn.Module):
         self.init_from = init_from
         self.sequence_key = sequence_key
         self.media = _media_layout(media_vocab, media_tokens, prefix, num_classes, caption_length,
-                                   condition_dropout, block_size)
+                                   condition_dropout, block_size, caption_embedding_dim, caption_vectors)
         if block_size is None:
             if self.media is None:
                 raise ValueError("generator.block_size=null sizes a media prior's context to fit; "
@@ -172,6 +188,14 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias, activation) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
+        if self.media is not None and self.media.embedding_dim:
+            # A caption embedding -> its k prefix vectors. _init_weights draws its weights
+            # N(0, 0.02), as the token embeddings' rows: an L2-normalised embedding (|e| = 1)
+            # then maps to entries of std 0.02, the scale of the token vectors they stand
+            # beside (nn.Linear's default, U(+-1/sqrt(D)), would give ~0.03 with a bias of
+            # the same size shared by every caption).
+            width = self.media.prefix_length * n_embd
+            self.caption_proj = nn.Linear(self.media.embedding_dim, width, bias=bias)  # (D,) -> (k * C,)
 
         # GPT-2 initialisation; the projections that write into the residual stream are
         # scaled down so that its variance does not grow with depth.
@@ -180,11 +204,14 @@ class Transformer(nn.Module):
             if name.endswith("out_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
-    def forward(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+    def forward(self, idx: Tensor, kv_cache: KVCache | None = None, prefix: Tensor | None = None) -> Tensor:
         """Next-token logits ``(B, T, vocab_size)`` for token ids ``idx`` ``(B, T)``.
 
         With ``kv_cache``, ``idx`` continues the tokens already cached: they are attended
-        to without being recomputed, and the cache advances by ``T``.
+        to without being recomputed, and the cache advances by ``T``. ``prefix``
+        ``(B, P, n_embd)``, for a sequence that starts at position 0: the input vectors of
+        its first ``P`` positions, in place of their token embeddings (a caption embedding's
+        projection, :meth:`_caption_vectors`).
         """
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.pos
@@ -194,7 +221,7 @@ class Transformer(nn.Module):
                 "(generator.block_size); pass at most that many"
             )
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, C)
+        x = self._embed(idx, positions, prefix)  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             x = block(x, kv_cache, layer)
         if kv_cache is not None:
@@ -202,6 +229,14 @@ class Transformer(nn.Module):
         # Weight tying: the head reuses the token embedding, which also keeps a single copy
         # of the matrix in the state dict (safetensors refuses tensors that share memory).
         return F.linear(self.ln_f(x), self.tok_emb.weight)  # (B, T, vocab_size)
+
+    def _embed(self, idx: Tensor, positions: Tensor, prefix: Tensor | None) -> Tensor:
+        """The input vectors ``(B, T, C)`` of ids ``idx`` ``(B, T)`` at ``positions`` (``(T,)`` or
+        ``(B, T)``), the first ``P`` of them ``prefix`` ``(B, P, C)`` when given."""
+        x = self.tok_emb(idx)  # (B, T, C)
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype), x[:, prefix.shape[1] :]], dim=1)
+        return self.drop(x + self.pos_emb(positions))
 
     def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Next-token cross entropy on ``batch["tokens"]`` ``(B, T + 1)``.
@@ -235,12 +270,15 @@ class Transformer(nn.Module):
         media = self.media
         codes = self._batch_codes(batch)  # (B, L)
         prefix = self._prefix_rows(batch.get("condition"), len(codes), codes.device)  # (B, P)
+        vectors = self._caption_vectors(batch.get("condition"))  # (B, P, C) or None
         if self.training and media.condition_dropout > 0 and prefix.shape[1]:
             dropped = torch.rand(len(codes), device=codes.device) < media.condition_dropout  # (B,)
             prefix = prefix.masked_fill(dropped[:, None], media.null)
+            if vectors is not None:  # a dropped embedding leaves its placeholders' null vectors
+                vectors = torch.where(dropped[:, None, None], self.tok_emb(prefix).to(vectors.dtype), vectors)
         separator = codes.new_full((len(codes), 1), media.separator)
         sequence = torch.cat([prefix, separator, codes], dim=1)  # (B, P + 1 + L)
-        logits = self(sequence[:, :-1])[:, prefix.shape[1] :, : media.vocab]  # (B, L, K)
+        logits = self(sequence[:, :-1], prefix=vectors)[:, prefix.shape[1] :, : media.vocab]  # (B, L, K)
         loss = F.cross_entropy(logits.flatten(0, 1), codes.flatten())
         return {"loss": loss, "bits_per_token": loss.detach() / math.log(2)}
 
@@ -268,7 +306,8 @@ class Transformer(nn.Module):
         return codes.long()
 
     def _prefix_rows(self, condition: Tensor | None, n: int, device: torch.device) -> Tensor:
-        """The prefix ids ``(n, P)`` of a batch's conditions (``(n,)`` labels, ``(n, P)`` captions)."""
+        """The prefix ids ``(n, P)`` of a batch's conditions (``(n,)`` labels, ``(n, P)`` captions),
+        checked; for caption embeddings ``(n, D)``, their null placeholders."""
         media = self.media
         if media.prefix == "none":
             return torch.empty(n, 0, dtype=torch.long, device=device)
@@ -278,12 +317,22 @@ class Transformer(nn.Module):
                 f"generator.prefix={media.prefix} needs each example's condition in batch['condition']: "
                 f"set {setting} (or generator.prefix=none)"
             )
+        if media.embedding_dim:
+            self._check_caption_embeddings(condition, n)
+            return torch.full((n, media.prefix_length), media.null, dtype=torch.long, device=device)
         if condition.is_floating_point():  # a sentence embedding (condition_encoder=hf_sentence)?
+            how = (
+                f"for sentence embeddings set generator.caption_embedding_dim={condition.shape[-1]}, "
+                "generator.caption_vectors=4 and generator.caption_length=null "
+                "(pipeline=shapes_tokens_minilm)"
+                if media.prefix == "caption" and condition.dim() == 2
+                else "a sentence embedding steers generator.prefix=caption with "
+                "generator.caption_embedding_dim"
+            )
             raise ValueError(
                 f"generator.prefix={media.prefix} reads token ids, but the condition holds float vectors "
-                f"of shape {tuple(condition.shape)} (a sentence embedding?): the transformer takes no "
-                "embedding condition; encode captions with condition_encoder=prefix_bytes, or use a VAE "
-                "preset for sentence embeddings (pipeline=shapes_minilm)"
+                f"of shape {tuple(condition.shape)} (a sentence embedding?): {how}; or encode captions "
+                "with condition_encoder=prefix_bytes"
             )
         if media.prefix == "label":
             if condition.shape != (n,):
@@ -313,6 +362,45 @@ class Transformer(nn.Module):
                 f"condition_encoder=prefix_bytes offset={media.vocab} (generator.media_vocab)"
             )
         return condition.long().to(device)
+
+    def _check_caption_embeddings(self, condition: Tensor, n: int) -> None:
+        """That ``condition`` is ``n`` sentence embeddings of the width this prior projects."""
+        width = self.media.embedding_dim
+        if not condition.is_floating_point():
+            raise ValueError(
+                f"generator.caption_embedding_dim={width} reads each caption as a sentence embedding "
+                f"of {width} float values, but the condition holds ids of shape {tuple(condition.shape)}: "
+                "encode them with condition_encoder=hf_sentence, or set generator.caption_embedding_dim=0 "
+                "and generator.caption_length for condition_encoder=prefix_bytes"
+            )
+        if condition.dim() != 2 or condition.shape[0] != n or condition.shape[1] != width:
+            got = f"embeddings of {condition.shape[-1]} values" if condition.dim() == 2 else (
+                f"a tensor of shape {tuple(condition.shape)}")
+            raise ValueError(
+                f"the condition holds {got}, but generator.caption_embedding_dim={width}: set "
+                "generator.caption_embedding_dim to the condition encoder's width (384 for "
+                "all-MiniLM-L6-v2), or condition_encoder.path to the model this prior was trained with"
+            )
+
+    def _caption_vectors(self, condition: Tensor | None) -> Tensor | None:
+        """The prefix vectors ``(n, P, C)`` of caption embeddings ``(n, D)`` (checked by
+        :meth:`_prefix_rows`); None for a prior whose prefix is token ids."""
+        if self.media is None or not self.media.embedding_dim:
+            return None
+        weight = self.caption_proj.weight
+        vectors = self.caption_proj(condition.to(device=weight.device, dtype=weight.dtype))  # (n, P * C)
+        return vectors.view(len(condition), self.media.prefix_length, -1)
+
+    def _prompt_vectors(self, condition: Tensor | None, device: torch.device) -> Tensor | None:
+        """The vectors ``(P, C)`` of a prompt's prefix (:meth:`_prompt` checked ``condition``):
+        its caption embedding's projection, or the null token's vectors without one; None for
+        a prior whose prefix is token ids."""
+        if self.media is None or not self.media.embedding_dim:
+            return None
+        with torch.no_grad():
+            if condition is None:
+                return self.tok_emb(self._null_prefix(device))  # (P, C)
+            return self._caption_vectors(condition[None])[0]  # (P, C)
 
     def new_kv_cache(self) -> KVCache:
         """An empty cache for :meth:`forward`, sized to this model's layers and context."""
@@ -375,11 +463,16 @@ class Transformer(nn.Module):
         check_sampling_options(n, max_new_tokens, temperature, top_k, top_p)
         check_rng(rng, device)
         prompt = self._prompt(condition, device)
+        vectors = self._prompt_vectors(condition, device)
         stop_ids = self._stop_ids(stop)
         unconditional = self._unconditional_prompt(guidance, device)
+        if vectors is not None:
+            vectors = vectors.expand(n, -1, -1)  # (n, P, C)
+            if unconditional is not None:  # the guidance rows' prefix: null vectors
+                vectors = torch.cat([vectors, self._prompt_vectors(None, device).expand(n, -1, -1)])
         return self._stream(
             n, prompt, rng, max_new_tokens, temperature, top_k, top_p, stop_ids, use_cache,
-            unconditional, guidance,
+            unconditional, guidance, vectors,
         )
 
     def generate(
@@ -465,9 +558,11 @@ class Transformer(nn.Module):
         use_cache: bool,
         unconditional: Tensor | None = None,
         guidance: float | None = None,
+        vectors: Tensor | None = None,
     ) -> Iterator[Tensor]:
-        # torch's decorator enters inference mode only while this generator runs, so the
-        # caller's own grad mode is untouched between chunks.
+        # ``vectors`` (rows, P, C): the prefix vectors of a caption embedding, in every pass
+        # that starts at position 0. torch's decorator enters inference mode only while this
+        # generator runs, so the caller's own grad mode is untouched between chunks.
         was_training = self.training
         self.eval()
         try:
@@ -479,7 +574,9 @@ class Transformer(nn.Module):
             fresh = context  # the part of the context not yet in the cache
             matchers = None if stop is None else [StopMatcher(stop) for _ in range(n)]
             for _ in range(max_new_tokens):
-                logits = self(fresh if cache is not None else context, cache)[:, -1]  # (n, V)
+                prefilling = cache is None or cache.pos == 0
+                logits = self(fresh if cache is not None else context, cache,
+                              vectors if prefilling else None)[:, -1]  # (n, V)
                 if unconditional is not None:
                     conditional, free = logits[:n], logits[n:]
                     logits = free + guidance * (conditional - free)
@@ -641,16 +738,20 @@ class MediaLayout:
     num_classes: int | None
     caption_length: int | None
     condition_dropout: float
+    embedding_dim: int = 0  # D: a caption is a sentence embedding of D values (0: bytes)
+    caption_vectors: int | None = None  # k: the prefix vectors projected from it
 
     @property
     def prefix_ids(self) -> int:
-        """How many ids the condition takes, from ``K`` on."""
-        return {"none": 0, "label": self.num_classes, "caption": BYTE_IDS}[self.prefix]
+        """How many ids the condition takes, from ``K`` on (an embedding takes none)."""
+        caption_ids = 0 if self.embedding_dim else BYTE_IDS
+        return {"none": 0, "label": self.num_classes, "caption": caption_ids}[self.prefix]
 
     @property
     def prefix_length(self) -> int:
-        """How many tokens of the sequence the condition takes (before the separator)."""
-        return {"none": 0, "label": 1, "caption": self.caption_length}[self.prefix]
+        """How many positions of the sequence the condition takes (before the separator)."""
+        caption = self.caption_vectors if self.embedding_dim else self.caption_length
+        return {"none": 0, "label": 1, "caption": caption}[self.prefix]
 
     @property
     def separator(self) -> int:
@@ -666,7 +767,8 @@ class MediaLayout:
         return self.null + 1
 
     def describe(self) -> str:
-        ids = {"none": "", "label": f" + {self.num_classes} labels", "caption": f" + {BYTE_IDS} caption ids"}
+        caption = "" if self.embedding_dim else f" + {BYTE_IDS} caption ids"
+        ids = {"none": "", "label": f" + {self.num_classes} labels", "caption": caption}
         return f"media_vocab {self.vocab}{ids[self.prefix]} + separator + null = {self.vocab_size} ids"
 
 
@@ -678,6 +780,8 @@ def _media_layout(
     caption_length: int | None,
     condition_dropout: float,
     block_size: int | None,
+    embedding_dim: int = 0,
+    caption_vectors: int | None = None,
 ) -> MediaLayout | None:
     """The media layout these options give (None for text), or a ``ValueError`` naming what to set."""
     if vocab is None:
@@ -688,6 +792,8 @@ def _media_layout(
                 ("prefix", prefix, "none"),
                 ("num_classes", num_classes, None),
                 ("caption_length", caption_length, None),
+                ("caption_embedding_dim", embedding_dim, 0),
+                ("caption_vectors", caption_vectors, None),
                 ("condition_dropout", condition_dropout, 0.0),
             )
             if value != default
@@ -700,27 +806,54 @@ def _media_layout(
         return None
     if prefix not in PREFIXES:
         raise ValueError(f"generator.prefix must be one of {', '.join(PREFIXES)}; got {prefix!r}")
+    if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 0:
+        raise ValueError(
+            "generator.caption_embedding_dim must be 0 (a caption of bytes, condition_encoder=prefix_bytes) "
+            "or the width of the condition encoder's sentence embedding (384 for all-MiniLM-L6-v2), "
+            f"got {embedding_dim!r}"
+        )
+    if embedding_dim and prefix != "caption":
+        raise ValueError(
+            f"generator.caption_embedding_dim is for generator.prefix=caption, but the prefix is {prefix}"
+        )
+    # A caption's positions: its bytes (caption_length), or an embedding's vectors (caption_vectors).
+    caption_key = "caption_vectors" if embedding_dim else "caption_length"
     needed = [("media_vocab", vocab), ("media_tokens", tokens)]
     needed += [("num_classes", num_classes)] if prefix == "label" else []
-    needed += [("caption_length", caption_length)] if prefix == "caption" else []
+    caption_positions = caption_vectors if embedding_dim else caption_length
+    needed += [(caption_key, caption_positions)] if prefix == "caption" else []
     for key, value in needed:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(
                 f"generator.{key} must be a positive integer with generator.media_vocab"
-                f"{f' and generator.prefix={prefix}' if key in ('num_classes', 'caption_length') else ''}; "
+                f"{f' and generator.prefix={prefix}' if key in ('num_classes', caption_key) else ''}"
+                f"{' and generator.caption_embedding_dim' if key == 'caption_vectors' else ''}; "
                 f"got {value!r}"
             )
     for key, value, wanted in (
         ("num_classes", num_classes, "label"),
         ("caption_length", caption_length, "caption"),
+        ("caption_vectors", caption_vectors, "caption"),
     ):
         if value is not None and prefix != wanted:
             raise ValueError(f"generator.{key} is for generator.prefix={wanted}, but the prefix is {prefix}")
+    if prefix == "caption" and embedding_dim and caption_length is not None:
+        raise ValueError(
+            f"generator.caption_length is the bytes of a caption, but generator.caption_embedding_dim="
+            f"{embedding_dim} makes the caption a sentence embedding of generator.caption_vectors vectors: "
+            "set generator.caption_length=null"
+        )
+    if prefix == "caption" and not embedding_dim and caption_vectors is not None:
+        raise ValueError(
+            "generator.caption_vectors is for a caption given as a sentence embedding: set "
+            "generator.caption_embedding_dim to its width (384 for all-MiniLM-L6-v2), or caption_vectors=null"
+        )
     if not 0 <= condition_dropout < 1 or (prefix == "none" and condition_dropout):
         raise ValueError(
             f"generator.condition_dropout={condition_dropout} must be in [0, 1), and 0 without a prefix"
         )
-    layout = MediaLayout(vocab, tokens, prefix, num_classes, caption_length, float(condition_dropout))
+    layout = MediaLayout(vocab, tokens, prefix, num_classes, caption_length, float(condition_dropout),
+                         embedding_dim, caption_vectors)
     # The last code is predicted from prefix + separator + the first L - 1 codes.
     if block_size is not None and layout.prefix_length + tokens > block_size:
         raise ValueError(
@@ -744,6 +877,7 @@ class _Row:
     top_p: float | None
     matcher: StopMatcher | None
     produced: int = 0
+    vectors: Tensor | None = None  # (P, C): a caption embedding's prefix vectors, for the prefill
 
 
 class SlotBatch:
@@ -801,6 +935,7 @@ class SlotBatch:
         check_sampling_options(1, max_new_tokens, temperature, top_k, top_p)
         check_rng(rng, device)
         prompt = self.model._prompt(condition, device)
+        vectors = self.model._prompt_vectors(condition, device)
         stop_ids = self.model._stop_ids(stop)
         slot = next((s for s in range(self.capacity) if s not in self.rows), None)
         if slot is None:
@@ -808,7 +943,7 @@ class SlotBatch:
         self.rows[slot] = _Row(
             context=prompt.tolist(), fresh=prompt, pos=0, rng=rng, max_new_tokens=max_new_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p,
-            matcher=None if stop_ids is None else StopMatcher(stop_ids),
+            matcher=None if stop_ids is None else StopMatcher(stop_ids), vectors=vectors,
         )
         return slot
 
@@ -865,7 +1000,8 @@ class SlotBatch:
         cache = KVCache(n_layer=len(self.keys), block_size=self.model.block_size)
         cache.keys = [k[slot : slot + 1] for k in self.keys]  # views: writes land in the slot
         cache.values = [v[slot : slot + 1] for v in self.values]
-        logits = self.model(row.fresh[None], cache)[0, -1]  # (V,)
+        prefix = None if row.vectors is None else row.vectors[None]
+        logits = self.model(row.fresh[None], cache, prefix)[0, -1]  # (V,)
         row.pos = cache.pos
         return logits
 
@@ -926,7 +1062,10 @@ class SlotBatch:
         T = idx.shape[1]
         starts = torch.tensor([row.pos for row in rows], device=device)  # (B,)
         positions = starts[:, None] + torch.arange(T, device=device)  # (B, T)
-        x = model.drop(model.tok_emb(idx) + model.pos_emb(positions))  # (B, T, C)
+        # A batched prefill starts every row at 0: caption embeddings' vectors go in then.
+        prefilling = T > 1 and rows[0].vectors is not None
+        prefix = torch.stack([row.vectors for row in rows]) if prefilling else None  # (B, P, C)
+        x = model._embed(idx, positions, prefix)  # (B, T, C)
         B, _, C = x.shape
         slot_index = torch.tensor(slots, device=device)
         # Per group: the rows' indices in the batch, their slots of the cache (a slice when
