@@ -175,7 +175,8 @@ class Runs:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="genloom-bench-"))
         loose = [o for o in overrides if "=" not in o]
         if loose:  # `--tasks notes notes_caption` would otherwise pass notes_caption to Hydra unseen
-            raise SystemExit(f"{' '.join(loose)}: not a Hydra override (KEY=VALUE); several --tasks or --approaches are comma-separated")
+            raise SystemExit(f"{' '.join(loose)}: not a Hydra override (KEY=VALUE); "
+                             "several --tasks or --approaches are comma-separated")
         self.overrides = [*(["trainer=debug"] if quick else []), *overrides]
         self.done: dict[str, Trained] = {}
 

@@ -107,7 +107,9 @@ def test_audio_quality_judges_pitch_and_caption_prompts(tmp_path: Path) -> None:
     assert "overall: within 1 semitone" in out
 
 
-@pytest.mark.parametrize(("script", "task", "other"), [("image.py", "glyphs", "shapes"), ("audio.py", "notes", "notes_caption")])
+@pytest.mark.parametrize(
+    ("script", "task", "other"), [("image.py", "glyphs", "shapes"), ("audio.py", "notes", "notes_caption")]
+)
 def test_quality_refuses_a_word_that_is_not_an_override(script: str, task: str, other: str) -> None:
     # `--tasks notes notes_caption` once judged notes only: notes_caption went to Hydra unseen.
     done = subprocess.run(

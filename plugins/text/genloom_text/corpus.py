@@ -198,7 +198,7 @@ class TextSplits:
         return pieces
 
     def cut_pieces(self, encoder: Encoder) -> dict[str, TokenWindows]:
-        """Windows inside each piece of :meth:`pieces`: what a fitting encoder is cut by (any encoder can be)."""
+        """Windows inside each piece of :meth:`pieces`, which a fitting encoder is cut by."""
         window = self.block_size + 1
         splits = {}
         for split, texts in self.pieces().items():
