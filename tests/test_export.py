@@ -79,3 +79,13 @@ def test_export_is_atomic_and_never_overwrites(run, tmp_path):
     with pytest.raises(ValueError, match="is a file"):
         export(model, format="digits", out=tmp_path / "a_file", options={})
     assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_an_occupied_out_is_refused_before_the_checkpoint_is_read(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    # The checkpoint does not exist: the cheap check on `out` speaks first, nothing is loaded.
+    assert cli.main(["export", f"checkpoint={tmp_path / 'nowhere'}", "format=hf", f"out={out}"]) == 1
+    assert "already holds 1 entries (notes.md); genloom export never overwrites" in said(capsys)
+    assert (out / "notes.md").read_text() == "mine"

@@ -40,14 +40,14 @@ def export(model: LoadedModel, *, format: str, out: Path, options: Mapping[str, 
             f"generator {name!r} cannot export format={format!r}; it writes: "
             f"{', '.join(generator.export_formats) or 'nothing'}. Choose one with format=..."
         )
-    _refuse_occupied(out)
+    refuse_occupied(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Made with mkdir, not mkdtemp, so that the directory gets the user's usual permissions.
     staging = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         written = generator.export(staging, format=format, encoder=model.pipeline.encoder, **options)
-        _refuse_occupied(out)  # a directory filled meanwhile is still not ours to replace
+        refuse_occupied(out)  # a directory filled meanwhile is still not ours to replace
         if out.exists():
             out.rmdir()  # empty (just checked): the complete export takes its place
         staging.rename(out)
@@ -57,7 +57,8 @@ def export(model: LoadedModel, *, format: str, out: Path, options: Mapping[str, 
     return [out / Path(path).relative_to(staging) for path in written]
 
 
-def _refuse_occupied(out: Path) -> None:
+def refuse_occupied(out: Path) -> None:
+    """Raise ``ValueError`` unless ``out`` is free: absent, or an empty directory."""
     if out.is_dir():
         entries = sorted(p.name for p in out.iterdir())
         if entries:

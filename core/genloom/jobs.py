@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from genloom import cache, checkpoint, classes, distributed, fitting, frozen, pipeline, rng, rundir, sampler
-from genloom.export import export
+from genloom.export import export, refuse_occupied
 from genloom.interfaces import ComparisonDecoder, Pretrained, Reconstructing
 from genloom.plugins import PluginLoadError, PluginSet, active
 from genloom.registry import RegistryError
@@ -313,9 +313,10 @@ def export_checkpoint(cfg: DictConfig) -> None:
         if OmegaConf.is_missing(cfg, key):
             raise SettingsError(f"genloom export needs {key}=...: {what}")
     settings = _job_settings(ExportSettings, cfg, "export")
+    out = Path(settings.out)
+    refuse_occupied(out)  # before a large model is loaded for nothing
     model = sampler.load(settings.checkpoint, active(), settings.device)
     log.info("loaded %s (step %d)", model.checkpoint.path, model.checkpoint.step)
-    out = Path(settings.out)
     paths = export(model, format=settings.format, out=out, options=settings.options)
     log.info("wrote %s: %s", out, ", ".join(p.name for p in paths))
 
