@@ -54,11 +54,11 @@ def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
         """The plugins' hooks, plus the time of each report."""
 
         def __getattr__(self, name: str) -> Callable:
-            return getattr(plugin_set.manager.hook, name)
+            return getattr(plugin_set.events, name)
 
-        def genloom_train_step_end(self, *, step: int, metrics: dict) -> None:
+        def genloom_train_step_end(self, *, step: int, **kwargs: object) -> None:
             reported[step] = time.perf_counter()
-            plugin_set.manager.hook.genloom_train_step_end(step=step, metrics=metrics)
+            plugin_set.events.genloom_train_step_end(step=step, **kwargs)
 
     with tempfile.TemporaryDirectory(prefix="genloom-bench-") as run_dir:
         build_trainer(cfg, Path(run_dir), hooks=ReportTimes()).fit()
@@ -89,7 +89,7 @@ def build_trainer(cfg, run_dir: Path, hooks: object | None = None):  # noqa: ANN
         run_dir=run_dir,
         config=cfg,
         plugin_versions=plugin_set.versions(),
-        hooks=hooks if hooks is not None else plugin_set.manager.hook,
+        hooks=hooks if hooks is not None else plugin_set.events,
         unit=built.dataset.unit,
         units_per_example=built.dataset.units_per_example,
         seed=cfg.seed,

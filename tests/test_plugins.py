@@ -202,8 +202,9 @@ def test_the_hook_reference_lists_every_hook_in_order(capsys):
     out = capsys.readouterr().out
     names = re.findall(r"^## (genloom_\w+)", out, flags=re.M)
     assert names == [
-        "genloom_register_components", "genloom_register_config", "genloom_train_step_end",
-        "genloom_evaluated", "genloom_checkpoint_saved", "genloom_sample_written",
+        "genloom_register_components", "genloom_register_config", "genloom_train_start",
+        "genloom_optimizer_step", "genloom_train_step_end", "genloom_evaluated",
+        "genloom_checkpoint_saved", "genloom_train_end", "genloom_sample_written",
     ]
     assert "register(kind, name, target" in out
 

@@ -62,6 +62,7 @@ LATEST = "latest"
 FROZEN_DIR = "frozen"
 STEP_DIR = re.compile(r"^step_(\d+)$")
 _REPLACED = ".replaced-"  # a step being saved again is moved aside under this name
+PLUGIN_STATE = "plugins"  # trainer.json's key for the plugins' state (TrainingRun.state)
 _SMALL_FILES = 64 * 1024  # config.yaml, meta.json, trainer.json and the safetensors headers
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def save(
     optimizer_state: dict[str, Any] | None = None,
     frozen: dict[str, Path] | None = None,
     files: Mapping[str, str] | None = None,
+    plugin_state: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``checkpoints_dir/step_{step}`` atomically and point ``latest`` at it.
 
@@ -146,6 +148,9 @@ def save(
     ``frozen`` maps a pipeline key to a directory of files stored verbatim under
     ``frozen/<key>/`` (hard links where the file system allows: they never change).
     ``files`` maps a file name to the text written under it (an encoder's fitted state).
+    ``plugin_state`` maps a plugin's name to the state it keeps (``TrainingRun.state``):
+    its tensors join the trainer's in ``trainer.safetensors``, the rest ``trainer.json``;
+    :func:`read_trainer_state` gives it back under ``extra[PLUGIN_STATE]``.
     Debris of killed saves goes first; then the free space is checked against ``keep + 1``
     checkpoints of this size. A failure to write (a full disk, an I/O error) raises a
     :class:`CheckpointError` that says so and leaves the last good checkpoint as it was.
@@ -157,7 +162,8 @@ def save(
     if optimizer_state is None and optimizer is not None:
         optimizer_state = optimizer.state_dict()
     trainer_tensors, trainer_json = (
-        _trainer_state(optimizer_state, extra_state or {}) if optimizer_state is not None else ({}, None)
+        _trainer_state(optimizer_state, extra_state or {}, plugin_state or {})
+        if optimizer_state is not None else ({}, None)
     )
     keys = partial_keys(model) if model is not None else None
     if keys is not None:  # only what the generator names; the rest it rebuilds itself
@@ -595,6 +601,12 @@ def read_trainer_state(
                 index, _, name = key[len("optim.") :].partition(".")
                 optim_state.setdefault(int(index), {})[name] = tensor.to(device)
         rng.restore(tensors, {k: state[k] for k in ("python_rng", "numpy_rng") if k in state})
+        if PLUGIN_STATE in state:
+            extra = {**extra, PLUGIN_STATE: {
+                name: {**kept["values"], **{key: tensors[_plugin_tensor(name, key)].to(device)
+                                             for key in kept["tensors"]}}
+                for name, kept in state[PLUGIN_STATE].items()
+            }}
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(
             f"the trainer state in {step_dir} is incomplete or damaged ({type(err).__name__}: {err} "
@@ -604,9 +616,24 @@ def read_trainer_state(
 
 
 def _trainer_state(
-    optim: dict[str, Any], extra: dict[str, Any]
+    optim: dict[str, Any], extra: dict[str, Any], plugin_state: Mapping[str, Mapping[str, Any]]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, rng_scalars = rng.states()
+    plugins: dict[str, dict[str, Any]] = {}
+    for name, kept in plugin_state.items():
+        plugins[name] = {"values": {}, "tensors": []}
+        for key, value in kept.items():
+            if isinstance(value, torch.Tensor):
+                tensors[_plugin_tensor(name, key)] = value.detach().cpu().contiguous()
+                plugins[name]["tensors"].append(key)
+                continue
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as err:  # a plugin's bug must not cost the checkpoint
+                log.error("plugin %r keeps state[%r] that is neither a tensor nor JSON (%s); "
+                          "the checkpoint leaves it out", name, key, err)
+                continue
+            plugins[name]["values"][key] = value
     scalars = {}
     for index, param_state in optim["state"].items():
         for name, value in param_state.items():
@@ -618,8 +645,14 @@ def _trainer_state(
         "optimizer": {"param_groups": optim["param_groups"], "scalars": scalars},
         **rng_scalars,
         "extra": extra,
+        **({PLUGIN_STATE: plugins} if plugins else {}),
     }
     return tensors, state
+
+
+def _plugin_tensor(plugin: str, key: str) -> str:
+    """A plugin's tensor's name in ``trainer.safetensors`` (``trainer.json`` lists the keys)."""
+    return f"plugin/{plugin}/{key}"
 
 
 def _store_verbatim(source: Path, dest: Path) -> None:

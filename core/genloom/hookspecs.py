@@ -11,8 +11,23 @@ Implement only the hooks you need. The module named by the entry point is import
 code. Components are registered by import path and imported only when first built.
 
 Registration hooks hand you a ``register`` callback; call it once per thing you add.
-Runtime events are called on every plugin that implements them, on the process of rank 0
-only, after the event has happened; their return value is ignored.
+Runtime events are called on every plugin that implements them, after the event has
+happened. Each says whether it runs on every rank under ``torchrun`` or on rank 0 only.
+The training events receive ``run``, a :class:`genloom.trainer.TrainingRun`: the step,
+the latest metrics, the generator, the optimizer, the run directory, the device and the
+rank. Through it a hook may act, not only observe:
+
+* ``run.request_stop("why")`` ends training cleanly after this step: the trainer saves a
+  checkpoint and logs which plugin asked and why (under ``torchrun`` every rank stops at
+  the same step, whichever rank asked);
+* ``run.state`` is your plugin's own dict, saved in every checkpoint and given back on
+  resume before ``genloom_train_start``: tensors go to ``trainer.safetensors``, other
+  values (numbers, text, lists, dicts of them) to ``trainer.json``. No pickle. Keep it
+  small, and the same on every rank: the checkpoint keeps rank 0's.
+
+Accept only the arguments you use: ``def genloom_evaluated(run)`` is a valid
+implementation of ``genloom_evaluated(step, metrics, run)``. A name or an argument that
+no specification has is an error (:class:`genloom.testing.PluginContract` checks it).
 
 If your hook module or a registration hook raises anything, ``sys.exit()`` included, your
 plugin is quarantined: it is left out, with its error in ``genloom plugins``, and every
@@ -40,9 +55,12 @@ import inspect
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:  # annotation only: this module must import without torch
+    from genloom.trainer import TrainingRun
 
 PROJECT = "genloom"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -86,22 +104,60 @@ def genloom_register_config(register: Callable[[str], None]) -> None:
 
 
 @hookspec
-def genloom_train_step_end(step: int, metrics: Mapping[str, float]) -> None:
-    """After an optimizer step whose metrics were logged (every ``trainer.log_every`` steps).
+def genloom_train_start(run: TrainingRun) -> None:
+    """Before the first step of this process, fresh or resumed; on **every rank**.
 
-    ``metrics`` holds ``loss``, ``lr``, ``throughput`` (units per second) and
-    ``grad_norm`` among others.
+    ``run.step`` is where training starts (0, or the resumed checkpoint's step) and
+    ``run.state`` holds what your plugin saved in that checkpoint. Build what your plugin
+    keeps beside the model here (an EMA copy of the weights, a logger's run).
     """
 
 
 @hookspec
-def genloom_evaluated(step: int, metrics: Mapping[str, float]) -> None:
-    """After an evaluation on the validation split; ``metrics`` are split averages."""
+def genloom_optimizer_step(run: TrainingRun) -> None:
+    """After every optimizer step, on **every rank**, before the step's metrics are logged.
+
+    The one per-step event: keep it cheap (no host sync, no file I/O). ``run.step`` is
+    the number of steps done. An EMA of the weights updates here, on every rank, so that
+    sharded (FSDP) and replicated (DDP) runs hold consistent averages.
+    """
 
 
 @hookspec
-def genloom_checkpoint_saved(step: int, path: Path) -> None:
-    """After a checkpoint directory was completely written and renamed into place."""
+def genloom_train_step_end(step: int, metrics: Mapping[str, float], run: TrainingRun) -> None:
+    """After an optimizer step whose metrics were logged (every ``trainer.log_every`` steps); rank 0 only.
+
+    ``metrics`` holds ``loss``, ``lr``, ``throughput`` (units per second) and
+    ``grad_norm`` among others. A logger writes them here.
+    """
+
+
+@hookspec
+def genloom_evaluated(step: int, metrics: Mapping[str, float], run: TrainingRun) -> None:
+    """After an evaluation on the validation split; rank 0 only.
+
+    ``metrics`` are split averages, named as ``generator.loss`` names them (``loss``...);
+    ``run.metrics`` holds them prefixed ``val_`` beside the latest training metrics.
+    Early stopping decides here (``run.request_stop``).
+    """
+
+
+@hookspec
+def genloom_checkpoint_saved(step: int, path: Path, run: TrainingRun) -> None:
+    """After a checkpoint directory was completely written and renamed into place; rank 0 only.
+
+    ``run.state`` as this checkpoint holds it was collected before the save, on every rank.
+    """
+
+
+@hookspec
+def genloom_train_end(run: TrainingRun, reason: str) -> None:
+    """Training ended without an error; on **every rank**.
+
+    ``reason`` is ``"max_steps"``, ``"stopped"`` (a plugin asked: ``run.stop_reason`` says
+    who and why) or ``"signal"`` (SIGINT/SIGTERM; a checkpoint was saved). Close files and
+    connections here. Not called when training fails.
+    """
 
 
 @hookspec

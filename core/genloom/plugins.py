@@ -177,14 +177,22 @@ class EventRelay:
     def __init__(self, plugin_set: PluginSet) -> None:
         self._plugin_set = plugin_set
 
+    def implemented(self, hook: str) -> bool:
+        """Whether any plugin still in the run implements ``hook`` (the trainer skips the rest)."""
+        return bool(getattr(self._plugin_set.manager.hook, hook).get_hookimpls())
+
     def __getattr__(self, hook: str) -> Any:
         manager = self._plugin_set.manager
         caller = getattr(manager.hook, hook)
 
         def call(**kwargs: Any) -> None:
             implementing = {impl.plugin_name: impl.plugin for impl in reversed(caller.get_hookimpls())}
+            run = kwargs.get("run")  # a TrainingRun: its state and stop requests are per plugin
             for hook_name, plugin in implementing.items():  # pluggy's order: last registered first
                 others = [p for p in manager.get_plugins() if p is not plugin]
+                if run is not None:  # a plugin registered with pluggy directly goes by pluggy's name
+                    info = self._plugin_set.hook_names.get(hook_name)
+                    run.plugin = info.name if info else hook_name
                 try:
                     manager.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
                 except KeyboardInterrupt:

@@ -13,6 +13,10 @@ pytest then runs one test per rule and pipeline. The rules:
 
 ``light_hook_module``
     the hook module imports without importing torch (``genloom plugins`` stays fast).
+``hooks``
+    every hook implementation in the hook module is named after a specification of
+    :mod:`genloom.hookspecs` and takes only arguments that specification has (pluggy's
+    validation): a misspelt ``genloom_evaluted`` would otherwise never be called.
 ``coverage``
     every component the plugin registers is used by one of ``pipelines`` (or waived in
     ``not_covered`` with a reason), so that every component is checked.
@@ -82,12 +86,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pluggy
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
-from genloom import checkpoint, doctor, fitting, frozen, hookimpl, pipeline, plugins
+from genloom import checkpoint, doctor, fitting, frozen, hookimpl, hookspecs, pipeline, plugins
 from genloom.distributed import Placement
 from genloom.interfaces import kind_protocol
 from genloom.pipeline import Pipeline
@@ -246,6 +251,24 @@ def check_light_hook_module(module: str) -> None:
             "importing it imports torch; register components by import path "
             "('pkg.model:Class') so that `genloom plugins` does not load model code",
         )
+
+
+def check_hooks(module: str) -> None:
+    """Rule ``hooks``: the module's hook implementations match :mod:`genloom.hookspecs`.
+
+    pluggy checks the arguments when a plugin is registered, and ``check_pending`` finds
+    a ``@hookimpl`` whose name no specification has.
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    try:
+        manager.register(importlib.import_module(module), name=module)
+        manager.check_pending()
+    except pluggy.PluginValidationError as err:
+        raise ContractViolation(
+            "hooks", module, f"{'; '.join(str(err).splitlines())}; `genloom hooks` lists every hook "
+            "and its arguments"
+        ) from None
 
 
 def check_coverage(plugin_set: PluginSet, configs: Mapping[str, DictConfig],
@@ -731,6 +754,9 @@ class PluginContract:
 
     def test_light_hook_module(self) -> None:
         _violations_fail(check_light_hook_module, self.plugin)
+
+    def test_hooks(self) -> None:
+        _violations_fail(check_hooks, self.plugin)
 
     def test_coverage(self, contract_plugins: PluginSet) -> None:
         own = load_only([self.plugin])

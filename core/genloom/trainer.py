@@ -1,7 +1,9 @@
 """The one training loop, for every trainable generator.
 
 Setup, train, evaluate, save: written out as one explicit loop (no callbacks framework).
-Plugins observe it through four events (see :mod:`genloom.hookspecs`). Nothing here
+Plugins see it through a few named events (see :mod:`genloom.hookspecs`), each given a
+:class:`TrainingRun`: through it a plugin may ask training to stop or keep state in the
+checkpoints. Nothing here
 knows which modality it trains: the generator scores batches, the dataset says what a
 unit of throughput is.
 """
@@ -30,7 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from genloom import checkpoint, rng, sharding
 from genloom.distributed import Placement, all_reduce_weighted_mean, autocast, main_first
 from genloom.interfaces import CodeUsage
-from genloom.settings import check_types
+from genloom.settings import check_types, from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,28 @@ class TrainingInterrupted(Exception):
         self.signum = signum
         self.saved = saved
         self.error = error
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """``trainer.early_stopping``: stop when ``metric`` has not improved for ``patience`` evaluations."""
+
+    patience: int | None = None  # evaluations without improvement; null: off
+    metric: str = "val_loss"  # a key of the run's metrics after an evaluation
+    mode: str = "min"  # min: lower is better; max: higher is better
+    min_delta: float = 0.0  # a smaller change than this is no improvement
+
+    MODES = ("min", "max")
+
+    def __post_init__(self) -> None:
+        check_types(self, where="trainer.early_stopping")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"trainer.early_stopping.patience={self.patience} must be at least 1, "
+                             "or null to turn early stopping off")
+        if self.mode not in self.MODES:
+            raise ValueError(f"trainer.early_stopping.mode={self.mode!r}; use one of {', '.join(self.MODES)}")
+        if self.min_delta < 0:
+            raise ValueError(f"trainer.early_stopping.min_delta={self.min_delta} must be at least 0")
 
 
 @dataclass(frozen=True)
@@ -77,10 +101,14 @@ class TrainerSettings:
     num_workers: int = 0
     progress: bool = True
     strategy: str = "ddp"
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
 
     STRATEGIES = ("ddp", "fsdp")
 
     def __post_init__(self) -> None:
+        if isinstance(self.early_stopping, Mapping):  # as composed: a config node's keys
+            object.__setattr__(self, "early_stopping", from_mapping(
+                EarlyStopping, self.early_stopping, where="trainer.early_stopping"))
         check_types(self, where="trainer")
         for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
@@ -109,6 +137,60 @@ class RunResult:
     step: int
     checkpoint: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
+    stop_reason: str | None = None  # a plugin ended training before max_steps: who and why
+
+
+class TrainingRun:
+    """What the training events' hooks see (``run``), and how they act on the training.
+
+    Read: ``step`` (optimizer steps done), ``metrics`` (the latest logged training metrics
+    and the latest evaluation's, prefixed ``val_``), ``generator`` (the model being trained,
+    sharded under FSDP), ``optimizer``, ``run_dir``, ``device``, ``rank``, ``world_size``,
+    ``is_main`` (rank 0: the process that writes files), ``settings`` (the ``trainer`` config,
+    typed) and ``plugin`` (the name of the plugin being called).
+
+    Act: :meth:`request_stop`, and :attr:`state`, the calling plugin's own dict that every
+    checkpoint saves and resume restores. One object for the whole run: hooks may keep it.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+        self.generator: nn.Module = trainer.generator
+        self.optimizer: torch.optim.Optimizer = trainer.optimizer
+        self.run_dir: Path = trainer.run_dir
+        self.settings: TrainerSettings = trainer.settings
+        self.device: torch.device = trainer.placement.device
+        self.rank: int = trainer.placement.rank
+        self.world_size: int = trainer.placement.world_size
+        self.is_main: bool = trainer.placement.is_main
+        self.plugin: str = ""  # set by the event relay before it calls each plugin
+        self.stop_reason: str | None = None  # "plugin 'x': why", once a stop was asked for
+        self.states: dict[str, dict[str, Any]] = {}  # plugin name -> its state, as checkpoints keep it
+
+    @property
+    def step(self) -> int:
+        return self._trainer.step
+
+    @property
+    def metrics(self) -> Mapping[str, float]:
+        return self._trainer.last_metrics
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The calling plugin's state: ``torch.Tensor`` values, or values JSON can write.
+
+        Saved with every checkpoint (tensors in ``trainer.safetensors``, the rest in
+        ``trainer.json``; rank 0's copy) and given back on resume, before ``genloom_train_start``.
+        """
+        return self.states.setdefault(self.plugin, {})
+
+    def request_stop(self, reason: str) -> None:
+        """End training after this step: a checkpoint is saved and ``reason`` is logged.
+
+        The first request wins; under torchrun every rank stops at the same step.
+        """
+        if self.stop_reason is None:
+            self.stop_reason = f"plugin {self.plugin!r}: {reason}"
 
 
 @dataclass
@@ -215,6 +297,8 @@ class Trainer:
         if s.compile:
             self.model = torch.compile(self.model)
         self._autocast = autocast(placement.device, s.precision)
+        self.last_metrics: dict[str, float] = {}
+        self.run = TrainingRun(self)
 
     # -- setup -------------------------------------------------------------------------
 
@@ -246,6 +330,7 @@ class Trainer:
             extra = checkpoint.load_trainer_state(step_dir, self.optimizer, self.placement.device)
         self.step = int(extra["step"])
         self._resumed_window = extra.get("window")
+        self.run.states = extra.get(checkpoint.PLUGIN_STATE, {})
         self.last_checkpoint = step_dir
         log.info("resumed from %s at step %d", step_dir, self.step)
 
@@ -276,8 +361,9 @@ class Trainer:
             self._window.loss_sum.fill_(self._resumed_window["loss_sum"])
             self._window.steps = self._resumed_window["steps"]
             self._window.start -= self._resumed_window["seconds"]
-        self.last_metrics = {}
         self.generator.train()
+        # Looked up once: with no plugin implementing it, a step costs no hook call.
+        step_hooked = _implemented(self.hooks, "genloom_optimizer_step")
         with contextlib.ExitStack() as stack:
             self._metrics_file = (
                 stack.enter_context(open(self.run_dir / "metrics.jsonl", "a")) if p.is_main else None
@@ -285,18 +371,21 @@ class Trainer:
             stack.enter_context(self._signals_handled())
             stack.enter_context(logging_redirect_tqdm())
             stack.enter_context(self._bar)
+            self.hooks.genloom_train_start(run=self.run)
             while self.step < s.max_steps:
                 self._train_step(batches)
-                self._agree_on_stop()
+                if step_hooked:
+                    self.hooks.genloom_optimizer_step(run=self.run)
                 done = self.step == s.max_steps
                 if self.step % s.log_every == 0:
                     self._report()
                 if self.step % s.eval_every == 0 or done:
                     self._report()
-                    self.last_metrics.update({f"val_{k}": v for k, v in self.evaluate().items()})
-                    self._record("val", {k: v for k, v in self.last_metrics.items() if k.startswith("val_")})
+                    self.evaluate()
                     self._window.start = time.perf_counter()  # evaluation is not training time
-                if self.step % s.checkpoint_every == 0 or done:
+                self._agree_on_stop()  # after evaluation: its hooks may have asked for a stop
+                stopping = self.run.stop_reason is not None
+                if self.step % s.checkpoint_every == 0 or done or stopping:
                     self._report()  # never save weights trained on a loss nobody checked
                     self._save_or_say_why()
                     self._window.start = time.perf_counter()
@@ -305,8 +394,15 @@ class Trainer:
                     # run's log. save() checks the window's loss and keeps it in the checkpoint.
                     self._save_or_say_why()
                 if self._stop_signal:
+                    self.hooks.genloom_train_end(run=self.run, reason="signal")
                     raise TrainingInterrupted(self._stop_signal, self.last_checkpoint)
-        return RunResult(self.step, self.last_checkpoint, self.last_metrics)
+                if stopping:
+                    log.warning("training stopped at step %d of %d by %s; checkpoint: %s",
+                                self.step, s.max_steps, self.run.stop_reason, self.last_checkpoint)
+                    break
+            ended = "stopped" if self.run.stop_reason else "max_steps"
+            self.hooks.genloom_train_end(run=self.run, reason=ended)
+        return RunResult(self.step, self.last_checkpoint, self.last_metrics, self.run.stop_reason)
 
     def _train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> None:
         s = self.settings
@@ -330,12 +426,17 @@ class Trainer:
         self._bar.update(1)
 
     def _agree_on_stop(self) -> None:
-        """Under torchrun a signal may reach the ranks a step apart: all stop at the same step."""
+        """Under torchrun a signal, or a plugin's stop request, may reach the ranks a step
+        apart (rank 0 alone evaluates hooks): all stop at the same step."""
         if not self.placement.distributed:
             return
-        flag = torch.tensor([self._stop_signal or 0], dtype=torch.int64, device=self.placement.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self._stop_signal = int(flag.item()) or None
+        asked = [self._stop_signal or 0, int(self.run.stop_reason is not None)]
+        flags = torch.tensor(asked, dtype=torch.int64, device=self.placement.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        signum, stop = flags.tolist()
+        self._stop_signal = signum or None
+        if stop and self.run.stop_reason is None:
+            self.run.stop_reason = "a plugin on another rank (rank 0 logs which and why)"
 
     def _window_loss(self) -> tuple[float, float]:
         """``(sum, mean)`` of the loss since the last report, over every rank's batches.
@@ -378,19 +479,31 @@ class Trainer:
         self._bar.set_postfix(loss=f"{mean_loss:.4f}", rate=f"{_si(metrics['throughput'])} {self.unit}/s")
         self._record("train", metrics)
         if p.is_main:
-            self.hooks.genloom_train_step_end(step=self.step, metrics=dict(metrics))
+            self.hooks.genloom_train_step_end(step=self.step, metrics=dict(metrics), run=self.run)
         self._window = _LossWindow(window.loss_sum.zero_())
 
     def evaluate(self) -> dict[str, float]:
-        """Score the validation split (``trainer.eval_batches`` of it) and report it."""
+        """Score the validation split (``trainer.eval_batches`` of it) and report it.
+
+        The scores join :attr:`last_metrics` prefixed ``val_`` and are recorded.
+        """
         means = evaluate(
             self.generator, self.val_data, batch_size=self.settings.batch_size,
             max_batches=self.settings.eval_batches, placement=self.placement,
             precision=self.settings.precision,
         )
+        self.last_metrics.update({f"val_{k}": v for k, v in means.items()})
+        self._record("val", {k: v for k, v in self.last_metrics.items() if k.startswith("val_")})
+        watched = self.settings.early_stopping
+        if watched.patience is not None and watched.metric not in self.last_metrics:
+            raise TrainingError(
+                f"trainer.early_stopping.metric={watched.metric!r} is not a metric of this run; "
+                f"after an evaluation it has: {', '.join(sorted(self.last_metrics))}. "
+                "Choose one of them (validation metrics start with val_)"
+            )
         if self.placement.is_main:
             log.info("step %d validation: %s", self.step, _fmt(means))
-            self.hooks.genloom_evaluated(step=self.step, metrics=dict(means))
+            self.hooks.genloom_evaluated(step=self.step, metrics=dict(means), run=self.run)
         return means
 
     def save(self) -> Path | None:
@@ -422,10 +535,11 @@ class Trainer:
                 keep=self.settings.keep_checkpoints,
                 frozen=self.frozen,
                 files=self.files,
+                plugin_state=self.run.states,
             )
             self.last_checkpoint = path
             log.info("saved checkpoint %s", path)
-            self.hooks.genloom_checkpoint_saved(step=self.step, path=path)
+            self.hooks.genloom_checkpoint_saved(step=self.step, path=path, run=self.run)
         if self.placement.distributed:
             torch.distributed.barrier()
         return path
@@ -510,6 +624,12 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _implemented(hooks: Any, name: str) -> bool:
+    """Whether any plugin implements the event ``name`` (a caller without that query: assume so)."""
+    implemented = getattr(hooks, "implemented", None)
+    return implemented(name) if callable(implemented) else True
 
 
 def resume_dir(settings: TrainerSettings, checkpoints_dir: Path) -> Path | None:

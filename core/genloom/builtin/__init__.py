@@ -5,10 +5,13 @@ third-party plugin (``genloom plugins`` lists it as ``genloom``; ``GENLOOM_DISAB
 leaves it out), so the registry has one way in. What it registers knows no modality:
 
 * ``encoder=from_checkpoint`` / ``decoder=from_checkpoint``: a trained stage-1 autoencoder,
-  frozen, as a two-stage pipeline's encoder and decoder (:mod:`genloom.frozen`).
+  frozen, as a two-stage pipeline's encoder and decoder (:mod:`genloom.frozen`);
+* early stopping (``trainer.early_stopping.patience=N``), on the training events
+  (:mod:`genloom.builtin.early_stopping`).
 """
 
 from genloom import hookimpl
+from genloom.builtin import early_stopping
 
 
 @hookimpl
@@ -22,3 +25,8 @@ def genloom_register_components(register):
 @hookimpl
 def genloom_register_config(register):
     register("genloom.builtin.conf")
+
+
+@hookimpl
+def genloom_evaluated(run):
+    early_stopping.on_evaluated(run)
