@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from genloom import cli, plugins, scaffold, testing
 
-CONTRACT_RULES = 13  # tests of PluginContract per preset; the end-to-end test makes one more
+CONTRACT_RULES = 14  # tests of PluginContract per preset; the end-to-end test makes one more
 
 
 def run_tests(root: Path, *pythonpath: Path) -> subprocess.CompletedProcess:
