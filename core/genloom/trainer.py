@@ -426,8 +426,11 @@ class Trainer:
         self._bar.update(1)
 
     def _agree_on_stop(self) -> None:
-        """Under torchrun a signal, or a plugin's stop request, may reach the ranks a step
-        apart (rank 0 alone evaluates hooks): all stop at the same step."""
+        """Under torchrun all ranks stop at the same step, whichever rank was asked.
+
+        A signal may reach the ranks a step apart, and a stop request from a rank-0-only
+        event (``genloom_evaluated``) reaches rank 0 alone.
+        """
         if not self.placement.distributed:
             return
         asked = [self._stop_signal or 0, int(self.run.stop_reason is not None)]
