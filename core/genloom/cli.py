@@ -3,7 +3,7 @@
 ``train``, ``sample``, ``eval``, ``serve`` and ``export`` are Hydra applications: everything after the command
 is a Hydra override, and ``--cfg job``, ``--help`` and ``-m`` sweeps work as in any Hydra
 app. Their config search path is genloom's own ``conf/`` plus the config package each
-installed plugin registers. ``plugins`` imports neither torch nor Hydra.
+installed plugin registers. ``plugins`` and ``runs`` import neither torch nor Hydra.
 
 Plugins are loaded before a command runs, with anything they print sent to stderr (so
 ``genloom plugins --json`` stays valid JSON). Under ``GENLOOM_STRICT_PLUGINS=1`` a broken
@@ -45,6 +45,7 @@ commands:
   plugins   list installed plugins and what they provide: genloom plugins [--json] [--check]
   describe  a pipeline's batch keys (shape, dtype, values) and samples: genloom describe pipeline=NAME
   hooks     the hook reference for plugin authors
+  runs      the training runs under outputs/: genloom runs [DIR] [--sort [-]METRIC] [--json] | compare A B
   new-plugin  write a ready-to-install plugin: genloom new-plugin NAME [--modality text|image|audio|other]
 
 `genloom COMMAND --help` shows a command's config groups and options.
@@ -76,6 +77,10 @@ def _main(args: list[str]) -> int:
         except PluginLoadError as err:
             print(f"genloom: {err}", file=sys.stderr)
             return 1
+    if command == "runs":  # before any plugin loads: it reads run directories only
+        from genloom.runs import main as list_runs
+
+        return list_runs(rest)
     if command == "hooks":
         from genloom.hookspecs import reference
 
@@ -91,7 +96,7 @@ def _main(args: list[str]) -> int:
         return new_plugin(rest)
     if command in HYDRA_COMMANDS:
         return run_hydra(command, rest)
-    commands = ", ".join([*HYDRA_COMMANDS, "plugins", "describe", "hooks", "new-plugin"])
+    commands = ", ".join([*HYDRA_COMMANDS, "plugins", "describe", "hooks", "new-plugin", "runs"])
     print(f"genloom: unknown command {command!r}; commands: {commands}", file=sys.stderr)
     return 2
 

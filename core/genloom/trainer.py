@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from genloom import checkpoint, rng, sharding
+from genloom import checkpoint, losscurve, pipeline, rng, sharding
 from genloom.distributed import Placement, all_reduce_weighted_mean, autocast, main_first
 from genloom.interfaces import CodeUsage
 from genloom.settings import check_types, from_mapping
@@ -382,6 +382,8 @@ class Trainer:
                 if self.step % s.eval_every == 0 or done:
                     self._report()
                     self.evaluate()
+                    if p.is_main:
+                        self._plot_losses()
                     self._window.start = time.perf_counter()  # evaluation is not training time
                 self._agree_on_stop()  # after evaluation: its hooks may have asked for a stop
                 stopping = self.run.stop_reason is not None
@@ -599,6 +601,16 @@ class Trainer:
         if self._metrics_file is not None:
             self._metrics_file.write(json.dumps({"step": self.step, "split": split, **values}) + "\n")
             self._metrics_file.flush()
+
+    def _plot_losses(self) -> None:
+        """Redraw ``loss.png`` from ``metrics.jsonl``; a failed plot warns and training goes on."""
+        try:
+            losscurve.write_loss_plot(
+                self.run_dir / "metrics.jsonl", self.run_dir / losscurve.FILE,
+                title=losscurve.title_for(self.run_dir, pipeline.component_names(self.config)),
+            )
+        except Exception as err:  # noqa: BLE001 - a picture never costs the run
+            log.warning("could not draw %s: %s", self.run_dir / losscurve.FILE, err)
 
     @contextlib.contextmanager
     def _fsdp_no_sync(self) -> Iterator[None]:
