@@ -8,7 +8,10 @@ steps with val_loss and val_bits_per_byte), the read, the draw and atomic write,
 total. The one-off imports (matplotlib with the Agg backend; Pillow for comparison, the
 alternative of drawing axes by hand) are timed in fresh processes.
 
-Part 2, the listing. ``genloom runs`` over a tree of N copies of a real run directory
+Part 2, a real run: ``genloom train pipeline=text_debug`` (1000 steps, 5 evaluations),
+each of its draws timed inside the run, against the run's wall time.
+
+Part 3, the listing. ``genloom runs`` over a tree of N copies of a real run directory
 (written by a debug training run here), in a fresh process each time, start-up included.
 
     python benchmarks/loss_plot.py            # a few minutes on a shared 2-core CPU
@@ -93,6 +96,34 @@ def real_run(where: Path) -> Path:
     return run
 
 
+def time_training(where: Path, steps: int) -> tuple[float, list[float]]:
+    """Wall seconds of a text_debug run in this process, and of each loss.png draw within it.
+
+    The draws are timed inside the run rather than by a run without them: on a shared
+    machine two runs' walls differ by more than the draws cost.
+    """
+    from genloom import cli
+
+    real_plot, draws = losscurve.write_loss_plot, []
+
+    def timed(*args: object, **kwargs: object) -> bool:
+        start = time.perf_counter()
+        wrote = real_plot(*args, **kwargs)
+        draws.append(time.perf_counter() - start)
+        return wrote
+
+    losscurve.write_loss_plot = timed
+    try:
+        start = time.perf_counter()
+        status = cli.main(["train", "pipeline=text_debug", "trainer.progress=false",
+                           f"trainer.max_steps={steps}", f"hydra.run.dir={where / 'train'}"])
+        wall = time.perf_counter() - start
+    finally:
+        losscurve.write_loss_plot = real_plot
+    assert status == 0, f"genloom train failed ({status})"
+    return wall, draws
+
+
 def time_listing(run: Path, counts: list[int], where: Path) -> list[tuple[int, float]]:
     rows = []
     tree = where / "outputs"
@@ -130,6 +161,7 @@ def main() -> None:
     import_pil = import_seconds("from PIL import Image, ImageDraw, ImageFont", repeats)
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
+        wall, draws = time_training(where, 200 if args.quick else 1000)  # first: matplotlib not yet imported
         plot_rows = []
         first = first_draw(where)
         for steps, log_every, eval_every in QUICK_RUNS if args.quick else RUNS:
@@ -151,6 +183,10 @@ def main() -> None:
     print(f"\none-off import, fresh process (median of {repeats}): "
           f"matplotlib + Agg {import_mpl * 1e3:.0f} ms, "
           f"Pillow (Image, ImageDraw, ImageFont) {import_pil * 1e3:.0f} ms")
+    print("\ngenloom train pipeline=text_debug (the first draw imports matplotlib)")
+    print(f"{'run wall (s)':>13} {'draws':>6} {'each draw (ms)':>30} {'all draws (s)':>14} {'share':>7}")
+    each = ", ".join(f"{d * 1e3:.0f}" for d in draws)
+    print(f"{wall:>13.2f} {len(draws):>6} {each:>30} {sum(draws):>14.2f} {sum(draws) / wall:>7.1%}")
     print("\ngenloom runs DIR --sort val_loss, fresh process, start-up included (median of 3)")
     print(f"{'run directories':>16} {'seconds':>8}")
     for count, seconds in listing:
