@@ -78,6 +78,10 @@ def tree(tmp_path_factory):
     dead.wait()
     (killed / ".genloom.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
 
+    live = out / "live"  # a run in progress: its lock names a live process (this one)
+    shutil.copytree(out / "stopped", live)
+    (live / ".genloom.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+
     torn = out / "torn"  # no .hydra/, a torn metrics line, a `latest` naming nothing
     (torn / "checkpoints").mkdir(parents=True)
     (torn / "checkpoints" / "latest").write_text("step_000009")
@@ -120,9 +124,9 @@ def test_runs_lists_each_run_with_its_status_steps_metrics_and_checkpoint(tree, 
     root, _ = tree
     monkeypatch.chdir(root)
     runs = {Path(r["path"]).name: r for r in runs_json(capsys)}  # default: outputs/ and multirun/
-    assert set(runs) == {"finished", "stopped", "resumed", "killed", "torn", "garbled", "0", "1"}
+    assert set(runs) == {"finished", "stopped", "resumed", "killed", "live", "torn", "garbled", "0", "1"}
     expected = {"finished": ("finished", 6), "resumed": ("finished", 6), "stopped": ("stopped", 3),
-                "killed": ("crashed", 3), "0": ("finished", 2), "1": ("finished", 2)}
+                "killed": ("crashed", 3), "live": ("running", 3), "0": ("finished", 2), "1": ("finished", 2)}
     for name, (status, step) in expected.items():
         run = runs[name]
         assert (run["status"], run["step"], run["max_steps"]) == (status, step, run["max_steps"])
@@ -160,16 +164,25 @@ def test_runs_sorts_by_a_metric_either_way_and_names_the_metrics_it_has(tree, ca
     root, _ = tree
     by_val = runs_json(capsys, str(root), "--sort", "val_loss")
     values = [r["val"]["val_loss"] for r in by_val if "val_loss" in r["val"]]
-    assert values == sorted(values) and len(values) == 6
-    assert all("val_loss" not in r["val"] for r in by_val[6:])  # runs without it come last
+    assert values == sorted(values) and len(values) == 7
+    assert all("val_loss" not in r["val"] for r in by_val[7:])  # runs without it come last
     descending = runs_json(capsys, str(root), "--sort", "-val_loss")
-    assert [r["val"]["val_loss"] for r in descending[:6]] == sorted(values, reverse=True)
+    assert [r["val"]["val_loss"] for r in descending[:7]] == sorted(values, reverse=True)
 
     assert cli.main(["runs", str(root), "--sort", "val_los"]) == 2
     err = capsys.readouterr().err
     assert "no run has the metric 'val_los' for --sort; the runs have: " in err and "val_loss" in err
     assert cli.main(["runs", str(root / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_runs_where_there_are_none_says_where_it_looked(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["runs"]) == 1
+    assert "no outputs/ or multirun/ folder here" in capsys.readouterr().err
+    (tmp_path / "outputs").mkdir()
+    assert cli.main(["runs"]) == 0
+    assert capsys.readouterr().out == "no training runs found\n"
 
 
 def test_compare_shows_exactly_the_differing_config_keys_and_both_metrics(tree, capsys):

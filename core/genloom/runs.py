@@ -95,6 +95,10 @@ def main(args: Sequence[str]) -> int:
     if unknown:
         return _usage_error(f"unknown option {unknown[0]!r}")
     roots = [Path(a) for a in args] or [p for p in (Path("outputs"), Path("multirun")) if p.is_dir()]
+    if not roots:
+        print("genloom runs: no outputs/ or multirun/ folder here; run it where you ran genloom train, "
+              "or give the folder: genloom runs DIR", file=sys.stderr)
+        return 1
     missing = [r for r in roots if not r.is_dir()]
     if missing:
         print(f"genloom runs: {missing[0]} is not a folder; give the folder your runs are in "
