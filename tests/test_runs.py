@@ -183,6 +183,8 @@ def test_runs_where_there_are_none_says_where_it_looked(tmp_path, capsys, monkey
     (tmp_path / "outputs").mkdir()
     assert cli.main(["runs"]) == 0
     assert capsys.readouterr().out == "no training runs found\n"
+    assert cli.main(["--help"]) == 0
+    assert "\n  runs      the training runs under outputs/" in capsys.readouterr().out
 
 
 def test_compare_shows_exactly_the_differing_config_keys_and_both_metrics(tree, capsys):
