@@ -55,6 +55,9 @@ def tree(tmp_path_factory):
 
     mp = pytest.MonkeyPatch()
     mp.setattr(losscurve, "write_loss_plot", recorded)
+    # Every evaluation due (these runs take a second; the rate limit has its own test below).
+    mp.setattr(losscurve.LossPlot, "MIN_INTERVAL", 0.0)
+    mp.setattr(losscurve.LossPlot, "SHARE", 0)
     try:
         use_plugins()
         assert cli.main(["train", *RUN, f"hydra.run.dir={out / 'finished'}"]) == 0
@@ -98,7 +101,7 @@ def runs_json(capsys, *args) -> list[dict]:
     return json.loads(capsys.readouterr().out)
 
 
-def test_every_evaluation_redraws_loss_png_beside_metrics(tree):
+def test_evaluations_redraw_loss_png_beside_metrics(tree):
     root, draws = tree
     png = root / "outputs" / "train" / "finished" / losscurve.FILE
     assert [d[0] for d in draws] == [png] * 3  # evaluations at steps 2, 4 and 6
@@ -223,3 +226,26 @@ def test_runs_imports_no_torch(tree):
                          check=True).stdout
     assert out.splitlines()[-1] == "False False"
     assert "outputs/train/finished" in out
+
+
+def test_frequent_evaluations_redraw_at_most_every_few_seconds_and_always_at_the_end(tmp_path):
+    # 1000 evaluations a second apart in a fast run must not draw 1000 pictures (each takes
+    # a few hundred ms: a test of torchrun spent minutes drawing); the last is always drawn.
+    metrics = tmp_path / "metrics.jsonl"
+    clock, drawn = [0.0], []
+
+    def draw(metrics_path, png, *, title):
+        drawn.append(clock[0])
+        clock[0] += 0.3  # the draw's own time
+        return True
+
+    plot = losscurve.LossPlot(metrics, tmp_path / losscurve.FILE, title="run", draw=draw,
+                              clock=lambda: clock[0])
+    for step in range(1, 1001):
+        clock[0] += 0.01  # training between evaluations
+        plot.update(final=step == 1000)
+    assert drawn[0] == pytest.approx(0.01)  # the first evaluation is drawn at once
+    gaps = [b - a for a, b in zip(drawn, drawn[1:-1], strict=False)]
+    assert all(gap >= losscurve.LossPlot.MIN_INTERVAL for gap in gaps)
+    assert drawn[-1] == pytest.approx(clock[0] - 0.3)  # the final evaluation, drawn
+    assert len(drawn) < 10

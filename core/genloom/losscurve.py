@@ -10,6 +10,12 @@ Drawn with matplotlib's Agg backend (no display needed), imported on the first p
 only: ``genloom`` commands that never plot do not pay for it. docs/tracking.md gives the
 measured import and draw times and why matplotlib rather than drawing with Pillow.
 The file is replaced atomically, so a viewer never sees half a PNG.
+
+A draw takes a few hundred milliseconds, so :class:`LossPlot` redraws at an evaluation
+only when enough time has passed since the last draw (at least ``MIN_INTERVAL`` seconds
+and ``SHARE`` times the last draw's own time: drawing costs at most 1/``SHARE`` of the run),
+and always at the last evaluation. A run that evaluates every few steps is not slowed by
+its picture, and the finished run's picture is complete.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,38 @@ log = logging.getLogger(__name__)
 FILE = "loss.png"
 # Record keys that are not a metric, or do not read as a curve beside the losses.
 _NOT_PLOTTED = {"step", "split", "lr", "throughput", "grad_norm", "loss", "val_loss"}
+
+
+class LossPlot:
+    """``loss.png`` of one run, redrawn at evaluations no more often than it is worth."""
+
+    MIN_INTERVAL = 10.0
+    """Seconds between two draws at least (a picture someone looks at, not a log)."""
+    SHARE = 20
+    """A draw waits for ``SHARE`` times its own duration: at most 1/SHARE of the run draws."""
+
+    def __init__(
+        self,
+        metrics_path: Path,
+        out: Path,
+        *,
+        title: str,
+        draw: Callable[..., bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics_path, self.out, self.title = metrics_path, out, title
+        self._draw = draw or write_loss_plot
+        self._clock = clock
+        self._next = -math.inf  # the first evaluation is drawn at once
+
+    def update(self, *, final: bool = False) -> None:
+        """Redraw if it is time, or if this is the run's last evaluation (``final``)."""
+        if not final and self._clock() < self._next:
+            return
+        start = self._clock()
+        self._draw(self.metrics_path, self.out, title=self.title)
+        took = self._clock() - start
+        self._next = self._clock() + max(self.MIN_INTERVAL, self.SHARE * took)
 
 
 def read_series(metrics_path: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:

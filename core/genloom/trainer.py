@@ -271,6 +271,7 @@ class Trainer:
         self.step = 0
         self.last_checkpoint: Path | None = None
         self._stop_signal: int | None = None
+        self._loss_plot: losscurve.LossPlot | None = None  # made at the first evaluation
         self._resumed_window: dict[str, Any] | None = None  # the loss window a stop saved
 
         s = settings
@@ -382,8 +383,8 @@ class Trainer:
                 if self.step % s.eval_every == 0 or done:
                     self._report()
                     self.evaluate()
-                    if p.is_main:
-                        self._plot_losses()
+                    if p.is_main:  # the last evaluation is always drawn: the run's whole curve
+                        self._plot_losses(final=done or self.run.stop_reason is not None)
                     self._window.start = time.perf_counter()  # evaluation is not training time
                 self._agree_on_stop()  # after evaluation: its hooks may have asked for a stop
                 stopping = self.run.stop_reason is not None
@@ -602,13 +603,15 @@ class Trainer:
             self._metrics_file.write(json.dumps({"step": self.step, "split": split, **values}) + "\n")
             self._metrics_file.flush()
 
-    def _plot_losses(self) -> None:
-        """Redraw ``loss.png`` from ``metrics.jsonl``; a failed plot warns and training goes on."""
-        try:
-            losscurve.write_loss_plot(
+    def _plot_losses(self, *, final: bool) -> None:
+        """Redraw ``loss.png`` when it is time (:class:`losscurve.LossPlot`); a failed plot only warns."""
+        if self._loss_plot is None:
+            self._loss_plot = losscurve.LossPlot(
                 self.run_dir / "metrics.jsonl", self.run_dir / losscurve.FILE,
                 title=losscurve.title_for(self.run_dir, pipeline.component_names(self.config)),
             )
+        try:
+            self._loss_plot.update(final=final)
         except Exception as err:  # noqa: BLE001 - a picture never costs the run
             log.warning("could not draw %s: %s", self.run_dir / losscurve.FILE, err)
 
