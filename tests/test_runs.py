@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fake_plugin
 import pytest
-from genloom import cli, hookimpl, losscurve, plugins
+from genloom import cli, hookimpl, losscurve, plugins, rundir
 from genloom.plugins import PluginSource, load_plugins
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
@@ -75,15 +75,14 @@ def tree(tmp_path_factory):
         plugins.set_active(None)
         GlobalHydra.instance().clear()
 
-    killed = out / "killed"  # as `kill -9` leaves it: the lock file, naming a process now gone
+    killed = out / "killed"  # as `kill -9` leaves it: the lock file, held by nobody, naming a
+    # pid that is alive again (reused; here this very process): the lock, not the pid, is asked
     shutil.copytree(out / "stopped", killed)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (killed / ".genloom.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    (killed / ".genloom.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
 
-    live = out / "live"  # a run in progress: its lock names a live process (this one)
+    live = out / "live"  # a run in progress: a process (this one) holds its lock
     shutil.copytree(out / "stopped", live)
-    (live / ".genloom.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    live_lock = rundir.RunDirLock(live)
 
     torn = out / "torn"  # no .hydra/, a torn metrics line, a `latest` naming nothing
     (torn / "checkpoints").mkdir(parents=True)
@@ -93,7 +92,8 @@ def tree(tmp_path_factory):
     (garbled / ".hydra").mkdir(parents=True)
     (garbled / ".hydra" / "config.yaml").write_text("trainer: [unclosed\n")
     (garbled / "train.log").write_text("")
-    return root, draws_of_finished
+    yield root, draws_of_finished
+    live_lock.release()
 
 
 def runs_json(capsys, *args) -> list[dict]:

@@ -88,6 +88,25 @@ class RunDirLock:
         self.release()
 
 
+def is_held(run_dir: Path) -> bool | None:
+    """Whether a live process holds ``run_dir``'s lock now; None when there is no lock file.
+
+    Asks the lock itself (a shared ``flock`` that fails while the holder lives), so a reused pid
+    or another user's process cannot mislead it. A file left by a killed holder is not held.
+    """
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock this probe took
+    return False
+
+
 def _read(fd: int) -> dict:
     try:
         holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")

@@ -13,13 +13,12 @@ listed with what is wrong with it.
 
 The status is told from the run-directory lock (:mod:`genloom.rundir`) and the steps:
 
-* ``running``: ``.genloom.lock`` is there and names a live process on this host;
-* ``crashed``: the lock is there but its process is gone (killed: no clean exit removed it);
+* ``running``: ``.genloom.lock`` is there and a live process holds it (asked of the lock
+  itself, :func:`genloom.rundir.is_held`: no guess from a pid that may have been reused);
+* ``crashed``: the lock file is there but nobody holds it (killed: no clean exit removed it);
 * ``finished``: no lock, and the last record is at ``trainer.max_steps``;
 * ``stopped``: no lock, and fewer steps (Ctrl-C or SIGTERM saved and exited; resume it
   with ``trainer.resume=true hydra.run.dir=RUN``), or the run failed (see ``train.log``).
-
-On another host's lock the process cannot be checked: the status reads ``running?``.
 """
 
 from __future__ import annotations
@@ -28,12 +27,13 @@ import datetime
 import json
 import os
 import re
-import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from genloom import rundir
 
 USAGE = """usage: genloom runs [DIR ...] [--sort [-]METRIC] [--json]
        genloom runs compare RUN_A RUN_B [--json]
@@ -47,7 +47,6 @@ steps done / trainer.max_steps, pipeline, final train and validation metrics, wa
 compare: the two runs' config differences (dotted keys) and final metrics side by side.
 """
 METRICS_FILE = "metrics.jsonl"
-LOCK_FILE = ".genloom.lock"  # genloom.rundir.LOCK_FILE; not imported, to keep this torch-free
 _TAIL_BYTES = 64 * 1024
 _LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
 _COMPONENTS = ("dataset", "encoder", "generator", "decoder", "condition_encoder")
@@ -246,24 +245,9 @@ def _latest_checkpoint(checkpoints: Path, problems: list[str]) -> str | None:
 
 
 def _status(run_dir: Path, run: Run) -> str:
-    lock = run_dir / LOCK_FILE
-    if lock.is_file():
-        try:
-            holder = json.loads(lock.read_text() or "{}")
-        except (OSError, ValueError):
-            holder = {}
-        pid = holder.get("pid") if isinstance(holder, dict) else None
-        if not isinstance(pid, int):
-            return "running?"  # the lock is taken before its holder has written itself in
-        if holder.get("host") != socket.gethostname():
-            return "running?"
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return "crashed"
-        except PermissionError:  # alive, another user's
-            pass
-        return "running"
+    held = rundir.is_held(run_dir)
+    if held is not None:
+        return "running" if held else "crashed"
     if run.step is not None and run.max_steps is not None and run.step >= run.max_steps:
         return "finished"
     return "stopped"
