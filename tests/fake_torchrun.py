@@ -1,8 +1,11 @@
 """``genloom`` with only the fake plugin: what the distributed tests start under torchrun.
 
     python -m torch.distributed.run --nproc-per-node 2 tests/fake_torchrun.py train ...
+
+``FAKE_STOP_AT=<rank>:<step>`` adds a plugin that asks for a stop on that rank at that step.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,5 +15,8 @@ import fake_plugin  # noqa: E402
 from genloom import cli, plugins  # noqa: E402
 
 if __name__ == "__main__":
-    plugins.set_active(plugins.load_plugins([fake_plugin.source()], strict=True, disabled=()))
+    sources = [fake_plugin.source()]
+    if "FAKE_STOP_AT" in os.environ:
+        sources.append(fake_plugin.stopper_source())
+    plugins.set_active(plugins.load_plugins(sources, strict=True, disabled=()))
     sys.exit(cli.main(sys.argv[1:]))

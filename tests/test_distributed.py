@@ -37,9 +37,11 @@ def command(*args: str, nproc: int) -> list[str]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def genloom(*args: str, nproc: int = 1, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def genloom(*args: str, nproc: int = 1, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     argv = command(*args, nproc=nproc)
-    result = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300, check=False)
+    result = subprocess.run(argv, capture_output=True, text=True, env={**ENV, **(env or {})}, cwd=cwd,
+                            timeout=300, check=False)
     assert result.returncode == 0, f"{argv}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
 
@@ -105,6 +107,20 @@ def test_only_rank_0_writes_and_a_killed_run_resumes_under_torchrun(tmp_path: Pa
     resumed, straight = final_weights(run), final_weights(tmp_path / "straight")
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_stop_asked_on_rank_1_alone_stops_every_rank_at_that_step(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    genloom("train", *COMMON, "trainer.max_steps=30", "trainer.batch_size=4", f"hydra.run.dir={run}",
+            nproc=2, env={"FAKE_STOP_AT": "1:4"})
+    # Step 4 is off the checkpoint grid (every 3): the stop itself saved it, on rank 0.
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_000004"
+    ended = [json.loads((run / f"ended_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [e["step"] for e in ended] == [4, 4] and [e["reason"] for e in ended] == ["stopped"] * 2
+    # Rank 0, which logs, names the plugin, its reason and the rank that asked.
+    assert ended[0]["stop_reason"] == "plugin 'fake_stopper': asked at step 4 (rank 1)"
+    log = (run / "train.log").read_text()
+    assert "training stopped at step 4 of 30 by plugin 'fake_stopper': asked at step 4 (rank 1)" in log
 
 
 def test_ranks_agree_on_the_run_directory_without_hydra_run_dir(tmp_path: Path) -> None:

@@ -147,7 +147,8 @@ class TrainingRun:
     and the latest evaluation's, prefixed ``val_``), ``generator`` (the model being trained,
     sharded under FSDP), ``optimizer``, ``run_dir``, ``device``, ``rank``, ``world_size``,
     ``is_main`` (rank 0: the process that writes files), ``settings`` (the ``trainer`` config,
-    typed) and ``plugin`` (the name of the plugin being called).
+    typed), ``plugin`` (the name of the plugin being called) and ``stop_reason`` (who asked
+    for a stop and why, once someone has; under torchrun it ends with the asking rank).
 
     Act: :meth:`request_stop`, and :attr:`state`, the calling plugin's own dict that every
     checkpoint saves and resume restores. One object for the whole run: hooks may keep it.
@@ -441,8 +442,11 @@ class Trainer:
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         signum, stop = flags.tolist()
         self._stop_signal = signum or None
-        if stop and self.run.stop_reason is None:
-            self.run.stop_reason = "a plugin on another rank (rank 0 logs which and why)"
+        if stop:  # once per run: every rank learns who asked and why, rank 0 to log it
+            reasons: list[str | None] = [None] * self.placement.world_size
+            dist.all_gather_object(reasons, self.run.stop_reason)
+            rank, reason = next((r, why) for r, why in enumerate(reasons) if why is not None)
+            self.run.stop_reason = f"{reason} (rank {rank})"
 
     def _window_loss(self) -> tuple[float, float]:
         """``(sum, mean)`` of the loss since the last report, over every rank's batches.

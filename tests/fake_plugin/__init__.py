@@ -29,6 +29,17 @@ def two_stage_source(name: str = "fake_two_stage") -> PluginSource:
     return PluginSource(name, load, "fake_plugin.two_stage_hooks", "genloom-fake-two-stage", "0.0.1")
 
 
+def stopper_source(name: str = "fake_stopper") -> PluginSource:
+    """A plugin that requests a stop on one rank (``FAKE_STOP_AT=<rank>:<step>``)."""
+
+    def load():  # noqa: ANN202
+        import fake_plugin.stopper_hooks
+
+        return fake_plugin.stopper_hooks
+
+    return PluginSource(name, load, "fake_plugin.stopper_hooks", "genloom-fake-stopper", "0.0.1")
+
+
 def builtin_source() -> PluginSource:
     """genloom's built-in plugin (``encoder=from_checkpoint``...), as its entry point loads it.
 
