@@ -1,4 +1,4 @@
-"""``genloom`` with only the fake plugin: what the distributed tests start under torchrun.
+"""``genloom`` with the fake plugin and the built-in one: what the distributed tests start under torchrun.
 
     python -m torch.distributed.run --nproc-per-node 2 tests/fake_torchrun.py train ...
 
@@ -15,7 +15,7 @@ import fake_plugin  # noqa: E402
 from genloom import cli, plugins  # noqa: E402
 
 if __name__ == "__main__":
-    sources = [fake_plugin.source()]
+    sources = [fake_plugin.source(), fake_plugin.builtin_source()]  # the built-in keeps trainer.ema
     if "FAKE_STOP_AT" in os.environ:
         sources.append(fake_plugin.stopper_source())
     plugins.set_active(plugins.load_plugins(sources, strict=True, disabled=()))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from genloom import checkpoint
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -149,3 +150,22 @@ def test_fsdp_trains_like_one_process_and_its_checkpoint_samples_in_one(one_proc
     resumed = final_weights(tmp_path / "resumed")
     for key in one:
         torch.testing.assert_close(resumed[key], one[key], rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_ranks_keep_the_one_process_ema_and_fsdp_refuses_one(tmp_path: Path) -> None:
+    ema = ["trainer.ema.decay=0.9", "trainer.lr=0.05", "trainer.max_steps=6"]
+    genloom("train", *COMMON, *ema, "trainer.batch_size=8", f"hydra.run.dir={tmp_path / 'one'}")
+    genloom("train", *COMMON, *ema, "trainer.batch_size=4", f"hydra.run.dir={tmp_path / 'two'}", nproc=2)
+    one, two = (checkpoint.read_ema(checkpoint.resolve(tmp_path / run)) for run in ("one", "two"))
+    assert one.keys() == two.keys() == {"logits.weight", "bias"}
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
+    refused = subprocess.run(
+        command("train", *COMMON, *ema, "trainer.batch_size=4", "trainer.strategy=fsdp",
+                f"hydra.run.dir={tmp_path / 'fsdp'}", nproc=2),
+        capture_output=True, text=True, env=ENV, timeout=300, check=False,
+    )
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    # Each rank says it in one line (torchrun then adds its own report of the failed ranks).
+    assert "trainer.ema.decay=0.9 with trainer.strategy=fsdp: an EMA of sharded weights is not" in said

@@ -8,7 +8,8 @@ A checkpoint is a directory ``checkpoints/step_000500/`` holding
 * ``config.yaml``: the resolved pipeline config, enough to rebuild every component;
 * ``meta.json``: step, genloom version, and the plugin distributions and versions in use;
 * ``trainer.safetensors`` + ``trainer.json``: optimizer tensors, RNG states and the rest
-  of the trainer state, for exact resume;
+  of the trainer state, for exact resume; with ``trainer.ema`` on, the EMA of the weights
+  too, which :func:`load_generator_weights` loads in place of the raw weights;
 * ``frozen/<key>/`` (a two-stage pipeline only): the stage-1 checkpoint each frozen
   component is built from, stored so that the directory alone rebuilds it
   (:mod:`genloom.frozen`);
@@ -50,7 +51,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf._utils import get_yaml_loader
 from omegaconf.errors import OmegaConfBaseException
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 import genloom
@@ -63,6 +64,8 @@ FROZEN_DIR = "frozen"
 STEP_DIR = re.compile(r"^step_(\d+)$")
 _REPLACED = ".replaced-"  # a step being saved again is moved aside under this name
 PLUGIN_STATE = "plugins"  # trainer.json's key for the plugins' state (TrainingRun.state)
+# The EMA of the weights (genloom.builtin.ema): the built-in plugin's state "ema/<state dict name>".
+EMA_PLUGIN, EMA_PREFIX = "genloom", "ema/"
 _SMALL_FILES = 64 * 1024  # config.yaml, meta.json, trainer.json and the safetensors headers
 
 log = logging.getLogger(__name__)
@@ -499,6 +502,61 @@ def load_weights(model: torch.nn.Module, step_dir: Path, device: torch.device | 
     except (SafetensorError, RuntimeError, OSError) as err:
         raise CheckpointError(f"{path} cannot be loaded into the model: {_one_line(err)}") from None
     check_finite(model, path)
+
+
+def load_generator_weights(
+    model: torch.nn.Module, step_dir: Path, device: torch.device | str = "cpu", *, use_ema: bool | None = None
+) -> bool:
+    """Load the weights ``sample``, ``eval``, ``serve`` and ``export`` use; True if the EMA's.
+
+    The checkpoint's EMA of the weights (``trainer.ema``) where it holds one, unless
+    ``use_ema`` is false; else ``model.safetensors``. ``use_ema=True`` on a checkpoint
+    without an EMA is a :class:`CheckpointError`. The EMA replaces the averaged tensors
+    (trainable parameters, floating buffers); the rest comes from ``model.safetensors``.
+    """
+    load_weights(model, step_dir, device)
+    if use_ema is False:
+        return False
+    averages = read_ema(step_dir, device)
+    if averages is None:
+        if use_ema:
+            raise CheckpointError(
+                f"use_ema=true but {step_dir} holds no EMA of the weights (its run had no "
+                "trainer.ema.decay); leave use_ema unset or set it to false to use its raw weights"
+            )
+        return False
+    path = step_dir / "trainer.safetensors"
+    state = model.state_dict(keep_vars=True)
+    wrong = [f"{n} (not in the model)" if n not in state else f"{n} is {tuple(t.shape)} there, "
+             f"{tuple(state[n].shape)} in the model"
+             for n, t in averages.items() if n not in state or t.shape != state[n].shape]
+    if wrong:
+        raise CheckpointError(f"the EMA of the weights in {path} does not fit the model: {_few(wrong)}; "
+                              "use_ema=false loads the raw weights")
+    with torch.no_grad():
+        for name, average in averages.items():
+            state[name].copy_(average)
+    check_finite(model, path)
+    return True
+
+
+def read_ema(step_dir: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor] | None:
+    """The EMA of the weights a checkpoint holds, by state dict name; None if it holds none.
+
+    Only those tensors are read from ``trainer.safetensors``, not the optimizer's.
+    """
+    path = step_dir / "trainer.safetensors"
+    if not path.is_file():
+        return None
+    prefix = _plugin_tensor(EMA_PLUGIN, EMA_PREFIX)
+    names = [name for name in read_header(path).tensors if name.startswith(prefix)]
+    if not names:
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as tensors:
+            return {name[len(prefix):]: tensors.get_tensor(name) for name in names}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"the EMA of the weights in {path} cannot be read: {_one_line(err)}") from err
 
 
 def check_fits(model: torch.nn.Module, header: WeightsHeader) -> None:

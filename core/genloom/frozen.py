@@ -105,7 +105,9 @@ def load_stage(path: str | Path, step: int | None = None, *, option: str) -> Fro
     key = _identity(step_dir)
     if key is not None and (stage := _loaded.get(key)) is not None:
         return stage
-    loaded = load(step_dir, active(), "cpu")
+    # The raw weights: the stored copy is model.safetensors alone, so that a resumed or
+    # sampled stage 2 sees what its first run saw.
+    loaded = load(step_dir, active(), "cpu", use_ema=False)
     ckpt = loaded.checkpoint
     generator = loaded.pipeline.generator
     if not isinstance(generator, Tokenizing):

@@ -77,6 +77,7 @@ class SampleSettings:
     prompt: Any = None  # prompt=42 is text too
     label: int | None = None
     stream: bool = True
+    use_ema: bool | None = None  # the checkpoint's EMA of the weights where it has one; false: raw
     options: dict = field(default_factory=dict)  # the generator's own: checked by the sampler
 
     def __post_init__(self) -> None:
@@ -95,6 +96,7 @@ class EvalSettings:
     max_batches: int | None = None
     device: str = "auto"
     dataset: dict | None = None  # overrides of the checkpoint's dataset
+    use_ema: bool | None = None
 
     def __post_init__(self) -> None:
         check_types(self, where="")
@@ -114,6 +116,7 @@ class ExportSettings:
     format: str
     out: str
     device: str = "cpu"
+    use_ema: bool | None = None
     options: dict = field(default_factory=dict)  # the format's own: checked by the generator
 
     def __post_init__(self) -> None:
@@ -278,7 +281,7 @@ def _splits(
 def sample(cfg: DictConfig) -> None:
     settings = _job_settings(SampleSettings, cfg, "sample")
     plugins = active()
-    model = sampler.load(settings.checkpoint, plugins, settings.device)
+    model = sampler.load(settings.checkpoint, plugins, settings.device, use_ema=settings.use_ema)
     log.info("loaded %s (step %d)", model.checkpoint.path, model.checkpoint.step)
     out = run_dir()
     _record_run(out, plugins)
@@ -315,7 +318,7 @@ def export_checkpoint(cfg: DictConfig) -> None:
     settings = _job_settings(ExportSettings, cfg, "export")
     out = Path(settings.out)
     refuse_occupied(out)  # before a large model is loaded for nothing
-    model = sampler.load(settings.checkpoint, active(), settings.device)
+    model = sampler.load(settings.checkpoint, active(), settings.device, use_ema=settings.use_ema)
     log.info("loaded %s (step %d)", model.checkpoint.path, model.checkpoint.step)
     paths = export(model, format=settings.format, out=out, options=settings.options)
     log.info("wrote %s: %s", out, ", ".join(p.name for p in paths))
@@ -324,7 +327,7 @@ def export_checkpoint(cfg: DictConfig) -> None:
 def evaluate_checkpoint(cfg: DictConfig) -> float:
     settings = _job_settings(EvalSettings, cfg, "eval")
     plugins = active()
-    model = sampler.load(settings.checkpoint, plugins, settings.device)
+    model = sampler.load(settings.checkpoint, plugins, settings.device, use_ema=settings.use_ema)
     built, ckpt = model.pipeline, model.checkpoint
     # The dataset is the user's choice or the checkpoint's (the log says which), built
     # like any other component; the model came through the safe path above.
@@ -340,9 +343,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> float:
     _record_run(out, plugins)
     _write_comparison(built, val_data, settings.batch_size, placement.device, out / "reconstructions")
     (out / "eval.json").write_text(
-        json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, **metrics}, indent=2)
+        json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, "weights": model.weights, **metrics},
+                   indent=2)
     )
-    log.info("%s at step %d: %s", ckpt.path, ckpt.step,
+    log.info("%s at step %d (%s weights): %s", ckpt.path, ckpt.step, model.weights,
              ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return metrics["loss"]
 

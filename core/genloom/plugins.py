@@ -177,9 +177,20 @@ class EventRelay:
     def __init__(self, plugin_set: PluginSet) -> None:
         self._plugin_set = plugin_set
 
-    def implemented(self, hook: str) -> bool:
-        """Whether any plugin still in the run implements ``hook`` (the trainer skips the rest)."""
-        return bool(getattr(self._plugin_set.manager.hook, hook).get_hookimpls())
+    def implemented(self, hook: str, run: Any = None) -> bool:
+        """Whether any plugin still in the run implements ``hook`` (the trainer skips the rest).
+
+        With ``run`` (a :class:`genloom.trainer.TrainingRun`), a plugin that declined the hook
+        for that run (:meth:`~genloom.trainer.TrainingRun.decline`) does not count.
+        """
+        declined = run.declined.get(hook, ()) if run is not None else ()
+        return any(self._name(impl.plugin_name) not in declined
+                   for impl in getattr(self._plugin_set.manager.hook, hook).get_hookimpls())
+
+    def _name(self, hook_name: str) -> str:
+        """A plugin's name as ``run.state`` keys it (pluggy's own for one registered directly)."""
+        info = self._plugin_set.hook_names.get(hook_name)
+        return info.name if info else hook_name
 
     def __getattr__(self, hook: str) -> Any:
         manager = self._plugin_set.manager
@@ -191,8 +202,9 @@ class EventRelay:
             for hook_name, plugin in implementing.items():  # pluggy's order: last registered first
                 others = [p for p in manager.get_plugins() if p is not plugin]
                 if run is not None:  # a plugin registered with pluggy directly goes by pluggy's name
-                    info = self._plugin_set.hook_names.get(hook_name)
-                    run.plugin = info.name if info else hook_name
+                    run.plugin = self._name(hook_name)
+                    if run.plugin in run.declined.get(hook, ()):
+                        continue
                 try:
                     manager.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
                 except KeyboardInterrupt:

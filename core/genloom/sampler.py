@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from omegaconf import OmegaConf
 from torch.overrides import TorchFunctionMode
 
 from genloom import checkpoint, fitting, frozen, pipeline
@@ -38,10 +39,12 @@ class LoadedModel:
     pipeline: pipeline.Pipeline
     checkpoint: checkpoint.Checkpoint
     device: torch.device
+    weights: str = "raw"  # which the generator holds: "ema" (trainer.ema's average) or "raw"
 
 
 def load(
-    path: str | Path, plugins: PluginSet, device: str = "auto", *, with_dataset: bool = False
+    path: str | Path, plugins: PluginSet, device: str = "auto", *, with_dataset: bool = False,
+    use_ema: bool | None = None,
 ) -> LoadedModel:
     """Rebuild the pipeline saved in a checkpoint and load its weights (no pickle).
 
@@ -54,7 +57,9 @@ def load(
     (``from_checkpoint``) are built from the stage-1 copies the checkpoint stores
     (:func:`genloom.frozen.bind`), through this same function; an encoder fitted on the
     training data gets its state from the checkpoint's ``tokenizer.json``
-    (:func:`genloom.fitting.restore`).
+    (:func:`genloom.fitting.restore`). The generator gets the checkpoint's EMA of the
+    weights where it holds one, unless ``use_ema`` is false
+    (:func:`genloom.checkpoint.load_generator_weights`); the log says which.
     """
     ckpt = checkpoint.read(path)
     _warn_on_plugin_drift(ckpt, plugins)
@@ -76,10 +81,14 @@ def load(
         raise checkpoint.CheckpointError(
             f"{config_file} does not build: {type(err).__name__}: {err}"
         ) from None
-    checkpoint.load_weights(built.generator, ckpt.path, target)
+    ema = checkpoint.load_generator_weights(built.generator, ckpt.path, target, use_ema=use_ema)
+    decay = OmegaConf.select(ckpt.config, "trainer.ema.decay", default=None)
+    log.info("%s (step %d): %s", ckpt.path, ckpt.step,
+             f"the EMA of the weights (trainer.ema.decay={decay}; use_ema=false for the raw ones)" if ema
+             else "raw weights (use_ema=false)" if use_ema is False else "raw weights (it holds no EMA)")
     built.generator.to(target).eval()
     frozen.place(built, target)
-    return LoadedModel(built, ckpt, target)
+    return LoadedModel(built, ckpt, target, "ema" if ema else "raw")
 
 
 class _OverBudget(Exception):

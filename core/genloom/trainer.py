@@ -78,6 +78,23 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class EMA:
+    """``trainer.ema``: an exponential moving average of the weights (:mod:`genloom.builtin.ema`)."""
+
+    decay: float | None = None  # the average's weight per step, e.g. 0.999; null: off
+    warmup: bool = True  # the decay ramps up as (1 + n) / (10 + n) over the first n updates
+    start_step: int = 0  # until this step the average is a copy of the weights
+
+    def __post_init__(self) -> None:
+        check_types(self, where="trainer.ema")
+        if self.decay is not None and not 0 < self.decay < 1:
+            raise ValueError(f"trainer.ema.decay={self.decay} must lie strictly between 0 and 1 "
+                             "(0.999 is usual), or be null to turn the EMA off")
+        if self.start_step < 0:
+            raise ValueError(f"trainer.ema.start_step={self.start_step} must be at least 0")
+
+
+@dataclass(frozen=True)
 class TrainerSettings:
     """The ``trainer`` config group, typed (conf/trainer/default.yaml documents each key)."""
 
@@ -102,6 +119,7 @@ class TrainerSettings:
     progress: bool = True
     strategy: str = "ddp"
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    ema: EMA = field(default_factory=EMA)
 
     STRATEGIES = ("ddp", "fsdp")
 
@@ -109,6 +127,8 @@ class TrainerSettings:
         if isinstance(self.early_stopping, Mapping):  # as composed: a config node's keys
             object.__setattr__(self, "early_stopping", from_mapping(
                 EarlyStopping, self.early_stopping, where="trainer.early_stopping"))
+        if isinstance(self.ema, Mapping):
+            object.__setattr__(self, "ema", from_mapping(EMA, self.ema, where="trainer.ema"))
         check_types(self, where="trainer")
         for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
@@ -150,8 +170,9 @@ class TrainingRun:
     typed), ``plugin`` (the name of the plugin being called) and ``stop_reason`` (who asked
     for a stop and why, once someone has; under torchrun it ends with the asking rank).
 
-    Act: :meth:`request_stop`, and :attr:`state`, the calling plugin's own dict that every
-    checkpoint saves and resume restores. One object for the whole run: hooks may keep it.
+    Act: :meth:`request_stop`, :meth:`decline`, and :attr:`state`, the calling plugin's own
+    dict that every checkpoint saves and resume restores. One object for the whole run: hooks
+    may keep it.
     """
 
     def __init__(self, trainer: Trainer) -> None:
@@ -167,6 +188,7 @@ class TrainingRun:
         self.plugin: str = ""  # set by the event relay before it calls each plugin
         self.stop_reason: str | None = None  # "plugin 'x': why", once a stop was asked for
         self.states: dict[str, dict[str, Any]] = {}  # plugin name -> its state, as checkpoints keep it
+        self.declined: dict[str, set[str]] = {}  # event -> plugins not called for it in this run
 
     @property
     def step(self) -> int:
@@ -192,6 +214,14 @@ class TrainingRun:
         """
         if self.stop_reason is None:
             self.stop_reason = f"plugin {self.plugin!r}: {reason}"
+
+    def decline(self, event: str) -> None:
+        """The calling plugin is not called for ``event`` again in this run.
+
+        For a feature that config turned off: declined in ``genloom_train_start``, the
+        per-step ``genloom_optimizer_step`` costs nothing at all once no plugin wants it.
+        """
+        self.declined.setdefault(event, set()).add(self.plugin)
 
 
 @dataclass
@@ -289,6 +319,12 @@ class Trainer:
             raise TrainingError("the validation split is empty; add data or raise dataset.val_fraction")
 
         self.sharded = placement.distributed and s.strategy == "fsdp"
+        if self.sharded and s.ema.decay is not None:
+            raise TrainingError(
+                f"trainer.ema.decay={s.ema.decay} with trainer.strategy=fsdp: an EMA of sharded weights "
+                "is not supported (each rank holds a shard; the average must be of the full weights). "
+                "Use trainer.strategy=ddp, or trainer.ema.decay=null"
+            )
         if self.sharded:  # before the optimizer: it must hold the sharded parameters
             sharding.shard(self.generator)
         self.optimizer = self._make_optimizer()
@@ -364,8 +400,6 @@ class Trainer:
             self._window.steps = self._resumed_window["steps"]
             self._window.start -= self._resumed_window["seconds"]
         self.generator.train()
-        # Looked up once: with no plugin implementing it, a step costs no hook call.
-        step_hooked = _implemented(self.hooks, "genloom_optimizer_step")
         with contextlib.ExitStack() as stack:
             self._metrics_file = (
                 stack.enter_context(open(self.run_dir / "metrics.jsonl", "a")) if p.is_main else None
@@ -374,6 +408,8 @@ class Trainer:
             stack.enter_context(logging_redirect_tqdm())
             stack.enter_context(self._bar)
             self.hooks.genloom_train_start(run=self.run)
+            # Looked up once, after the plugins could decline it: unwanted, a step costs no hook call.
+            step_hooked = _implemented(self.hooks, "genloom_optimizer_step", self.run)
             while self.step < s.max_steps:
                 self._train_step(batches)
                 if step_hooked:
@@ -648,10 +684,10 @@ class Trainer:
                 signal.signal(sig, handler)
 
 
-def _implemented(hooks: Any, name: str) -> bool:
-    """Whether any plugin implements the event ``name`` (a caller without that query: assume so)."""
+def _implemented(hooks: Any, name: str, run: TrainingRun) -> bool:
+    """Whether a plugin wants the event ``name`` in ``run`` (a caller without that query: assume so)."""
     implemented = getattr(hooks, "implemented", None)
-    return implemented(name) if callable(implemented) else True
+    return implemented(name, run) if callable(implemented) else True
 
 
 def resume_dir(settings: TrainerSettings, checkpoints_dir: Path) -> Path | None:

@@ -7,7 +7,10 @@ leaves it out), so the registry has one way in. What it registers knows no modal
 * ``encoder=from_checkpoint`` / ``decoder=from_checkpoint``: a trained stage-1 autoencoder,
   frozen, as a two-stage pipeline's encoder and decoder (:mod:`genloom.frozen`);
 * early stopping (``trainer.early_stopping.patience=N``), on the training events
-  (:mod:`genloom.builtin.early_stopping`).
+  (:mod:`genloom.builtin.early_stopping`);
+* an EMA of the weights (``trainer.ema.decay=0.999``), likewise (:mod:`genloom.builtin.ema`).
+
+The EMA's module imports torch: this one stays light by importing it only when a run starts.
 """
 
 from genloom import hookimpl
@@ -25,6 +28,20 @@ def genloom_register_components(register):
 @hookimpl
 def genloom_register_config(register):
     register("genloom.builtin.conf")
+
+
+@hookimpl
+def genloom_train_start(run):
+    from genloom.builtin import ema
+
+    ema.on_train_start(run)
+
+
+@hookimpl
+def genloom_optimizer_step(run):
+    from genloom.builtin import ema
+
+    ema.on_optimizer_step(run)
 
 
 @hookimpl

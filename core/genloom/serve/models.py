@@ -77,10 +77,11 @@ class ServedModel:
     """One checkpoint, loaded through :func:`genloom.sampler.load` (no pickle, no ``_target_``)."""
 
     def __init__(
-        self, name: str, checkpoint_path: str | Path, plugins: PluginSet, device: str = "auto"
+        self, name: str, checkpoint_path: str | Path, plugins: PluginSet, device: str = "auto",
+        *, use_ema: bool | None = None,
     ) -> None:
         self.name = name
-        self.loaded = sampler.load(checkpoint_path, plugins, device)
+        self.loaded = sampler.load(checkpoint_path, plugins, device, use_ema=use_ema)
         self.sampler = sampler.Sampler(self.loaded, hooks=plugins.manager.hook)
         self.generator = self.loaded.pipeline.generator
         self.decoder = self.loaded.pipeline.decoder
@@ -116,6 +117,7 @@ class ServedModel:
             "generator": type(self.generator).__name__,
             "checkpoint": str(self.loaded.checkpoint.path),
             "step": self.loaded.checkpoint.step,
+            "weights": self.loaded.weights,
             "streaming": self.streams,
             "chat": self.chats,
             "options": {name: spec.as_dict() for name, spec in self.options.items()},

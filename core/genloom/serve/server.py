@@ -115,11 +115,15 @@ def run(cfg: DictConfig) -> None:
     assert isinstance(settings, dict)
     options = serve_options(settings)
     plugins = active()
+    use_ema = cfg.get("use_ema")
+    if use_ema is not None and not isinstance(use_ema, bool):
+        raise RegistryError(f"use_ema={use_ema!r} must be true, false or null (null: the EMA of the "
+                            "weights where a checkpoint holds one)")
     models = {}
     for name, path in model_paths(cfg).items():
-        models[name] = ServedModel(name, path, plugins, cfg.device)
-        log.info("model %s: %s (step %d, %s)", name, models[name].loaded.checkpoint.path,
-                 models[name].loaded.checkpoint.step, models[name].media_type)
+        models[name] = ServedModel(name, path, plugins, cfg.device, use_ema=use_ema)
+        log.info("model %s: %s (step %d, %s, %s weights)", name, models[name].loaded.checkpoint.path,
+                 models[name].loaded.checkpoint.step, models[name].media_type, models[name].loaded.weights)
     app = create_app(models, options)
     torch.set_num_threads(serving_threads(settings.get("threads", "auto")))
     config = uvicorn.Config(
