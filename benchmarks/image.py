@@ -269,7 +269,7 @@ def run_task(
     n = args.samples_per_condition or (4 if args.quick else task.samples_per_condition)
     approaches = [quality.approach(name, presets, runs) for name in names]
     sampling = quality.sampling_options(args.sampling, [a.name for a in approaches])
-    models = {a.name: quality.load(a.run, plugin_set, sampling[a.name]) for a in approaches}
+    models = {a.name: quality.load(a.run, plugin_set, sampling[a.name], args.use_ema) for a in approaches}
     reference = quality.dataset_spec(models[names[0]])  # the judge learns this data; all must share it
     for model in models.values():
         quality.check_same_data(reference, model, DATA_KEYS, task.name)
@@ -306,6 +306,7 @@ def run_task(
             "step": model.checkpoint.step,
             "train_seconds": a.seconds,
             "sampling": models[a.name].options,
+            "weights": models[a.name].weights,
             "train_time_from": a.timed_by,
             **scores,
             "validation": quality.validation_scores(model),
@@ -370,6 +371,7 @@ def table(task: str, results: dict[str, Any]) -> str:
     ]
     rows.append(("sampling options", [", ".join(f"{k}={v}" for k, v in g["sampling"].items()) or "defaults"
                                       for g in got]))
+    rows.append(("weights (--use-ema)", [g["weights"] for g in got]))
     rows.append(("training wall time", [quality.train_time(g["train_seconds"]) for g in got]))
     rows.append(("step", [str(g["step"]) for g in got]))
     return quality.side_by_side(

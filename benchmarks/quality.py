@@ -127,6 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser, tasks: Sequence[Task]) -> Non
         help="a sampling option of one approach's generator (repeatable), e.g. tokens:guidance=3; "
         "the table names every option used",
     )
+    parser.add_argument(
+        "--use-ema",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="which weights are sampled and scored, as genloom sample's use_ema: auto (default) the "
+        "EMA where a run kept one (trainer.ema.decay=...), false the raw weights; the table names them",
+    )
     parser.add_argument("--quick", action="store_true", help="debug presets and a tiny judge: a smoke test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="where new runs go (default: a temp dir)")
@@ -269,9 +276,13 @@ class Judged(sampler.LoadedModel):
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def load(run: Path, plugin_set: PluginSet, options: dict[str, Any] | None = None) -> Judged:
-    model = sampler.load(run, plugin_set, device="cpu", with_dataset=True)
-    return Judged(model.pipeline, model.checkpoint, model.device, dict(options or {}))
+def load(
+    run: Path, plugin_set: PluginSet, options: dict[str, Any] | None = None, use_ema: str = "auto"
+) -> Judged:
+    """``run``'s model as ``genloom sample`` loads it; ``use_ema`` as ``--use-ema`` gives it."""
+    ema = {"auto": None, "true": True, "false": False}[use_ema]
+    model = sampler.load(run, plugin_set, device="cpu", with_dataset=True, use_ema=ema)
+    return Judged(model.pipeline, model.checkpoint, model.device, model.weights, dict(options or {}))
 
 
 def sampling_options(specs: Sequence[str], approaches: Sequence[str]) -> dict[str, dict[str, Any]]:

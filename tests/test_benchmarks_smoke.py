@@ -135,3 +135,13 @@ def test_lora_trains_and_saves_far_less_than_full_fine_tuning() -> None:
     assert number(lora[1]) < number(full[1]) / 5  # trainable parameters
     assert number(lora[6]) < number(full[6])  # checkpoint weights
     assert all(number(cell) > 0 for cell in (*full[2:4], *lora[2:4]))  # step time, peak RSS
+
+
+def test_ema_scores_the_raw_and_the_averaged_weights_of_each_checkpoint(tmp_path) -> None:
+    out = bench("ema.py", "--pipelines", "text_debug", "--schedules", "constant", "--steps", "4",
+                "--every", "2", "--eval-batches", "1", "--workdir", str(tmp_path))
+    rows = [line for line in out.splitlines() if line.startswith("| 2 |") or line.startswith("| 4 |")]
+    assert len(rows) == 2
+    (result,) = json.loads((tmp_path / "ema.json").read_text()).values()
+    assert [row["step"] for row in result["rows"]] == [2, 4]
+    assert all(row["raw"]["loss"] != row["ema"]["loss"] for row in result["rows"])

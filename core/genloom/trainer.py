@@ -82,7 +82,7 @@ class EMA:
     """``trainer.ema``: an exponential moving average of the weights (:mod:`genloom.builtin.ema`)."""
 
     decay: float | None = None  # the average's weight per step, e.g. 0.999; null: off
-    warmup: bool = True  # the decay ramps up as (1 + n) / (10 + n) over the first n updates
+    warmup: bool = True  # after n updates the decay is min(decay, (1 + n) / (10 + n))
     start_step: int = 0  # until this step the average is a copy of the weights
 
     def __post_init__(self) -> None:

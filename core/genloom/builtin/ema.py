@@ -5,7 +5,7 @@ After every optimizer step, on every rank, each averaged tensor moves towards th
     ema <- ema + (1 - d) * (w - ema)        d = min(decay, (1 + n) / (10 + n))  with warmup
 
 where ``n`` counts the updates so far: with ``warmup`` the first updates weigh the new
-weights heavily (after 10 updates d = 0.52, after 1000 about 0.99), so that an average
+weights heavily (after 10 updates d = 0.55, after 1000 about 0.99), so that an average
 taken early is not mostly the random initialisation, as timm's ``ModelEmaV3`` and
 TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` do. Until ``start_step`` the
 average is a plain copy of the weights.
