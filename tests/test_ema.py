@@ -1,18 +1,20 @@
 """The EMA of the weights (``trainer.ema``): its average, its cost when off, resume, and who loads it."""
 
 import json
+import shutil
 from pathlib import Path
 
 import fake_plugin
 import pytest
 import torch
-from genloom import checkpoint, cli, hookimpl, plugins, sampler, testing
+from genloom import checkpoint, cli, hookimpl, jobs, plugins, sampler, testing
 from genloom.builtin import ema
 from genloom.distributed import Placement
 from genloom.plugins import load_plugins
 from genloom.serve.models import ServedModel
 from genloom.trainer import evaluate
 from hydra.core.global_hydra import GlobalHydra
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 BASE = [
@@ -210,3 +212,34 @@ def test_a_mistyped_ema_setting_is_one_message(with_builtin, tmp_path, capsys, o
     assert train(tmp_path, override) == 1
     out = said(capsys)
     assert message in out and "Traceback" not in out
+
+
+def test_export_writes_the_ema_weights_unless_use_ema_is_false(with_builtin, ema_run, tmp_path, monkeypatch):
+    exported = []  # what `genloom export` hands the format writer: the loaded model
+
+    def export(model, **_):
+        exported.append((model.weights, model.pipeline.generator.bias.detach().clone()))
+        return []
+
+    monkeypatch.setattr(jobs, "export", export)
+    for extra in ([], ["use_ema=false"]):
+        command = ["export", f"checkpoint={ema_run / 'ema'}", "format=digits", f"out={tmp_path / 'out'}"]
+        assert cli.main([*command, *extra]) == 0
+    averages = checkpoint.read_ema(checkpoint.resolve(ema_run / "ema"))
+    raw = checkpoint.read_weights(checkpoint.resolve(ema_run / "ema"))
+    assert [weights for weights, _ in exported] == ["ema", "raw"]
+    assert torch.equal(exported[0][1], averages["bias"]) and torch.equal(exported[1][1], raw["bias"])
+
+
+def test_an_ema_that_does_not_fit_the_model_is_one_message(with_builtin, ema_run, tmp_path, capsys):
+    damaged = tmp_path / "step"
+    shutil.copytree(checkpoint.resolve(ema_run / "ema"), damaged)
+    tensors = load_file(damaged / "trainer.safetensors")
+    tensors["plugin/genloom/ema/bias"] = torch.zeros(3)
+    save_file(tensors, damaged / "trainer.safetensors")
+    assert cli.main(["eval", f"checkpoint={damaged}", f"hydra.run.dir={tmp_path / 'e'}"]) == 1
+    out = said(capsys)
+    assert "the EMA of the weights in" in out
+    assert "does not fit the model: bias is (3,) there, (10,) in the model" in out
+    assert "use_ema=false loads the raw weights" in out and "Traceback" not in out
+    assert cli.main(["eval", f"checkpoint={damaged}", "use_ema=false", f"hydra.run.dir={tmp_path}/r"]) == 0

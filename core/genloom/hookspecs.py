@@ -23,7 +23,10 @@ rank. Through it a hook may act, not only observe:
 * ``run.state`` is your plugin's own dict, saved in every checkpoint and given back on
   resume before ``genloom_train_start``: tensors go to ``trainer.safetensors``, other
   values (numbers, text, lists, dicts of them) to ``trainer.json``. No pickle. Keep it
-  small, and the same on every rank: the checkpoint keeps rank 0's.
+  small, and the same on every rank: the checkpoint keeps rank 0's;
+* ``run.decline("genloom_optimizer_step")``, in ``genloom_train_start``: your plugin is not
+  called for that event again in this run (a feature your config turned off); when no
+  plugin wants the per-step event, the trainer does not call it at all.
 
 Accept only the arguments you use: ``def genloom_evaluated(run)`` is a valid
 implementation of ``genloom_evaluated(step, metrics, run)``. A name or an argument that
@@ -109,7 +112,8 @@ def genloom_train_start(run: TrainingRun) -> None:
 
     ``run.step`` is where training starts (0, or the resumed checkpoint's step) and
     ``run.state`` holds what your plugin saved in that checkpoint. Build what your plugin
-    keeps beside the model here (an EMA copy of the weights, a logger's run).
+    keeps beside the model here (an EMA copy of the weights, a logger's run), or
+    ``run.decline`` the events this run does not need of it.
     """
 
 
