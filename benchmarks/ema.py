@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from genloom import checkpoint, plugins, sampler
+from genloom.builtin import ema
 from genloom.distributed import Placement
 from genloom.trainer import evaluate
 
@@ -78,6 +79,20 @@ def score(
         scores[weights] = evaluate(built.generator, val, batch_size=32, max_batches=args.eval_batches,
                                    placement=Placement(torch.device("cpu")))
     return scores
+
+
+def update_microseconds(step_dir: Path, plugin_set: plugins.PluginSet) -> float:
+    """One EMA update of this generator (what ``genloom_optimizer_step`` does), best of 5 x 100."""
+    generator = sampler.load(step_dir, plugin_set, "cpu", use_ema=False).pipeline.generator
+    weights = list(ema.averaged_tensors(generator).values())
+    averages = [w.to(torch.float32, copy=True) for w in weights]
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(100):
+            torch._foreach_lerp_(averages, weights, 0.01)
+        best = min(best, (time.perf_counter() - start) / 100)
+    return best * 1e6
 
 
 def table(name: str, rows: list[dict[str, Any]], seconds: float | None, decay: float) -> str:
@@ -131,8 +146,11 @@ def main() -> None:
             raise SystemExit(f"{run / 'checkpoints'} holds no checkpoint: train it (leave out --reuse)")
         rows = [{"step": checkpoint.read(d).step, **score(d, plugin_set, args)} for d in step_dirs]
         decay = float(checkpoint.read(step_dirs[-1]).config.trainer.ema.decay)  # a reused run's own
-        results[name] = {"seconds": seconds, "decay": decay, "rows": rows}
+        update = update_microseconds(step_dirs[-1], plugin_set)
+        results[name] = {"seconds": seconds, "decay": decay, "update_us": update, "rows": rows}
         print(f"\n{table(name, rows, seconds, decay)}\n", flush=True)
+        per_step = f"; the run took {1e6 * seconds / args.steps:.0f} µs a step, all in" if seconds else ""
+        print(f"one EMA update: {update:.1f} µs{per_step}\n", flush=True)
     path = args.json or args.workdir / "ema.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"results: {path}")
