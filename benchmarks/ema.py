@@ -14,6 +14,7 @@ The tables give both and their difference (EMA - raw).
     python benchmarks/ema.py                                      # 3 pipelines x 2 schedules, 1000 steps
     python benchmarks/ema.py --pipelines text_debug --schedules constant --steps 2000 --decay 0.999
     python benchmarks/ema.py --reuse                              # score the runs in --workdir again
+    python benchmarks/ema.py --update-cost outputs/train/DATE/TIME  # one update of that run's generator
 
 Training and scoring run on one torch thread; the runs go to ``--workdir`` and the figures
 to ``--json`` too.
@@ -95,6 +96,22 @@ def update_microseconds(step_dir: Path, plugin_set: plugins.PluginSet) -> float:
     return best * 1e6
 
 
+def update_cost(run: Path, plugin_set: plugins.PluginSet) -> str:
+    """One EMA update of ``run``'s generator beside its training step (from its logged throughput)."""
+    step_dir = checkpoint.resolve(run)
+    update = update_microseconds(step_dir, plugin_set)
+    config = checkpoint.read(step_dir).config
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    throughputs = sorted(r["throughput"] for r in records if r["split"] == "train")
+    built = sampler.load(step_dir, plugin_set, "cpu", with_dataset=True, use_ema=False).pipeline
+    units = config.trainer.batch_size * config.trainer.grad_accum * built.dataset.units_per_example
+    step = units / throughputs[len(throughputs) // 2] * 1e6
+    values = sum(t.numel() for t in ema.averaged_tensors(built.generator).values())
+    return (f"{run}: one EMA update of {values:,} values: {update:.0f} µs; its median training step "
+            f"(batch {config.trainer.batch_size}): {step:.0f} µs; the update is {100 * update / step:.2f}% "
+            "of it")
+
+
 def table(name: str, rows: list[dict[str, Any]], seconds: float | None, decay: float) -> str:
     metrics = [m for m in METRICS if m in rows[0]["raw"]]
     header = "| step | " + " | ".join(f"{m} raw | {m} EMA | EMA - raw" for m in metrics) + " |"
@@ -130,11 +147,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("outputs/benchmarks/ema"))
     parser.add_argument("--reuse", action="store_true", help="score the runs already in --workdir")
     parser.add_argument("--json", type=Path, default=None, help="default: WORKDIR/ema.json")
+    parser.add_argument("--update-cost", type=Path, default=None, metavar="RUN",
+                        help="only time one EMA update of RUN's generator beside its logged step time")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     plugin_set = plugins.active()
+    if args.update_cost is not None:
+        print(update_cost(args.update_cost, plugin_set))
+        return
     results: dict[str, Any] = {}
     runs = [(p, s) for p in chosen(args.pipelines, PIPELINES) for s in chosen(args.schedules, SCHEDULES)]
     for pipeline, schedule in runs:
