@@ -14,8 +14,9 @@ Registration hooks hand you a ``register`` callback; call it once per thing you 
 Runtime events are called on every plugin that implements them, after the event has
 happened. Each says whether it runs on every rank under ``torchrun`` or on rank 0 only.
 The training events receive ``run``, a :class:`genloom.trainer.TrainingRun`: the step,
-the latest metrics, the generator, the optimizer, the run directory, the device and the
-rank. Through it a hook may act, not only observe:
+the latest metrics, the generator, the optimizer, the run directory, the device, the rank
+and the run's composed config (``run.config``: a logger's own settings live there, in a
+config group its plugin ships). Through it a hook may act, not only observe:
 
 * ``run.request_stop("why")`` ends training cleanly after this step: the trainer saves a
   checkpoint and logs which plugin asked and why (under ``torchrun`` every rank stops at
@@ -26,7 +27,10 @@ rank. Through it a hook may act, not only observe:
   small, and the same on every rank: the checkpoint keeps rank 0's;
 * ``run.decline("genloom_optimizer_step")``, in ``genloom_train_start``: your plugin is not
   called for that event again in this run (a feature your config turned off); when no
-  plugin wants the per-step event, the trainer does not call it at all.
+  plugin wants the per-step event, the trainer does not call it at all;
+* ``run.draw_samples(n)`` draws ``n`` samples from the generator as it is now and has the
+  pipeline's decoder write them (under ``<run_dir>/samples/step_<step>``), for a logger
+  to show; it leaves the training's random streams as they were.
 
 Accept only the arguments you use: ``def genloom_evaluated(run)`` is a valid
 implementation of ``genloom_evaluated(step, metrics, run)``. A name or an argument that
@@ -142,7 +146,8 @@ def genloom_evaluated(step: int, metrics: Mapping[str, float], run: TrainingRun)
 
     ``metrics`` are split averages, named as ``generator.loss`` names them (``loss``...);
     ``run.metrics`` holds them prefixed ``val_`` beside the latest training metrics.
-    Early stopping decides here (``run.request_stop``).
+    Early stopping decides here (``run.request_stop``); a logger may draw samples here
+    (``run.draw_samples``).
     """
 
 

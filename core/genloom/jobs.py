@@ -57,6 +57,7 @@ class RunSettings:
     generator: Any = None
     decoder: Any = None
     condition_encoder: Any = None
+    logger: Any = None  # experiment trackers (logger=...): a plugin's config group, read by its hooks
 
     def __post_init__(self) -> None:
         check_types(self, where="")
@@ -209,6 +210,7 @@ def train(cfg: DictConfig) -> float | None:
             seed=run_settings.seed,
             frozen=copies,
             files=_fitted_files(built),
+            decoder=built.decoder,
         )
         result = trainer.fit()
     finally:

@@ -52,6 +52,14 @@ def cpu_streams_kept() -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
+@contextlib.contextmanager
+def streams_kept(device: torch.device) -> Iterator[None]:
+    """:func:`cpu_streams_kept`, and ``device``'s own stream too when it is a CUDA device."""
+    cuda = [device] if device.type == "cuda" else []
+    with cpu_streams_kept(), torch.random.fork_rng(devices=cuda, enabled=bool(cuda)):
+        yield
+
+
 def seed_cpu_streams(seed: int) -> None:
     """Seed the CPU streams only: a CUDA device's stream is the training's (dropout on the GPU)."""
     torch.default_generator.manual_seed(seed)

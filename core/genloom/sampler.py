@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from genloom import checkpoint, fitting, frozen, pipeline
 from genloom.distributed import select_device
-from genloom.interfaces import StreamingDecoder, StreamingGenerator
+from genloom.interfaces import Decoder, Generator, StreamingDecoder, StreamingGenerator
 from genloom.plugins import PluginSet
 from genloom.registry import Registry, RegistryError
 from genloom.settings import SettingsError, check_value
@@ -296,6 +296,26 @@ def _is_tensor(annotation: Any) -> bool:
     return any(a is torch.Tensor for a in typing.get_args(annotation))
 
 
+def draw(
+    generator: Generator, decoder: Decoder, n: int, *, batch_size: int, rng: torch.Generator,
+    condition: torch.Tensor | None = None, options: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """Generate ``n`` samples in batches of ``batch_size`` and decode each into media.
+
+    ``options`` are the generator's own, as :func:`sampling_options` checked them. The one
+    way samples are drawn: ``genloom sample`` and a training run's
+    :meth:`genloom.trainer.TrainingRun.draw_samples` both come here.
+    """
+    media: list[Any] = []
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            outputs = generator.generate(min(batch_size, n - start), condition=condition, rng=rng,
+                                         **(options or {}))
+            media.extend(decoder.decode(out) for out in outputs)
+            log.info("generated %d/%d", len(media), n)
+    return media
+
+
 class Sampler:
     def __init__(self, model: LoadedModel, *, hooks: Any, echo: TextIO | None = None) -> None:
         self.pipeline = model.pipeline
@@ -341,17 +361,12 @@ class Sampler:
         streaming = (
             stream and isinstance(generator, StreamingGenerator) and isinstance(decoder, StreamingDecoder)
         )
-        step = 1 if streaming else batch_size
-        media: list[Any] = []
-        with torch.inference_mode():
-            for start in range(0, n, step):
-                count = min(step, n - start)
-                if streaming:
-                    media.append(self._stream_one(condition, rng, opts, prompt, index=start))
-                else:
-                    outputs = generator.generate(count, condition=condition, rng=rng, **opts)
-                    media.extend(decoder.decode(out) for out in outputs)
-                    log.info("generated %d/%d", len(media), n)
+        if streaming:
+            with torch.inference_mode():
+                media = [self._stream_one(condition, rng, opts, prompt, index=i) for i in range(n)]
+        else:
+            media = draw(generator, decoder, n, batch_size=batch_size, rng=rng, condition=condition,
+                         options=opts)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = decoder.write(media, out_dir)
         for path in paths:

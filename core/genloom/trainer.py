@@ -29,9 +29,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from genloom import checkpoint, losscurve, pipeline, rng, sharding
+from genloom import checkpoint, losscurve, pipeline, rng, sampler, sharding
 from genloom.distributed import Placement, all_reduce_weighted_mean, autocast, main_first
-from genloom.interfaces import CodeUsage
+from genloom.interfaces import CodeUsage, Decoder
 from genloom.settings import check_types, from_mapping
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,16 @@ class RunResult:
     stop_reason: str | None = None  # a plugin ended training before max_steps: who and why
 
 
+@dataclass(frozen=True)
+class DrawnSamples:
+    """What :meth:`TrainingRun.draw_samples` drew: the media, and the decoder's files of them."""
+
+    media_type: str  # the decoder's: "text", "image", "audio"...
+    media: list[Any]  # one item per sample, as the decoder's ``decode`` returns it
+    paths: list[Path]  # ``decoder.write``'s: one file per sample, in order, then its gallery files
+    directory: Path
+
+
 class TrainingRun:
     """What the training events' hooks see (``run``), and how they act on the training.
 
@@ -167,12 +177,14 @@ class TrainingRun:
     and the latest evaluation's, prefixed ``val_``), ``generator`` (the model being trained,
     sharded under FSDP), ``optimizer``, ``run_dir``, ``device``, ``rank``, ``world_size``,
     ``is_main`` (rank 0: the process that writes files), ``settings`` (the ``trainer`` config,
-    typed), ``plugin`` (the name of the plugin being called) and ``stop_reason`` (who asked
-    for a stop and why, once someone has; under torchrun it ends with the asking rank).
+    typed), ``config`` (the run's whole composed config, as checkpoints save it: read it, do
+    not change it), ``plugin`` (the name of the plugin being called) and ``stop_reason`` (who
+    asked for a stop and why, once someone has; under torchrun it ends with the asking rank).
 
     Act: :meth:`request_stop`, :meth:`decline`, and :attr:`state`, the calling plugin's own
     dict that every checkpoint saves and resume restores. One object for the whole run: hooks
-    may keep it.
+    may keep it. :meth:`draw_samples` shows what the model generates now, through the
+    pipeline's decoder.
     """
 
     def __init__(self, trainer: Trainer) -> None:
@@ -181,6 +193,7 @@ class TrainingRun:
         self.optimizer: torch.optim.Optimizer = trainer.optimizer
         self.run_dir: Path = trainer.run_dir
         self.settings: TrainerSettings = trainer.settings
+        self.config: DictConfig = trainer.config
         self.device: torch.device = trainer.placement.device
         self.rank: int = trainer.placement.rank
         self.world_size: int = trainer.placement.world_size
@@ -222,6 +235,41 @@ class TrainingRun:
         per-step ``genloom_optimizer_step`` costs nothing at all once no plugin wants it.
         """
         self.declined.setdefault(event, set()).add(self.plugin)
+
+    def draw_samples(self, n: int, directory: Path | None = None) -> DrawnSamples:
+        """Draw ``n`` unconditioned samples from the generator as it is now, decode and write them.
+
+        For a logger's evaluation-time samples, on the process that calls it alone (the
+        rank-0 events): the generator's defaults for every sampling option, a seed derived
+        from ``(seed, step)`` (the same step draws the same samples), and none of the
+        training's random streams touched, so a run that draws resumes exactly as one that
+        does not. Files go to ``directory``, by default ``<run_dir>/samples/step_<step>``,
+        written by the decoder as ``genloom sample`` writes them. Raises ``RuntimeError``
+        when samples cannot be drawn here: no decoder, or parameters sharded across ranks
+        (``trainer.strategy=fsdp`` under torchrun), which one rank cannot generate with.
+        """
+        trainer = self._trainer
+        if n < 1:
+            raise ValueError(f"draw_samples takes n >= 1, got {n}")
+        if trainer.decoder is None:
+            raise RuntimeError("this run has no decoder to turn samples into media")
+        if trainer.sharded:
+            raise RuntimeError("samples cannot be drawn during training under trainer.strategy=fsdp: the "
+                               "parameters are sharded across ranks; sample the checkpoints instead")
+        directory = directory or self.run_dir / "samples" / f"step_{self.step:06d}"
+        generator = trainer.generator
+        was_training = generator.training
+        generator.eval()
+        try:
+            with rng.streams_kept(self.device):
+                seed = rng.derived_seed(trainer.seed, self.step)
+                seeded = torch.Generator(device=self.device).manual_seed(seed)
+                media = sampler.draw(generator, trainer.decoder, n, batch_size=n, rng=seeded)
+        finally:
+            generator.train(was_training)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = trainer.decoder.write(media, directory)
+        return DrawnSamples(trainer.decoder.media_type, media, [Path(p) for p in paths], directory)
 
 
 @dataclass
@@ -285,8 +333,10 @@ class Trainer:
         seed: int = 0,
         frozen: Mapping[str, Path] | None = None,
         files: Mapping[str, str] | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         self.generator = generator.to(placement.device)
+        self.decoder = decoder  # for TrainingRun.draw_samples; a run without one draws none
         self.frozen = dict(frozen or {})  # stored in every checkpoint (genloom.frozen.stage_copies)
         self.files = dict(files or {})  # likewise: a fitted encoder's tokenizer.json (genloom.fitting)
         self.train_data, self.val_data = train_data, val_data
