@@ -344,6 +344,14 @@ def test_hydras_append_hint_is_hidden_where_following_it_fails(fake_plugins, cap
     assert "+trainer.max_step" not in err
 
 
+def test_a_group_no_installed_plugin_offers_says_so(fake_plugins, capsys):
+    # conf/train.yaml has a logger group; the fake plugin ships no option for it.
+    assert cli.main(["train", "pipeline=counting", "logger=tensorboard"]) == 1
+    err = capsys.readouterr().err
+    assert "genloom: logger=tensorboard: no installed plugin offers logger options" in err
+    assert "+logger" not in err and "the top level has no key" not in err
+
+
 def test_hydras_append_hint_stays_for_a_factory_option_the_config_leaves_out(fake_plugins, capsys):
     # The bigram factory takes `length`, but generator/bigram.yaml does not set it.
     assert cli.main(["train", "pipeline=counting", "generator.length=3"]) == 1

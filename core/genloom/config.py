@@ -147,8 +147,13 @@ def unknown_key_hint(command: str, overrides: list[str]) -> KeyHint | None:
         except Exception:  # e.g. a mandatory group is missing: Hydra said so already
             return None
     plugin_groups = {group for p in active().plugins for group in p.config_groups}  # a choice, not a key
+    empty_groups = _default_groups(command) - plugin_groups - {str(k) for k in cfg}
     for override in overrides:
         key = override.partition("=")[0]
+        if key.lstrip("+") in empty_groups:
+            group = key.lstrip("+")
+            return KeyHint(key, f"genloom: {override}: no installed plugin offers {group} options; "
+                                f"`genloom plugins` lists the installed ones and their config groups")
         skip = override.startswith(("+", "~", "-")) or override in groups or key in plugin_groups
         if skip or "=" not in override or key.startswith("hydra"):
             continue
@@ -180,6 +185,14 @@ def _component_option_hint(parent: str, name: str, leaf: str, override: str) -> 
     guess = f"; did you mean {parent}.{close[0]}?" if close else ""
     return (f"genloom: {parent} {name!r} has no option {parent}.{leaf}{guess} "
             f"It takes: {', '.join(parent + '.' + a for a in accepted) or 'no options'}")
+
+
+def _default_groups(command: str) -> set[str]:
+    """The config groups ``conf/<command>.yaml``'s defaults list names (``trainer``, ``logger``...)."""
+    text = resources.files("genloom.conf").joinpath(f"{command}.yaml").read_text()
+    entries = OmegaConf.create(text).get("defaults", [])
+    return {str(key) for entry in entries if isinstance(entry, DictConfig) for key in entry
+            if not str(key).startswith("override ")}
 
 
 def _is_group_choice(override: str) -> bool:
