@@ -42,6 +42,7 @@ MAX_PARAMS_PER_BATCH = 100  # MLflow's limits: parameters per log_batch call,
 MAX_PARAM_LENGTH = 6000  # characters of a parameter's value,
 MAX_METRICS_PER_BATCH = 1000  # metrics per call
 END_STATUS = {"max_steps": "FINISHED", "stopped": "FINISHED", "signal": "KILLED", "failed": "FAILED"}
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 # MLflow creates a SQLite store through some fifty Alembic migrations, one INFO line each.
 QUIET_LOGGERS = ("alembic", "mlflow.store.db.utils")
 
@@ -114,7 +115,8 @@ class Logger:
         location = settings.artifact_location
         if location is None and self.uri.startswith(SQLITE):  # beside the database, not in the cwd
             location = (Path(self.uri.removeprefix(SQLITE)).parent / "mlartifacts").as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        # Training runs, not traces: MLflow's UI then opens the experiment on its runs.
+        return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
 
     def _log_params(self, params: dict[str, str]) -> None:
         logged = self.client.get_run(self.run_id).data.params

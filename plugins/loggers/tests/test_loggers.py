@@ -81,6 +81,10 @@ def test_mlflow_holds_the_params_metrics_samples_and_last_checkpoint(logged):
     assert params["trainer.max_steps"] == "4" and params["generator.n_embd"] == "32"
     assert params["pipeline.name"] == "text_debug" and params["trainer.betas"] == "[0.9, 0.95]"
     assert found.data.tags["genloom.pipeline"] == "pydoc/bytes/transformer/bytes"
+    experiment = client.get_experiment(found.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI shows runs
+    beside_the_database = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    assert experiment.artifact_location == beside_the_database.as_uri()
     history = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
     assert history == [(r["step"], pytest.approx(r["loss"])) for r in records(run, "train")]
     val = [(m.step, m.value) for m in client.get_metric_history(run_id, "val_bits_per_byte")]
