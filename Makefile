@@ -55,6 +55,7 @@ bench: setup
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/image.py
 	$(PY) benchmarks/audio.py
+	$(PY) benchmarks/loggers.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/serve_soak.py --duration 600
 
