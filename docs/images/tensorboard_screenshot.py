@@ -14,7 +14,6 @@ scripts, styles and fonts are served by TensorBoard itself.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,16 +21,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_screenshots import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402 - the same browser set-up
+
 CHARTS = 6  # train/loss, lr, throughput, grad_norm; val/loss, bits_per_byte
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train(run: Path) -> None:
