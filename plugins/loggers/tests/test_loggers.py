@@ -4,12 +4,17 @@ import json
 import subprocess
 import sys
 import textwrap
+import wave
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from genloom import checkpoint, cli, hookimpl
-from genloom.testing import active_plugins, check_resume
+from genloom.testing import active_plugins, check_hooks, check_resume, only_plugins
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 TINY = ["pipeline=text_debug", "trainer=debug", "trainer.progress=false"]  # 4 steps, evaluated at 2 and 4
@@ -195,3 +200,57 @@ def test_without_a_logger_nothing_is_imported_or_written(tmp_path):
     assert "imported: []" in done.stdout
     assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "samples").exists()
     assert not (tmp_path / "outputs").exists()  # no mlflow.db
+
+
+def test_image_samples_are_images_in_tensorboard(tmp_path):
+    plugins = {"loggers": "genloom_loggers.plugin", "image": "genloom_image.plugin",
+               "blocks": "genloom_blocks.plugin"}
+    run = tmp_path / "run"
+    with only_plugins(plugins):
+        assert cli.main(["train", "pipeline=image_debug", "trainer=debug", "trainer.progress=false",
+                         "logger=tensorboard", f"hydra.run.dir={run}"]) == 0
+    accumulator = events(run)
+    assert accumulator.Tags()["images"] == ["samples/grid.png"]  # the decoder's gallery
+    shown = accumulator.Images("samples/grid.png")
+    assert [e.step for e in shown] == [2, 4]
+    with Image.open(run / "samples" / "step_000004" / "grid.png") as grid:
+        assert (shown[-1].width, shown[-1].height) == grid.size
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, width: int = 2) -> None:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(samples.shape[1] if samples.ndim == 2 else 1)
+        wav.setsampwidth(width)
+        wav.setframerate(rate)
+        wav.writeframes((samples * (2 ** (8 * width - 1) - 1)).astype(f"<i{width}").tobytes())
+
+
+def test_audio_clips_are_audio_in_tensorboard(tmp_path):
+    from genloom.trainer import DrawnSamples
+    from genloom_loggers import tensorboard_logger
+
+    time_axis = np.arange(1600) / 16000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * time_axis)  # 0.1 s of A4
+    write_wav(tmp_path / "sample_000.wav", tone, 16000)
+    write_wav(tmp_path / "sample_001.wav", np.stack([tone, -tone / 2], axis=1), 16000)  # stereo
+    Image.new("RGB", (20, 10), "red").save(tmp_path / "spectrograms.png")
+    drawn = DrawnSamples("audio", [tone, tone], [tmp_path / "sample_000.wav", tmp_path / "sample_001.wav",
+                                                  tmp_path / "spectrograms.png"], tmp_path)
+    run = SimpleNamespace(run_dir=tmp_path, step=0, config=OmegaConf.create({"seed": 0}))
+    logger = tensorboard_logger.Logger(tensorboard_logger.Settings(dir="tb"), run)
+    logger.log_samples(2, drawn)
+    logger.close("max_steps")
+
+    accumulator = EventAccumulator(str(tmp_path / "tb"), size_guidance=EVERYTHING)
+    accumulator.Reload()
+    assert sorted(accumulator.Tags()["audio"]) == ["samples/sample_000.wav", "samples/sample_001.wav"]
+    clip = accumulator.Audio("samples/sample_000.wav")[0]
+    assert (clip.step, clip.sample_rate, clip.length_frames) == (2, 16000, 1600)
+    assert accumulator.Tags()["images"] == ["samples/spectrograms.png"]
+    # Stereo is mixed down to mono: (tone - tone / 2) / 2, within 16-bit rounding.
+    mono, rate = tensorboard_logger.read_wav(tmp_path / "sample_001.wav")
+    assert rate == 16000 and np.allclose(mono, tone / 4, atol=1e-4)
+
+
+def test_the_hook_module_keeps_the_contract():
+    check_hooks("genloom_loggers.plugin")  # every @hookimpl names a specification and its arguments
