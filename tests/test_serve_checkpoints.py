@@ -424,8 +424,10 @@ def use_the_page(page, server: str, tmp_path: Path) -> None:  # noqa: ANN001 - a
     page.click("#generate")
     page.wait_for_function("!document.querySelector('#generate').disabled")
     lengths = page.evaluate("window.lengths")
-    # Piece by piece: several partial texts were on the page before the last one.
-    assert len(set(lengths)) >= 4, f"the text should arrive piece by piece, saw lengths {lengths}"
+    # Piece by piece: partial texts were on the page before the last one. Two are the proof;
+    # how many more depends on how a starved browser coalesces reads (at load 9 on 2 cores:
+    # lengths [4, 6, 248]), so asking for more made the test fail on a busy machine.
+    assert len(set(lengths)) >= 3, f"the text should arrive piece by piece, saw lengths {lengths}"
     assert page.text_content("pre.text").startswith("Once") and page.is_hidden("#error")
 
     page.select_option("#model", "digits")
