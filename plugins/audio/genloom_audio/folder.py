@@ -21,6 +21,14 @@ channels cancel out in the mono mix; ``drop_silent=true`` leaves these out), and
 clipped one (0.1 % or more of its samples at full scale, or a peak beyond full scale
 after resampling).
 
+A folder larger than memory: with ``lazy=true`` every file is still read once up front
+(the checks and warnings above, and the split, stay exactly the same) but only the file
+list and labels are kept; each clip is read and encoded again when the trainer asks for
+it (in its DataLoader workers with ``trainer.num_workers > 0``), so memory does not grow
+with the folder. A file that fails to read later (changed or removed mid-run) is named in
+a warning and the next readable clip of the split takes its place. Examples are equal to
+the ones ``lazy=false`` holds.
+
 Split: files are taken in sorted order of their paths (within each class, with labels),
 and every k-th goes to validation, k = round(1 / val_fraction). The split depends only on
 the file names, never on chance.
@@ -32,6 +40,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import soundfile
 import torch
@@ -79,6 +88,8 @@ class AudioFolder:
             ``labels: true``).
         drop_silent: leave silent clips out instead of training on them (with a warning
             either way).
+        lazy: keep only the file list, and read and encode each clip when it is asked for
+            (see the module docstring), instead of encoding the whole folder into memory.
 
     Examples (batch keys): ``"mel"``, the encoder's output (``log_mel``: float32
     ``(1, n_mels, frames)`` in [0, 1]); with ``labels=true`` ``"label"``, int64 ``()`` in
@@ -99,6 +110,7 @@ class AudioFolder:
         val_fraction: float = 0.1,
         condition: str = "none",
         drop_silent: bool = False,
+        lazy: bool = False,
     ) -> None:
         if condition not in CONDITIONS:
             raise ValueError(
@@ -131,6 +143,7 @@ class AudioFolder:
         self.every = round(1 / val_fraction)
         self.condition = condition
         self.drop_silent = drop_silent
+        self.lazy = lazy
         readable = readable_suffixes()
         found = find_files(self.root, what="audio files", suffixes=readable + OTHER_AUDIO,
                            hint="put WAV, FLAC or OGG files in it")
@@ -162,11 +175,24 @@ class AudioFolder:
                 )
             log.info("audio_folder: %d classes in %s: %s", len(counts), self.root, describe_classes(counts))
         self._encoded: tuple[Encoder, dict[str, EncodedExamples]] | None = None
+        self._checked: dict[str, list[tuple[int | None, Path]]] | None = None  # lazy: the split's files
 
     def split(
         self, name: Split, encoder: Encoder, condition_encoder: Encoder | None = None
-    ) -> EncodedExamples:
-        """The split's examples; the whole folder is read once per encoder."""
+    ) -> EncodedExamples | LazyClips:
+        """The split's examples; the whole folder is read once per encoder (or, lazily, read
+        once to check it and each clip read again when asked for)."""
+        if self.lazy:
+            if self._checked is None:
+                start = time.perf_counter()
+                self._checked = self._split(self._readable(keep="file"))
+                log.info(
+                    "audio_folder: %d train / %d val clips in %s, checked in %.1f s and read when "
+                    "asked for (dataset.lazy=true)", len(self._checked["train"]),
+                    len(self._checked["val"]), self.root, time.perf_counter() - start,
+                )
+            members = self._checked[name]
+            return LazyClips(self, [file for _, file in members], [label for label, _ in members], encoder)
         if self._encoded is None or self._encoded[0] is not encoder:
             self._encoded = (encoder, self._encode(encoder))
         return self._encoded[1][name]
@@ -206,7 +232,23 @@ class AudioFolder:
 
     def _encode(self, encoder: Encoder) -> dict[str, EncodedExamples]:
         start = time.perf_counter()
-        clips: list[tuple[int | None, Tensor]] = []  # (label, waveform), in path order
+        clips = self._readable(keep="waveform")
+        examples = {}
+        for name, members in self._split(clips).items():
+            waveforms = torch.stack([waveform for _, waveform in members])
+            labels = [label for label, _ in members] if self.labels else None
+            mels = encode_clips(encoder, waveforms)
+            examples[name] = make_examples(mels, labels=labels, condition=self.condition)
+        log.info(
+            "audio_folder: %d train / %d val clips from %s in %.1f s",
+            len(examples["train"]), len(examples["val"]), self.root, time.perf_counter() - start,
+        )
+        return examples
+
+    def _readable(self, *, keep: str) -> list[tuple[int | None, Any]]:
+        """``(label, waveform)`` (``keep="waveform"``) or ``(label, file)`` (``keep="file"``)
+        for every clip that reads, in path order; the rest skipped and counted in warnings."""
+        clips: list[tuple[int | None, Any]] = []
         failures: list[tuple[Path, str]] = []
         noted: dict[str, list[tuple[Path, str]]] = {"truncated": [], "silent": [], "clipped": []}
         outside = 0
@@ -231,7 +273,7 @@ class AudioFolder:
             for kind, why in notes.items():
                 noted[kind].append((file, why))
             if not (self.drop_silent and "silent" in notes):
-                clips.append((label, waveform))
+                clips.append((label, waveform if keep == "waveform" else file))
         if outside:
             log.warning(
                 "%d file(s) directly in %s belong to no class and were left out "
@@ -253,17 +295,7 @@ class AudioFolder:
                 + (f", {dropped} silent and dropped (dataset.drop_silent=true)" if dropped else "")
                 + ". Supported: WAV, FLAC, OGG Vorbis (anything libsndfile reads)"
             )
-        examples = {}
-        for name, members in self._split(clips).items():
-            waveforms = torch.stack([waveform for _, waveform in members])
-            labels = [label for label, _ in members] if self.labels else None
-            mels = encode_clips(encoder, waveforms)
-            examples[name] = make_examples(mels, labels=labels, condition=self.condition)
-        log.info(
-            "audio_folder: %d train / %d val clips from %s in %.1f s",
-            len(examples["train"]), len(examples["val"]), self.root, time.perf_counter() - start,
-        )
-        return examples
+        return clips
 
     def _warn_about(self, noted: dict[str, list[tuple[Path, str]]]) -> None:
         """One warning for each kind of odd clip: truncated, silent, clipped."""
@@ -290,10 +322,52 @@ class AudioFolder:
         shown = "; ".join(f"{f.relative_to(self.root)} ({why})" for f, why in files[:SHOWN_FAILURES])
         return shown + (f"; and {len(files) - SHOWN_FAILURES} more" if len(files) > SHOWN_FAILURES else "")
 
-    def _split(self, items: list[tuple[int | None, Tensor]]) -> dict[str, list]:
+    def _split(self, items: list[tuple[int | None, Any]]) -> dict[str, list]:
         """Every k-th item of each class (in path order) to validation, the rest to training."""
         return split_every(items, every=self.every, group=lambda item: item[0], what="clips",
                            root=self.root, val_fraction=self.val_fraction)
+
+
+class LazyClips(torch.utils.data.Dataset):
+    """A split's clips, each read and encoded when asked for (``dataset.lazy=true``).
+
+    Example ``i`` equals example ``i`` of the split held in memory. A file that no longer
+    reads is named in a warning (once per process) and the next readable clip of the split
+    is returned in its place.
+    """
+
+    def __init__(self, folder: AudioFolder, files: list[Path], labels: list[int | None],
+                 encoder: Encoder) -> None:
+        self.folder, self.files, self.labels, self.encoder = folder, files, labels, encoder
+        self._warned: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        for k in range(len(self.files)):
+            i = (index + k) % len(self.files)
+            try:
+                waveform = self.folder.read(self.files[i])
+            except Exception as err:  # as in AudioFolder._readable: libsndfile raises many kinds
+                self._warn(self.files[i], f"{type(err).__name__}: {err}")
+                continue
+            mel = encode_clips(self.encoder, waveform[None])[0]
+            labels = [self.labels[i]] if self.folder.labels else None
+            examples = make_examples(mel[None], labels=labels, condition=self.folder.condition)
+            return examples[0]
+        raise ValueError(
+            f"none of the {len(self.files)} clips of this split of {self.folder.root} reads any "
+            "more; were the files changed or removed while training?"
+        )
+
+    def _warn(self, file: Path, reason: str) -> None:
+        if file not in self._warned:
+            self._warned.add(file)
+            log.warning(
+                "%s was readable when training started but no longer reads (%s): the next clip of "
+                "the split takes its place", file, reason,
+            )
 
 
 def _wav_shortfall(file: Path) -> str | None:

@@ -206,3 +206,35 @@ def test_drop_silent_leaves_silent_clips_out(tmp_path: Path, caplog) -> None:
         dataset = AudioFolder(path=str(tmp_path), sample_rate=RATE, val_fraction=0.5, drop_silent=True)
         assert len(dataset.split("train", ENCODER)) + len(dataset.split("val", ENCODER)) == 2
     assert "dropped 1 silent clip(s)" in "\n".join(warnings_of(caplog))
+
+
+def test_lazy_clips_equal_the_clips_held_in_memory_and_a_vanished_file_is_replaced(
+    tmp_path: Path, caplog
+) -> None:
+    generator = np.random.default_rng(0)
+    for i in range(8):  # noise at different levels and rates, two classes; one silent clip dropped
+        rate = (8000, 22050)[i % 2]
+        level = 0.0 if i == 5 else 0.05 * (i + 1)
+        path = tmp_path / ("dog", "owl")[i % 2] / f"{i}.wav"
+        path.parent.mkdir(exist_ok=True)
+        soundfile.write(path, level * generator.uniform(-1, 1, (rate // 2, 1 + i % 2)), rate)
+    options = {"path": str(tmp_path), "sample_rate": RATE, "labels": True, "val_fraction": 0.5,
+               "condition": "label", "drop_silent": True}
+    eager, lazy = AudioFolder(**options), AudioFolder(**options, lazy=True)
+    for split in ("train", "val"):
+        held, read = eager.split(split, ENCODER), lazy.split(split, ENCODER)
+        assert len(held) == len(read) == {"train": 4, "val": 3}[split]
+        for i in range(len(held)):
+            a, b = held[i], read[i]
+            assert a.keys() == b.keys() == {"mel", "label", "condition"}
+            assert torch.equal(a["label"], b["label"]) and torch.equal(a["condition"], b["condition"])
+            assert torch.allclose(a["mel"], b["mel"], atol=1e-5)  # one clip through the batched mel
+    train = lazy.split("train", ENCODER)
+    assert not hasattr(train, "tensors")  # nothing read is kept
+    train.files[0].unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genloom_audio.folder"):
+        stand_in, again = train[0], train[0]
+    (warning,) = [r.getMessage() for r in caplog.records]  # once per file
+    assert f"{train.files[0]} was readable when training started but no longer reads" in warning
+    assert torch.equal(stand_in["mel"], train[1]["mel"]) and torch.equal(again["mel"], stand_in["mel"])

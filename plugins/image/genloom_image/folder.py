@@ -7,6 +7,16 @@ never halfway through an epoch. Files that fail (a README, a truncated PNG) are 
 and counted in one warning, or with ``strict=true`` the first one is an error naming it.
 Modes and sizes may be mixed: the encoder converts them (see :mod:`genloom_image.pixels`).
 
+A folder larger than memory: with ``lazy=true`` the split keeps only the file list and
+labels, and each image is decoded and encoded when the trainer asks for it (in its
+DataLoader workers with ``trainer.num_workers > 0``), so memory does not grow with the
+folder. Up front each file's header is read (fast: a README or a text file is skipped and
+counted as above); with ``strict=true`` every file is decoded once as well, so a corrupt
+one is still an error before training. A file that passes the header check but fails
+to decode later (a truncated PNG, a file deleted mid-run) is warned about, naming it,
+and the next readable image of the split takes its place, so a batch never holds a
+wrong or missing example silently. Examples are equal to the ones ``lazy=false`` holds.
+
 Split: images are taken in sorted order of their paths (within each class, with labels),
 and every k-th goes to validation, k = round(1 / val_fraction). The split depends only on
 the file names, never on chance.
@@ -16,8 +26,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import torch
 from genloom.folders import count_classes, describe_classes, find_files, split_every
 from genloom.interfaces import Encoder, Split
 from PIL import Image
@@ -43,6 +56,8 @@ class ImageFolder:
         val_fraction: the share of images held out for validation.
         condition: what ``example["condition"]`` holds: ``none`` or ``label`` (needs
             ``labels: true``).
+        lazy: keep only the file list, and decode each image when it is asked for (see
+            the module docstring), instead of decoding the whole folder into memory.
 
     Examples (batch keys): ``"image"``, the encoder's output (``pixels``: float32
     ``(C, R, R)`` in [0, 1]); with ``labels=true`` ``"label"``, int64 ``()`` in
@@ -60,6 +75,7 @@ class ImageFolder:
         strict: bool = False,
         val_fraction: float = 0.1,
         condition: str = "none",
+        lazy: bool = False,
     ) -> None:
         if condition not in ("none", "label"):
             raise ValueError(
@@ -82,6 +98,7 @@ class ImageFolder:
         self.val_fraction = val_fraction
         self.every = round(1 / val_fraction)
         self.condition = condition
+        self.lazy = lazy
         self.files = find_files(self.root, what="images", hint="put images in it")
         counts = count_classes(self.files, self.root) if labels else {}
         self.classes: list[str] = list(counts)
@@ -95,18 +112,67 @@ class ImageFolder:
                 )
             log.info("image_folder: %d classes in %s: %s", len(counts), self.root, describe_classes(counts))
         self._encoded: tuple[Encoder, Encoder | None, dict[str, EncodedExamples]] | None = None
+        self._checked: dict[str, list[tuple[int | None, Path]]] | None = None  # lazy: the split's files
 
     def split(
         self, name: Split, encoder: Encoder, condition_encoder: Encoder | None = None
-    ) -> EncodedExamples:
-        """The split's examples; the whole folder is decoded once per encoder."""
+    ) -> EncodedExamples | LazyImages:
+        """The split's examples; the whole folder is decoded once per encoder (or, lazily, its
+        files are checked once and each image decoded when asked for)."""
+        if self.lazy:
+            if self._checked is None:
+                self._checked = self._check()
+            members = self._checked[name]
+            return LazyImages([file for _, file in members], [label for label, _ in members],
+                              encoder, condition=self.condition, root=self.root)
         if self._encoded is None or self._encoded[:2] != (encoder, condition_encoder):
             self._encoded = (encoder, condition_encoder, self._encode(encoder, condition_encoder))
         return self._encoded[2][name]
 
+    def _check(self) -> dict[str, list[tuple[int | None, Path]]]:
+        """The split's ``(label, file)`` pairs, each file's header read (all decoded if strict)."""
+        start = time.perf_counter()
+        check = _open if self.strict else _read_header
+
+        def checked(file: Path) -> Path:
+            check(file)  # the decoded image is dropped at once: memory stays flat
+            return file
+
+        files = self._readable(checked)
+        splits = self._split(files)
+        log.info(
+            "image_folder: %d train / %d val images in %s, checked in %.1f s and decoded when "
+            "asked for (dataset.lazy=true)",
+            len(splits["train"]), len(splits["val"]), self.root, time.perf_counter() - start,
+        )
+        return splits
+
     def _encode(self, encoder: Encoder, condition_encoder: Encoder | None) -> dict[str, EncodedExamples]:
         start = time.perf_counter()
-        images: list[tuple[int | None, Tensor]] = []  # (label, encoded image), in path order
+        images = self._readable(lambda file: encoder.encode(_open(file)))  # (label, pixels), path order
+        examples = {
+            name: make_examples(
+                [pixels for _, pixels in members],
+                [label for label, _ in members],
+                [None] * len(members),
+                condition=self.condition,
+                condition_encoder=condition_encoder,
+            )
+            for name, members in self._split(images).items()
+        }
+        log.info(
+            "image_folder: %d train / %d val images from %s in %.1f s",
+            len(examples["train"]),
+            len(examples["val"]),
+            self.root,
+            time.perf_counter() - start,
+        )
+        return examples
+
+    def _readable(self, read: Callable[[Path], object]) -> list[tuple[int | None, Any]]:
+        """``(label, read(file))`` for every file ``read`` takes, in path order; the files it
+        fails on skipped and counted in one warning (the first an error with ``strict``)."""
+        images: list[tuple[int | None, Any]] = []
         failures: list[tuple[Path, str]] = []
         outside = 0
         for file in self.files:
@@ -117,7 +183,7 @@ class ImageFolder:
                     continue
                 label = self.classes.index(file.relative_to(self.root).parts[0])
             try:
-                images.append((label, encoder.encode(_open(file))))
+                images.append((label, read(file)))
             except Exception as err:  # Pillow's decoders raise many kinds of error on bad data
                 reason = f"{type(err).__name__}: {err}"
                 if self.strict:
@@ -151,29 +217,60 @@ class ImageFolder:
                 f"file(s) found, {len(failures)} unreadable. Supported: anything Pillow opens "
                 "(PNG, JPEG, WebP, BMP, GIF, TIFF...)"
             )
-        examples = {
-            name: make_examples(
-                [pixels for _, pixels in members],
-                [label for label, _ in members],
-                [None] * len(members),
-                condition=self.condition,
-                condition_encoder=condition_encoder,
-            )
-            for name, members in self._split(images).items()
-        }
-        log.info(
-            "image_folder: %d train / %d val images from %s in %.1f s",
-            len(examples["train"]),
-            len(examples["val"]),
-            self.root,
-            time.perf_counter() - start,
-        )
-        return examples
+        return images
 
-    def _split(self, items: list[tuple[int | None, Tensor]]) -> dict[str, list]:
+    def _split(self, items: list[tuple[int | None, Any]]) -> dict[str, list]:
         """Every k-th item of each class (in path order) to validation, the rest to training."""
         return split_every(items, every=self.every, group=lambda item: item[0], what="images",
                            root=self.root, val_fraction=self.val_fraction)
+
+
+class LazyImages(torch.utils.data.Dataset):
+    """A split's images, each opened, decoded and encoded when asked for (``dataset.lazy=true``).
+
+    Example ``i`` equals example ``i`` of the split held in memory. An image that no longer
+    decodes is named in a warning (once per process) and the next readable one of the
+    split is returned in its place.
+    """
+
+    def __init__(self, files: list[Path], labels: list[int | None], encoder: Encoder, *,
+                 condition: str, root: Path) -> None:
+        self.files, self.labels, self.encoder = files, labels, encoder
+        self.condition, self.root = condition, root
+        self._warned: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        for k in range(len(self.files)):
+            i = (index + k) % len(self.files)
+            try:
+                image = self.encoder.encode(_open(self.files[i]))
+            except Exception as err:  # as in ImageFolder._readable: Pillow raises many kinds
+                self._warn(self.files[i], f"{type(err).__name__}: {err}")
+                continue
+            return make_examples([image], [self.labels[i]], [None], condition=self.condition,
+                                 condition_encoder=None)[0]
+        raise ValueError(
+            f"none of the {len(self.files)} images of this split of {self.root} decodes any more; "
+            "were the files changed or removed while training?"
+        )
+
+    def _warn(self, file: Path, reason: str) -> None:
+        if file not in self._warned:
+            self._warned.add(file)
+            log.warning(
+                "%s passed the header check but does not decode (%s): the next image of the split "
+                "takes its place; dataset.strict=true decodes every file before training, to find "
+                "such files first", file, reason,
+            )
+
+
+def _read_header(file: Path) -> tuple[int, int]:
+    """The image's size, from its header alone: a fast check that ``file`` is an image."""
+    with Image.open(file) as image:
+        return image.size
 
 
 def _open(file: Path) -> Image.Image:

@@ -156,3 +156,57 @@ def test_exif_orientation_is_applied(tmp_path) -> None:
     top, bottom = images[:, :3].mean(), images[:, 5:].mean()
     left, right = images[:, :, :3].mean(), images[:, :, 5:].mean()
     assert top < 0.1 and bottom > 0.9 and abs(left - right) < 0.05
+
+
+def random_images(n: int, seed: int = 0) -> dict[str, Image.Image]:
+    """``n`` RGB images of random pixels and sizes in two classes (``ant/``, ``bee/``)."""
+    generator = np.random.default_rng(seed)
+    return {
+        f"{('ant', 'bee')[i % 2]}/{i:03d}.png": Image.fromarray(
+            generator.integers(0, 256, (8 + i % 5, 9, 3), dtype=np.uint8))
+        for i in range(n)
+    }
+
+
+def examples(data: torch.utils.data.Dataset) -> list[dict[str, torch.Tensor]]:
+    return [data[i] for i in range(len(data))]
+
+
+def test_lazy_examples_equal_the_examples_held_in_memory(tmp_path) -> None:
+    write(tmp_path, random_images(16))
+    options = {"path": str(tmp_path), "labels": True, "val_fraction": 0.25, "condition": "label"}
+    eager, lazy = ImageFolder(**options), ImageFolder(**options, lazy=True)
+    for split in ("train", "val"):
+        held, decoded = examples(eager.split(split, ENCODER)), examples(lazy.split(split, ENCODER))
+        assert len(held) == len(decoded) and len(held) == {"train": 12, "val": 4}[split]
+        for a, b in zip(held, decoded, strict=True):
+            assert a.keys() == b.keys() == {"image", "label", "condition"}
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not hasattr(lazy.split("train", ENCODER), "tensors")  # nothing decoded is kept
+
+
+def test_lazily_a_non_image_is_skipped_up_front_and_a_corrupt_one_replaced_with_a_warning(
+    tmp_path, caplog
+) -> None:
+    write(tmp_path, {f"{i}.png": Image.new("L", (8, 8), 10 * i) for i in range(4)})
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "2.png").write_bytes((tmp_path / "2.png").read_bytes()[:45])  # header only
+    with caplog.at_level(logging.WARNING, logger="genloom_image.folder"):
+        train = ImageFolder(path=str(tmp_path), val_fraction=0.5, lazy=True).split("train", ENCODER)
+    (skipped,) = [r.getMessage() for r in caplog.records]
+    assert "skipped 1 of 5 files" in skipped and "notes.txt" in skipped
+    assert len(train) == 2  # 0.png and 2.png: every 2nd of the four images is for validation
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genloom_image.folder"):
+        shades = [round(float(train[i]["image"][0, 0, 0]) * 255) for i in (1, 1, 0)]
+    assert shades == [0, 0, 0]  # 2.png does not decode: the split's next image, 0.png, stands in
+    (warning,) = [r.getMessage() for r in caplog.records]  # once per file
+    assert "2.png passed the header check but does not decode" in warning
+    assert "dataset.strict=true" in warning
+
+
+def test_lazily_strict_decodes_every_file_before_training(tmp_path) -> None:
+    write(tmp_path, {"a.png": Image.new("L", (8, 8)), "b.png": Image.new("L", (8, 8))})
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:45])
+    with pytest.raises(ValueError, match=r"cut\.png is not a readable image.*dataset\.strict=false"):
+        ImageFolder(path=str(tmp_path), strict=True, val_fraction=0.5, lazy=True).split("train", ENCODER)
