@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from genloom import folders
 from genloom.folders import (
+    LazyExamples,
     count_classes,
     describe_classes,
     describe_kind,
@@ -130,3 +131,24 @@ def test_classes_are_counted_per_top_level_subfolder(tmp_path: Path) -> None:
     files = find_files(tmp_path, what="images")
     assert count_classes(files, tmp_path) == {"cats": 2, "owls": 1}
     assert describe_classes({"cats": 2, "owls": 1}) == "0=cats (2), 1=owls (1)"
+
+
+def test_lazy_examples_stand_in_for_a_file_that_no_longer_reads_and_say_when_none_does(
+    tmp_path, caplog
+) -> None:
+    files = [tmp_path / f"{i}.txt" for i in range(3)]
+    for i, file in enumerate(files):
+        file.write_text(str(i))
+    split = LazyExamples(files, lambda i: int(files[i].read_text()), what="note", root=tmp_path,
+                         advice="check the disk")
+    assert [split[i] for i in range(len(split))] == [0, 1, 2]
+    files[1].unlink()
+    with caplog.at_level(logging.WARNING, logger="genloom.folders"):
+        assert [split[1], split[1], split[2]] == [2, 2, 2]
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert f"{files[1]} passed the check before training but does not read now" in warning
+    assert warning.endswith("the next note of the split takes its place; check the disk")
+    for file in (files[0], files[2]):
+        file.unlink()
+    with pytest.raises(ValueError, match="none of the 3 files of this split.*changed or removed"):
+        split[0]

@@ -12,7 +12,11 @@ validation with :func:`split_every`, so every folder dataset behaves the same wa
 * a search never starts at the root of the file system, and gives up with an error that
   says what to do after :data:`MAX_ENTRIES` directory entries;
 * paths are sorted, and validation takes every k-th example of each class, which keeps a
-  split stable when files are added to a class and keeps classes balanced.
+  split stable when files are added to a class and keeps classes balanced;
+* a folder larger than memory is read lazily (``dataset.lazy=true``): :class:`LazyExamples`
+  holds the split's files and reads each example when the trainer asks for it, in its
+  DataLoader workers; a file that no longer reads is named in a warning and replaced by
+  the split's next readable one.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import os
 import stat
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
+Example = TypeVar("Example")
 
 log = logging.getLogger(__name__)
 
@@ -285,3 +290,44 @@ def split_every(items: Sequence[Item], *, every: int, group: Callable[[Item], Ha
             f"{every}th{per_class}); add more or raise dataset.val_fraction"
         )
     return splits
+
+
+class LazyExamples(Generic[Example]):
+    """A split of a folder: ``files[i]`` read into example ``i`` by ``read(i)`` when asked for.
+
+    A map-style dataset (``len`` and ``[i]``), so the trainer's DataLoader reads examples in
+    its workers. The files passed a check before training (a header, or a full read); one
+    that fails now (changed, truncated or removed since) is named in a warning, once per
+    process, and the next readable example of the split stands in for it, so a batch keeps
+    its size and never silently holds a wrong example. ``what`` names the examples in
+    messages ("image", "clip"); ``advice`` ends the warning.
+    """
+
+    def __init__(self, files: Sequence[Path], read: Callable[[int], Example], *, what: str,
+                 root: Path, advice: str = "") -> None:
+        self.files, self.read, self.what, self.root, self.advice = files, read, what, root, advice
+        self._warned: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Example:
+        for k in range(len(self.files)):
+            i = (index + k) % len(self.files)
+            try:
+                return self.read(i)
+            except Exception as err:  # a file's decoder may raise any kind of error on bad data
+                self._warn(self.files[i], f"{type(err).__name__}: {err}")
+        raise ValueError(
+            f"none of the {len(self.files)} files of this split of dataset.path {str(self.root)!r} "
+            "reads any more; were they changed or removed while training?"
+        )
+
+    def _warn(self, file: Path, reason: str) -> None:
+        if file not in self._warned:
+            self._warned.add(file)
+            log.warning(
+                "%s passed the check before training but does not read now (%s): the next %s of "
+                "the split takes its place%s", file, reason, self.what,
+                f"; {self.advice}" if self.advice else "",
+            )

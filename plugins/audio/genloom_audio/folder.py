@@ -26,7 +26,8 @@ A folder larger than memory: with ``lazy=true`` every file is still read once up
 list and labels are kept; each clip is read and encoded again when the trainer asks for
 it (in its DataLoader workers with ``trainer.num_workers > 0``), so memory does not grow
 with the folder. A file that fails to read later (changed or removed mid-run) is named in
-a warning and the next readable clip of the split takes its place. Examples are equal to
+a warning and the next readable clip of the split takes its place
+(:class:`genloom.folders.LazyExamples`). Examples are equal to
 the ones ``lazy=false`` holds.
 
 Split: files are taken in sorted order of their paths (within each class, with labels),
@@ -36,6 +37,7 @@ the file names, never on chance.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -45,7 +47,7 @@ from typing import Any
 import soundfile
 import torch
 import torchaudio
-from genloom.folders import count_classes, describe_classes, find_files, split_every
+from genloom.folders import LazyExamples, count_classes, describe_classes, find_files, split_every
 from genloom.interfaces import Encoder, Split
 from torch import Tensor
 
@@ -179,7 +181,7 @@ class AudioFolder:
 
     def split(
         self, name: Split, encoder: Encoder, condition_encoder: Encoder | None = None
-    ) -> EncodedExamples | LazyClips:
+    ) -> EncodedExamples | LazyExamples:
         """The split's examples; the whole folder is read once per encoder (or, lazily, read
         once to check it and each clip read again when asked for)."""
         if self.lazy:
@@ -192,10 +194,18 @@ class AudioFolder:
                     len(self._checked["val"]), self.root, time.perf_counter() - start,
                 )
             members = self._checked[name]
-            return LazyClips(self, [file for _, file in members], [label for label, _ in members], encoder)
+            read = functools.partial(self._example, encoder, members)
+            return LazyExamples([file for _, file in members], read, what="clip", root=self.root)
         if self._encoded is None or self._encoded[0] is not encoder:
             self._encoded = (encoder, self._encode(encoder))
         return self._encoded[1][name]
+
+    def _example(self, encoder: Encoder, members: list[tuple[int | None, Path]], i: int) -> dict[str, Tensor]:
+        """Example ``i`` of a lazy split: equal to example ``i`` of the split held in memory
+        (to float rounding: the mel of one clip, not of a batch)."""
+        label, file = members[i]
+        mel = encode_clips(encoder, self.read(file)[None])
+        return make_examples(mel, labels=[label] if self.labels else None, condition=self.condition)[0]
 
     def read(self, file: Path) -> Tensor:
         """One file as a mono waveform ``(samples,)`` at ``sample_rate``, cropped or padded."""
@@ -326,48 +336,6 @@ class AudioFolder:
         """Every k-th item of each class (in path order) to validation, the rest to training."""
         return split_every(items, every=self.every, group=lambda item: item[0], what="clips",
                            root=self.root, val_fraction=self.val_fraction)
-
-
-class LazyClips(torch.utils.data.Dataset):
-    """A split's clips, each read and encoded when asked for (``dataset.lazy=true``).
-
-    Example ``i`` equals example ``i`` of the split held in memory. A file that no longer
-    reads is named in a warning (once per process) and the next readable clip of the split
-    is returned in its place.
-    """
-
-    def __init__(self, folder: AudioFolder, files: list[Path], labels: list[int | None],
-                 encoder: Encoder) -> None:
-        self.folder, self.files, self.labels, self.encoder = folder, files, labels, encoder
-        self._warned: set[Path] = set()
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        for k in range(len(self.files)):
-            i = (index + k) % len(self.files)
-            try:
-                waveform = self.folder.read(self.files[i])
-            except Exception as err:  # as in AudioFolder._readable: libsndfile raises many kinds
-                self._warn(self.files[i], f"{type(err).__name__}: {err}")
-                continue
-            mel = encode_clips(self.encoder, waveform[None])[0]
-            labels = [self.labels[i]] if self.folder.labels else None
-            examples = make_examples(mel[None], labels=labels, condition=self.folder.condition)
-            return examples[0]
-        raise ValueError(
-            f"none of the {len(self.files)} clips of this split of {self.folder.root} reads any "
-            "more; were the files changed or removed while training?"
-        )
-
-    def _warn(self, file: Path, reason: str) -> None:
-        if file not in self._warned:
-            self._warned.add(file)
-            log.warning(
-                "%s was readable when training started but no longer reads (%s): the next clip of "
-                "the split takes its place", file, reason,
-            )
 
 
 def _wav_shortfall(file: Path) -> str | None:

@@ -236,5 +236,6 @@ def test_lazy_clips_equal_the_clips_held_in_memory_and_a_vanished_file_is_replac
     with caplog.at_level(logging.WARNING, logger="genloom_audio.folder"):
         stand_in, again = train[0], train[0]
     (warning,) = [r.getMessage() for r in caplog.records]  # once per file
-    assert f"{train.files[0]} was readable when training started but no longer reads" in warning
+    assert f"{train.files[0]} passed the check before training but does not read now" in warning
+    assert "the next clip of the split takes its place" in warning
     assert torch.equal(stand_in["mel"], train[1]["mel"]) and torch.equal(again["mel"], stand_in["mel"])

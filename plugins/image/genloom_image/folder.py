@@ -14,8 +14,9 @@ folder. Up front each file's header is read (fast: a README or a text file is sk
 counted as above); with ``strict=true`` every file is decoded once as well, so a corrupt
 one is still an error before training. A file that passes the header check but fails
 to decode later (a truncated PNG, a file deleted mid-run) is warned about, naming it,
-and the next readable image of the split takes its place, so a batch never holds a
-wrong or missing example silently. Examples are equal to the ones ``lazy=false`` holds.
+and the next readable image of the split takes its place
+(:class:`genloom.folders.LazyExamples`), so a batch never holds a wrong or missing
+example silently. Examples are equal to the ones ``lazy=false`` holds.
 
 Split: images are taken in sorted order of their paths (within each class, with labels),
 and every k-th goes to validation, k = round(1 / val_fraction). The split depends only on
@@ -24,14 +25,14 @@ the file names, never on chance.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from genloom.folders import count_classes, describe_classes, find_files, split_every
+from genloom.folders import LazyExamples, count_classes, describe_classes, find_files, split_every
 from genloom.interfaces import Encoder, Split
 from PIL import Image
 from torch import Tensor
@@ -116,18 +117,27 @@ class ImageFolder:
 
     def split(
         self, name: Split, encoder: Encoder, condition_encoder: Encoder | None = None
-    ) -> EncodedExamples | LazyImages:
+    ) -> EncodedExamples | LazyExamples:
         """The split's examples; the whole folder is decoded once per encoder (or, lazily, its
         files are checked once and each image decoded when asked for)."""
         if self.lazy:
             if self._checked is None:
                 self._checked = self._check()
             members = self._checked[name]
-            return LazyImages([file for _, file in members], [label for label, _ in members],
-                              encoder, condition=self.condition, root=self.root)
+            return LazyExamples(
+                [file for _, file in members], functools.partial(self._example, encoder, members),
+                what="image", root=self.root,
+                advice="dataset.strict=true decodes every file before training, to find such files first",
+            )
         if self._encoded is None or self._encoded[:2] != (encoder, condition_encoder):
             self._encoded = (encoder, condition_encoder, self._encode(encoder, condition_encoder))
         return self._encoded[2][name]
+
+    def _example(self, encoder: Encoder, members: list[tuple[int | None, Path]], i: int) -> dict[str, Tensor]:
+        """Example ``i`` of a lazy split: equal to example ``i`` of the split held in memory."""
+        label, file = members[i]
+        return make_examples([encoder.encode(_open(file))], [label], [None], condition=self.condition,
+                             condition_encoder=None)[0]
 
     def _check(self) -> dict[str, list[tuple[int | None, Path]]]:
         """The split's ``(label, file)`` pairs, each file's header read (all decoded if strict)."""
@@ -223,48 +233,6 @@ class ImageFolder:
         """Every k-th item of each class (in path order) to validation, the rest to training."""
         return split_every(items, every=self.every, group=lambda item: item[0], what="images",
                            root=self.root, val_fraction=self.val_fraction)
-
-
-class LazyImages(torch.utils.data.Dataset):
-    """A split's images, each opened, decoded and encoded when asked for (``dataset.lazy=true``).
-
-    Example ``i`` equals example ``i`` of the split held in memory. An image that no longer
-    decodes is named in a warning (once per process) and the next readable one of the
-    split is returned in its place.
-    """
-
-    def __init__(self, files: list[Path], labels: list[int | None], encoder: Encoder, *,
-                 condition: str, root: Path) -> None:
-        self.files, self.labels, self.encoder = files, labels, encoder
-        self.condition, self.root = condition, root
-        self._warned: set[Path] = set()
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        for k in range(len(self.files)):
-            i = (index + k) % len(self.files)
-            try:
-                image = self.encoder.encode(_open(self.files[i]))
-            except Exception as err:  # as in ImageFolder._readable: Pillow raises many kinds
-                self._warn(self.files[i], f"{type(err).__name__}: {err}")
-                continue
-            return make_examples([image], [self.labels[i]], [None], condition=self.condition,
-                                 condition_encoder=None)[0]
-        raise ValueError(
-            f"none of the {len(self.files)} images of this split of {self.root} decodes any more; "
-            "were the files changed or removed while training?"
-        )
-
-    def _warn(self, file: Path, reason: str) -> None:
-        if file not in self._warned:
-            self._warned.add(file)
-            log.warning(
-                "%s passed the header check but does not decode (%s): the next image of the split "
-                "takes its place; dataset.strict=true decodes every file before training, to find "
-                "such files first", file, reason,
-            )
 
 
 def _read_header(file: Path) -> tuple[int, int]:

@@ -201,7 +201,7 @@ def test_lazily_a_non_image_is_skipped_up_front_and_a_corrupt_one_replaced_with_
         shades = [round(float(train[i]["image"][0, 0, 0]) * 255) for i in (1, 1, 0)]
     assert shades == [0, 0, 0]  # 2.png does not decode: the split's next image, 0.png, stands in
     (warning,) = [r.getMessage() for r in caplog.records]  # once per file
-    assert "2.png passed the header check but does not decode" in warning
+    assert "2.png passed the check before training but does not read now" in warning
     assert "dataset.strict=true" in warning
 
 
