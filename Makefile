@@ -46,6 +46,7 @@ bench: setup
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/text_train.py
+	$(PY) benchmarks/text_scaling.py
 	$(PY) benchmarks/text_sample.py
 	$(PY) benchmarks/runtime_overhead.py
 	$(PY) benchmarks/text_tokenizers.py
@@ -54,6 +55,7 @@ bench: setup
 	$(PY) benchmarks/lora.py
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/image.py
+	$(PY) benchmarks/image_folder.py
 	$(PY) benchmarks/audio.py
 	$(PY) benchmarks/loggers.py
 	$(PY) benchmarks/serve.py

@@ -145,3 +145,17 @@ def test_ema_scores_the_raw_and_the_averaged_weights_of_each_checkpoint(tmp_path
     (result,) = json.loads((tmp_path / "ema.json").read_text()).values()
     assert [row["step"] for row in result["rows"]] == [2, 4]
     assert all(row["raw"]["loss"] != row["ema"]["loss"] for row in result["rows"])
+
+
+def test_image_folder_measures_held_and_lazy_folders_in_fresh_processes() -> None:
+    out = bench("image_folder.py", "--quick")
+    rows = {line.split()[1]: line.split() for line in out.splitlines() if line.strip().startswith("64 ")}
+    assert rows.keys() == {"held", "lazy", "lazy/2w"}
+    assert rows["held"][-1] == "1.00x" and float(rows["lazy/2w"][4]) > 0  # the workers' memory is read
+
+
+def test_text_scaling_measures_tokens_per_second_and_memory_in_a_fresh_process() -> None:
+    out = bench("text_scaling.py", "--quick")
+    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("0.02M")]
+    tokens_per_s, peak_mb = float(row[3]), float(row[7])
+    assert tokens_per_s > 0 and peak_mb > 100  # a process with torch holds more than 100 MiB

@@ -11,6 +11,7 @@ unit of throughput is.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -655,26 +656,21 @@ class Trainer:
         """Endless batches, starting after the first ``start`` micro-batches of the run.
 
         Loading draws nothing from the global random streams (the generator's: dropout,
-        sampling noise): the loader has its own generator, seeded from ``(seed, epoch, rank)``,
-        and each example is loaded with its own seed (:class:`_EpochBatches`). So the data,
-        and the streams, continue exactly from any step a run resumes at.
+        sampling noise): each example is loaded with its own seed (:class:`_RunBatches`).
+        So the data, and the streams, continue exactly from any step a run resumes at.
+        One DataLoader serves the whole run, so ``trainer.num_workers`` worker processes
+        start once, not at every epoch (a small dataset's epoch is a few batches), and keep
+        ``2 * num_workers`` batches in flight across epoch boundaries.
         """
         s, p = self.settings, self.placement
-        epoch, offset = divmod(start, self.batches_per_epoch)
-        while True:
-            index_batches = epoch_batches(
-                len(self.train_data), s.batch_size, seed=self.seed, epoch=epoch,
-                rank=p.rank, world_size=p.world_size,
-            )
-            loader = torch.utils.data.DataLoader(
-                _EpochBatches(self.train_data, index_batches, seed=self.seed, epoch=epoch),
-                batch_size=None, sampler=range(offset, len(index_batches)), collate_fn=_as_is,
-                num_workers=s.num_workers, pin_memory=p.device.type == "cuda",
-                generator=torch.Generator().manual_seed(rng.derived_seed(self.seed, epoch, p.rank)),
-            )
-            for batch in loader:
-                yield self._to_device(batch)
-            epoch, offset = epoch + 1, 0
+        loader = torch.utils.data.DataLoader(
+            _RunBatches(self.train_data, s.batch_size, seed=self.seed, rank=p.rank, world_size=p.world_size),
+            batch_size=None, sampler=_BatchKeys(start, self.batches_per_epoch), collate_fn=_as_is,
+            num_workers=s.num_workers, pin_memory=p.device.type == "cuda",
+            generator=torch.Generator().manual_seed(rng.derived_seed(self.seed, p.rank)),
+        )
+        for batch in loader:
+            yield self._to_device(batch)
 
     def _to_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.placement.device, non_blocking=True) for k, v in batch.items()}
@@ -824,8 +820,19 @@ def code_usage(counts: torch.Tensor, placement: Placement) -> dict[str, float]:
     return {"code_perplexity": float(entropy.exp()), "dead_codes": float((counts == 0).sum())}
 
 
-class _EpochBatches(torch.utils.data.Dataset):
-    """Item ``k`` is batch ``k`` of one epoch, collated.
+class _BatchKeys:
+    """The keys ``(epoch, k)`` of a run's batches, from batch number ``start`` on, endless."""
+
+    def __init__(self, start: int, batches_per_epoch: int) -> None:
+        self.start, self.batches_per_epoch = start, batches_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for n in itertools.count(self.start):
+            yield divmod(n, self.batches_per_epoch)
+
+
+class _RunBatches(torch.utils.data.Dataset):
+    """Item ``(epoch, k)`` is batch ``k`` of epoch ``epoch`` (:func:`epoch_batches`), collated.
 
     Example ``i`` is loaded with the CPU random streams seeded from ``(seed, epoch, i)``,
     and in the main process the training's streams are put back afterwards: a dataset
@@ -833,25 +840,28 @@ class _EpochBatches(torch.utils.data.Dataset):
     worker, on any rank, resumed or not.
     """
 
-    def __init__(self, data: torch.utils.data.Dataset, index_batches: list[list[int]], *, seed: int,
-                 epoch: int) -> None:
-        self.data, self.index_batches, self.seed, self.epoch = data, index_batches, seed, epoch
+    def __init__(self, data: torch.utils.data.Dataset, batch_size: int, *, seed: int, rank: int,
+                 world_size: int) -> None:
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self._epoch: tuple[int, list[list[int]]] | None = None  # the last epoch's index batches
 
-    def __len__(self) -> int:
-        return len(self.index_batches)
-
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, k = key
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, epoch_batches(len(self.data), self.batch_size, seed=self.seed, epoch=epoch,
+                                                rank=self.rank, world_size=self.world_size))
         examples = []
         in_worker = torch.utils.data.get_worker_info() is not None  # its streams are its own
         with contextlib.nullcontext() if in_worker else rng.cpu_streams_kept():
-            for i in self.index_batches[k]:
-                rng.seed_cpu_streams(rng.derived_seed(self.seed, self.epoch, i))
+            for i in self._epoch[1][k]:
+                rng.seed_cpu_streams(rng.derived_seed(self.seed, epoch, i))
                 examples.append(self.data[i])
         return collate(examples)
 
 
 def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return batch  # _EpochBatches has collated it already
+    return batch  # _RunBatches has collated it already
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
