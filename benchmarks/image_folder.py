@@ -11,13 +11,14 @@ fresh process, interleaved round by round:
   when the trainer asks for it, in the main process;
 * ``lazy/2w``: the same with ``trainer.num_workers=2`` DataLoader workers.
 
-For each: the start-up time (building the pipeline, which checks or decodes the folder),
-the process's peak resident memory above what it held after its imports (``ru_maxrss``),
-the workers' proportional set size (PSS: their own pages plus their share of the pages
-they still share with the main process since the fork, from ``/proc``) summed at the last
-step, and training images/s over timed steps after warm-up steps (the trainer's own reports; evaluation and
-the checkpoint come after). Medians over rounds; the files are in the page cache (the
-folder was just written), so cold-disk reads are not measured.
+For each: the start-up time (building the pipeline, which checks or decodes the folder);
+the "RSS gain", the process's peak resident memory (``ru_maxrss``) above what it held
+after its imports; the workers' proportional set size (PSS: their own pages plus their
+share of the pages they still share with the main process since the fork, from
+``/proc``), summed at the last step; and training images/s over timed steps after
+warm-up steps (the trainer's own reports; evaluation and the checkpoint come after).
+Medians over rounds; the files are in the page cache (the folder was just written), so
+cold-disk reads are not measured.
 
     python benchmarks/image_folder.py                    # 1k, 10k, 100k files; 3 rounds
     python benchmarks/image_folder.py --sizes 1000 --rounds 1
@@ -174,7 +175,7 @@ def main() -> None:
                 rows.append((n, way, median, median["images_per_s"] / held_rate))
     print(f"\nimage_folder, 32 x 32 PNGs, pipeline={pipeline}; medians of {rounds} "
           f"round(s), {steps} timed steps after {warmup}; torch threads 1; shared 2-core CPU")
-    print(f"{'files':>7} {'way':<8} {'start-up s':>10} {'peak RSS MiB':>13} {'workers PSS':>12} "
+    print(f"{'files':>7} {'way':<8} {'start-up s':>10} {'RSS gain MiB':>13} {'workers PSS':>12} "
           f"{'img/s':>7} {'vs held':>7}")
     for n, way, m, ratio in rows:
         workers = f"{m['workers_mb']:.0f}" if way.endswith("w") else "-"
