@@ -145,3 +145,16 @@ def test_ema_scores_the_raw_and_the_averaged_weights_of_each_checkpoint(tmp_path
     (result,) = json.loads((tmp_path / "ema.json").read_text()).values()
     assert [row["step"] for row in result["rows"]] == [2, 4]
     assert all(row["raw"]["loss"] != row["ema"]["loss"] for row in result["rows"])
+
+
+def test_text_data_prepares_reads_back_and_trains_on_a_generated_corpus() -> None:
+    out = bench("text_data.py", "--quick")
+    row = next(line for line in out.splitlines() if line.startswith("| 1 MB"))
+    assert "not run" not in row  # prepared, read back and held in memory
+    assert "mapped / in memory" in out
+
+
+def test_startup_scaling_lists_every_fake_plugin() -> None:
+    # The script exits non-zero when `genloom plugins` does not list every fake plugin.
+    out = bench("startup_scaling.py", "--quick")
+    assert next(line for line in out.splitlines() if line.startswith("| 3 |"))
