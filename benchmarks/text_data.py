@@ -95,7 +95,18 @@ def child(mode: str, path: str, cache: str) -> None:
         picks = torch.randint(len(train), (1000,), generator=torch.Generator().manual_seed(0))
         assert all(len(train[int(i)]["tokens"]) == BLOCK + 1 for i in picks) and len(val) > 0
         tokens = len(train.tokens)
-    print(json.dumps({"seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb(), "tokens": tokens}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb(), "tokens": tokens,
+                      **mapped_pages_mb()}))
+
+
+def mapped_pages_mb() -> dict[str, float]:
+    """Resident file pages (the token file's map, shared libraries) and anonymous memory now, MiB."""
+    try:
+        status = Path("/proc/self/status").read_text().splitlines()
+    except OSError:  # not Linux
+        return {}
+    fields = dict(line.split(":", 1) for line in status if line.startswith(("RssFile", "RssAnon")))
+    return {key: int(value.split()[0]) / 1024 for key, value in fields.items()}
 
 
 def measure(mode: str, path: Path, cache: Path) -> dict[str, float]:
@@ -136,6 +147,13 @@ def train_rate(mode: str, path: Path, cache: Path, steps: int, model: str) -> fl
     return json.loads(done.stdout.strip().splitlines()[-1])["tokens_per_s"]
 
 
+def rss(run: dict[str, float], empty: dict[str, float]) -> str:
+    """Peak RSS above the empty run's, and the mapped file pages it holds beyond the empty run's."""
+    if "RssFile" not in run:
+        return f"{run['rss_mb'] - empty['rss_mb']:.0f}"
+    return f"{run['rss_mb'] - empty['rss_mb']:.0f} ({run['RssFile'] - empty['RssFile']:.0f} file)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,7 +180,7 @@ def main() -> None:
     rows = []
     rates: dict[str, list[float]] = {}
     try:
-        empty = measure("empty", root, root)["rss_mb"]
+        empty = measure("empty", root, root)
         for megabytes in args.sizes_mb:
             corpus, cache = root / f"corpus-{megabytes}", root / f"cache-{megabytes}"
             size = generate(corpus, megabytes)
@@ -181,17 +199,17 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     print(f"\ntext corpora, bytes encoder, context {BLOCK}, {time.strftime('%Y-%m-%d')}; "
-          f"peak RSS above an empty run's ({empty:.0f} MiB); fresh process each")
+          f"peak RSS above an empty run's ({empty['rss_mb']:.0f} MiB), in brackets the part that is "
+          "the token file's mapped pages (page cache) at the end; fresh process each")
     print("| corpus | prepare s | prepare MB/s | prepare RSS MiB | later run s | later run RSS MiB "
           "| in memory s | in memory RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for size, prepare, hit, memory in rows:
         held = "not run | not run"
         if memory:
-            held = f"{memory['seconds']:.2f} | {memory['rss_mb'] - empty:.0f}"
+            held = f"{memory['seconds']:.2f} | {memory['rss_mb'] - empty['rss_mb']:.0f}"
         print(f"| {size / 1e6:,.0f} MB | {prepare['seconds']:.2f} | {size / 1e6 / prepare['seconds']:.0f} "
-              f"| {prepare['rss_mb'] - empty:.0f} | {hit['seconds']:.2f} | {hit['rss_mb'] - empty:.0f} "
-              f"| {held} |")
+              f"| {rss(prepare, empty)} | {hit['seconds']:.2f} | {rss(hit, empty)} | {held} |")
     print("targets: preparation >= 50 MB/s; peak RSS at 1 GB < 1,536 MiB above the empty run")
     if rates:
         cached, memory = statistics.median(rates["cached"]), statistics.median(rates["memory"])

@@ -23,6 +23,7 @@ per byte are counted per byte. The bytes encoder needs none: each of its tokens 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +32,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from genloom.checkpoint import write_atomic
 from genloom.folders import describe_kind, glob_files, refuse_file_system_root, walk_files
 from genloom.interfaces import Encoder, Fingerprinted, Fitting, Split, TokenBytes
 from torch import Tensor
@@ -55,6 +58,7 @@ BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
 )
 SHOWN_FILES = 3  # files named in the summary of encodings
 CHUNK_BYTES = 1 << 22  # files are read, decoded and tokenised 4 MiB at a time
+MEMO_DIR = "files"  # beside the token files: what reading each corpus file found (FileText)
 
 
 class PydocCorpus:
@@ -146,14 +150,15 @@ class TextFiles:
         self.units_per_example = block_size
         self.files = _find_text_files(path)
         fallback = codecs.lookup(encoding).name
-        text = FileText(self.files, None if fallback == "utf-8" else encoding)
+        directory = None
+        if token_cache:
+            directory = Path(cache_dir).expanduser() if cache_dir else token_cache_module.default_dir()
+        text = FileText(self.files, None if fallback == "utf-8" else encoding,
+                        memo=None if directory is None else directory / MEMO_DIR)
         self.encodings = text.encodings
         _log_encodings(path, self.encodings)
         if text.blank:
             raise ValueError(f"dataset.path {path!r}: the {len(self.files)} file(s) it names hold no text")
-        directory = None
-        if token_cache:
-            directory = Path(cache_dir).expanduser() if cache_dir else token_cache_module.default_dir()
         self._splits = TextSplits(
             text,
             source=f"dataset.path {path!r} ({len(self.files)} file(s))",
@@ -179,27 +184,35 @@ class FileText:
     Construction reads each file once to choose how it is decoded (its byte-order mark, UTF-8,
     else the fallback), to refuse what is not text, and to count its characters and hash its
     bytes (the token cache's key); :meth:`chunks` reads the files again. The whole text is
-    never in memory at once.
+    never in memory at once. With ``memo`` (a folder), what a file's reading found is kept
+    there, keyed by its path and ``stat`` (size, mtime, ctime, inode), so that a later run
+    reads only the files that changed: ctime cannot be set back by a tool that copies
+    times, and a file written in the last two seconds is not memoised.
 
     Attributes:
         encodings: ``{file: how it was decoded}`` (see :class:`TextFiles`).
         chars: the characters of the joined text.
+        size: the bytes of the joined text as UTF-8, for a UTF-8 corpus.
         blank: whether the text is whitespace only.
         digest: sha256 of the files' bytes and how each was decoded, in order.
     """
 
-    def __init__(self, files: list[Path], fallback: str | None) -> None:
+    def __init__(self, files: list[Path], fallback: str | None, memo: Path | None = None) -> None:
         self.files = files
         self.encodings: dict[Path, str] = {}
-        self._codecs: dict[Path, tuple[str, int]] = {}
-        self.chars = 2 * max(0, len(files) - 1)  # the blank lines between files
+        self._scans: dict[Path, _Scan] = {}
+        self.chars = self.size = 2 * max(0, len(files) - 1)  # the blank lines between files
         self.blank = True
         digest = hashlib.sha256()
         for file in files:
-            scan = _survey(file, fallback)
+            scan = _recalled(file, fallback, memo)
+            if scan is None:
+                scan = _survey(file, fallback)
+                _memoise(file, fallback, memo, scan)
             self.encodings[file] = scan.name
-            self._codecs[file] = (scan.codec, scan.skip)
+            self._scans[file] = scan
             self.chars += scan.chars
+            self.size += scan.size - scan.skip
             self.blank = self.blank and scan.blank
             digest.update(f"{scan.codec}:{scan.skip}:{scan.sha256}\n".encode())
         self.digest = digest.hexdigest()
@@ -209,8 +222,31 @@ class FileText:
         for i, file in enumerate(self.files):
             if i:
                 yield "\n\n"
-            codec, skip = self._codecs[file]
-            yield from _decoded(file, codec, skip)
+            scan = self._scans[file]
+            yield from _decoded(file, scan.codec, scan.skip)
+
+    def utf8_chunks(self) -> Iterator[bytes]:
+        """The joined text as UTF-8, in pieces: a UTF-8 file's own bytes, others decoded and encoded.
+
+        A UTF-8 file was checked to be valid UTF-8 when surveyed, so its bytes are its text's
+        UTF-8 and need no decoding; they are hashed again, and a file that no longer hashes
+        as surveyed (it changed since) is an error rather than ids that do not match the key.
+        """
+        for i, file in enumerate(self.files):
+            if i:
+                yield b"\n\n"
+            scan = self._scans[file]
+            if scan.codec != "utf-8":
+                yield from (text.encode("utf-8") for text in _decoded(file, scan.codec, scan.skip))
+                continue
+            digest = hashlib.sha256()
+            with open(file, "rb") as f:
+                digest.update(f.read(scan.skip))
+                while data := f.read(CHUNK_BYTES):
+                    digest.update(data)
+                    yield data
+            if digest.hexdigest() != scan.sha256:
+                raise ValueError(f"{file} changed while it was being read; run again once it is complete")
 
 
 class TextSplits:
@@ -317,10 +353,17 @@ class TextSplits:
         start = time.perf_counter()
         writer = TokenFileWriter(path, key=key, dtype=token_cache_module.dtype_for(encoder.vocab_size),
                                  encoder=name)
+        as_utf8 = _ids_are_utf8(encoder) and isinstance(self.text, FileText)
+        total, unit = (self.text.size, "B") if as_utf8 else (self._chars(), "char")
         try:
-            with writer, tqdm(total=self._chars(), unit="char", unit_scale=True, desc="tokenise",
+            with writer, tqdm(total=total, unit=unit, unit_scale=True, desc="tokenise",
                               delay=2, disable=None, dynamic_ncols=True) as bar:
-                if fitting:  # the pieces a fitted encoder is cut by (module docstring), val after train
+                if as_utf8:  # the ids are the bytes: no int64 in between
+                    writer.open("all")
+                    for data in self.text.utf8_chunks():
+                        writer.append(np.frombuffer(data, dtype=np.uint8))
+                        bar.update(len(data))
+                elif fitting:  # the pieces a fitted encoder is cut by (module docstring), val after train
                     held: list = []
                     writer.open("train", pieces=True)
                     for split, piece in self._pieces():
@@ -333,7 +376,7 @@ class TextSplits:
                     writer.open("val", pieces=True)
                     for ids in held:
                         writer.append(ids)
-                elif _encodes_by_character(encoder):
+                elif isinstance(encoder, ByteTokenizer):  # any cut gives the same ids
                     writer.open("all")
                     for text in self._chunks():
                         writer.append(writer.narrow(self._encode(encoder, text)))
@@ -447,11 +490,14 @@ class TextSplits:
         # receive one in `every`.
         windows_per_chunk = max(1, min(WINDOWS_PER_CHUNK, (n // every - 1) // block))
         chunk_len = windows_per_chunk * block + 1
-        chunk_starts = torch.arange(0, n, chunk_len)  # (C,)
-        starts = chunk_starts[:, None] + torch.arange(windows_per_chunk) * block  # (C, W)
-        fits = starts + window <= torch.clamp(chunk_starts + chunk_len, max=n)[:, None]  # inside its chunk
-        is_val = (torch.arange(len(chunk_starts)) % every == every - 1)[:, None]  # (C, 1)
-        split_starts = {"train": starts[fits & ~is_val], "val": starts[fits & is_val]}
+        offsets = torch.arange(windows_per_chunk) * block  # (W,) windows inside a whole chunk
+        chunks = torch.arange(-(-n // chunk_len))  # (C,) the last may be partial
+        is_val = chunks % every == every - 1
+        split_starts = {}
+        for split, mine in (("train", chunks[~is_val]), ("val", chunks[is_val])):
+            starts = (mine[:, None] * chunk_len + offsets).flatten()  # (C_split * W,), in order
+            # only the last chunk can be partial: drop its windows that run past the end
+            split_starts[split] = starts[: int(torch.searchsorted(starts, n - window, right=True))]
         if not len(split_starts["train"]) or not len(split_starts["val"]):
             needed = every * window
             hint = "add text"
@@ -512,13 +558,15 @@ class TokenWindows(torch.utils.data.Dataset):
             self.tokens = file.tensors()[stream]
 
 
-def _encodes_by_character(encoder: Encoder) -> bool:
-    """Whether ``encoder`` gives a text the ids of its parts, cut anywhere: so it can be fed in chunks.
+def _ids_are_utf8(encoder: Encoder) -> bool:
+    """Whether ``encoder``'s ids are the UTF-8 bytes of the text: ``bytes``, not a subclass changing that.
 
-    The bytes of a string are the bytes of its pieces; a BPE or a Hugging Face tokenizer may
-    merge across a cut (and add special tokens per call), so their text is encoded whole.
+    A text's bytes are then written as they are (a UTF-8 file's own bytes), with no int64 ids
+    made and narrowed again. Other encoders' text goes through ``encode``: in chunks where any
+    cut gives the same ids (a subclass of ``bytes``); a BPE or a Hugging Face tokenizer may
+    merge across a cut (or add special tokens per call), so their text is encoded whole.
     """
-    return isinstance(encoder, ByteTokenizer)
+    return isinstance(encoder, ByteTokenizer) and type(encoder).encode is ByteTokenizer.encode
 
 
 def _pydoc_text() -> str:
@@ -581,6 +629,7 @@ class _Scan:
     blank: bool = True
     nul: int | None = None  # byte offset of the first NUL
     sha256: str = ""
+    size: int = 0  # bytes of the file
 
 
 class _Undecodable(Exception):
@@ -673,7 +722,42 @@ def _scan(file: Path, codec: str, skip: int) -> _Scan:
             if not data:
                 break
     scan.sha256 = digest.hexdigest()
+    scan.size = consumed
     return scan
+
+
+def _memo_path(file: Path, memo: Path) -> Path:
+    return memo / f"{hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:32]}.json"
+
+
+def _identity(file: Path) -> list[int]:
+    st = file.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _recalled(file: Path, fallback: str | None, memo: Path | None) -> _Scan | None:
+    """What an earlier reading of ``file`` found, if it has not changed since; else None."""
+    if memo is None:
+        return None
+    try:
+        kept = json.loads(_memo_path(file, memo).read_text())
+        if kept["identity"] == _identity(file) and kept["fallback"] == fallback:
+            return _Scan(**kept["scan"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no memo, or not one of ours: read the file
+    return None
+
+
+def _memoise(file: Path, fallback: str | None, memo: Path | None, scan: _Scan) -> None:
+    identity = _identity(file)
+    if memo is None or time.time_ns() - identity[1] < 2_000_000_000:  # may still be being written
+        return
+    try:
+        memo.mkdir(parents=True, exist_ok=True)
+        record = {"identity": identity, "fallback": fallback, "scan": dataclasses.asdict(scan)}
+        write_atomic(_memo_path(file, memo), json.dumps(record))
+    except OSError as err:  # only costs the next run a reading of the file
+        log.debug("cannot memoise %s in %s: %s", file, memo, err)
 
 
 def _decoded(file: Path, codec: str, skip: int) -> Iterator[str]:

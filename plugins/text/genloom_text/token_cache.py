@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -86,10 +87,14 @@ class TokenFile:
         out: dict[str, Tensor] = {}
         if count == 0:
             return {name: torch.empty(0, dtype=torch.long) for name in self.streams}
-        # mode "c" (copy on write) gives a writable array, which torch.from_numpy wants; nothing
-        # writes to it, so the pages stay the file's and cost no memory beyond the page cache.
-        ids = torch.from_numpy(np.memmap(self.path, dtype=DTYPES[self.dtype], mode="c",
-                                         offset=DATA_OFFSET, shape=(count,)))
+        with open(self.path, "rb") as f:
+            # Copy on write gives a writable buffer, which torch.from_numpy wants; nothing writes
+            # to it, so the pages stay the file's: page cache, not memory of this process.
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        if hasattr(mapped, "madvise"):  # windows are read at random: no read-ahead around each
+            mapped.madvise(mmap.MADV_RANDOM)
+        ids = torch.from_numpy(np.frombuffer(mapped, dtype=DTYPES[self.dtype], count=count,
+                                             offset=DATA_OFFSET))
         start = 0
         for name, stream in self.streams.items():
             out[name] = ids[start : start + stream.tokens]

@@ -5,7 +5,9 @@ tokenizer must never read stale ids; a damaged file is rebuilt with a warning.
 """
 
 import json
+import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -73,20 +75,35 @@ def stored_key(path: Path) -> str:
     return json.loads(data[-header_length:])["key"]
 
 
-def test_a_later_run_reads_the_cache_without_encoding(tmp_path: Path, caplog, monkeypatch) -> None:
+def test_a_later_run_reads_the_cache_without_tokenising(tmp_path: Path, caplog) -> None:
     folder, cache = corpus_dir(tmp_path), tmp_path / "cache"
-    encoded: list[int] = []
-    encode = ByteTokenizer.encode
-    monkeypatch.setattr(ByteTokenizer, "encode",
-                        lambda self, text: encoded.append(len(text)) or encode(self, text))
-    files(folder, cache).split("train", ByteTokenizer())
-    assert sum(encoded) == len(TEXT) + 2
-    encoded.clear()
+    with caplog.at_level("INFO", logger="genloom_text.corpus"):
+        files(folder, cache).split("train", ByteTokenizer())
+    assert "tokenised dataset.path" in caplog.text
+    caplog.clear()
     with caplog.at_level("INFO", logger="genloom_text.corpus"):
         windows = files(folder, cache).split("val", ByteTokenizer())
-    assert encoded == [] and len(windows) > 0
+    assert "tokenised" not in caplog.text and len(windows) > 0
     [stored] = token_files(cache)
     assert f"token cache hit: {len(TEXT.encode()) + 2:,} tokens from {stored}" in caplog.text
+
+
+def test_a_later_run_reads_only_the_files_that_changed(tmp_path: Path, monkeypatch) -> None:
+    folder, cache = corpus_dir(tmp_path), tmp_path / "cache"
+    for file in folder.iterdir():  # written a minute ago: files being written are not memoised
+        os.utime(file, ns=(time.time_ns() - 60 * 10**9,) * 2)
+    surveyed: list[str] = []
+    survey = corpus_module._survey
+    monkeypatch.setattr(corpus_module, "_survey", lambda file, fallback: surveyed.append(file.name)
+                        or survey(file, fallback))
+    first = files(folder, cache)
+    assert sorted(surveyed) == ["a.txt", "b.md"]
+    surveyed.clear()
+    assert files(folder, cache).encodings == first.encodings and surveyed == []
+    (folder / "b.md").write_text(TEXT[len(TEXT) // 3 :] + "more", encoding="utf-8")
+    changed = files(folder, cache)
+    assert surveyed == ["b.md"]
+    assert len(changed.split("train", ByteTokenizer()).tokens) == len(TEXT.encode()) + 2 + 4
 
 
 def test_a_changed_corpus_or_tokenizer_is_tokenised_again(tmp_path: Path) -> None:
@@ -152,7 +169,7 @@ def test_a_failed_tokenisation_leaves_no_file(tmp_path: Path) -> None:
     bpe.fit(dataset.fitting_media())
     with pytest.raises(KeyboardInterrupt):
         dataset.split("train", bpe)
-    assert list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir() if p.is_file()] == []  # neither a token file nor a temporary
 
 
 def test_workers_and_pickles_map_the_file_instead_of_copying_the_ids(tmp_path: Path) -> None:
