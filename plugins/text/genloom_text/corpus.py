@@ -364,7 +364,7 @@ class TextSplits:
                         writer.append(np.frombuffer(data, dtype=np.uint8))
                         bar.update(len(data))
                 elif fitting:  # the pieces a fitted encoder is cut by (module docstring), val after train
-                    held: list = []
+                    held: list[np.ndarray] = []
                     writer.open("train", pieces=True)
                     for split, piece in self._pieces():
                         ids = writer.narrow(self._encode(encoder, piece))
