@@ -520,9 +520,11 @@ class TokenWindows(torch.utils.data.Dataset):
     """Examples ``{"tokens": LongTensor (block_size + 1,)}`` cut from one token stream.
 
     ``starts`` holds each window's offset in the stream; windows are views of an int64
-    stream, or int64 copies of one window each from a token file's memory map (``mapped``:
-    the file and the stream's name), which is not pickled with the dataset: a DataLoader
-    worker started by spawn maps the file itself rather than receiving a copy of the ids.
+    stream, or read one at a time from a token file (``mapped``: the file and the stream's
+    name; :meth:`TokenFile.window`) and widened to int64, so that resident memory does not
+    grow with the corpus. ``tokens`` is then the stream's memory map, which is not pickled
+    with the dataset: a DataLoader worker started by spawn maps the file itself rather than
+    receiving a copy of the ids.
     With ``token_bytes`` set (the bytes each id stands for, ``(vocab_size,)``) an example also
     holds ``"bytes"``: how many bytes its targets (``tokens[1:]``) cover, int64 ``()``.
     """
@@ -540,7 +542,10 @@ class TokenWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         start = int(self.starts[index])
-        tokens = self.tokens[start : start + self.window].long()  # (window,); no copy when int64
+        if self.mapped is None:
+            tokens = self.tokens[start : start + self.window]  # (window,), a view
+        else:
+            tokens = self.mapped[0].window(self.mapped[1], start, self.window)  # (window,), read
         if self.token_bytes is None:
             return {"tokens": tokens}
         return {"tokens": tokens, "bytes": self.token_bytes[tokens[1:]].sum()}

@@ -75,24 +75,46 @@ class Stream:
 
 @dataclass
 class TokenFile:
-    """A complete token file, read by :func:`read`: its streams, mapped on demand by :meth:`tensors`."""
+    """A complete token file, read by :func:`read`: its streams, mapped whole by :meth:`tensors`,
+    or read a window at a time by :meth:`window`."""
 
     path: Path
     dtype: str
     streams: dict[str, Stream] = field(default_factory=dict)
+    _file: Any = field(default=None, repr=False, compare=False)  # opened by the first window
+
+    def window(self, stream: str, start: int, length: int) -> Tensor:
+        """Ids ``[start, start + length)`` of ``stream`` as int64 ``(length,)``, read with ``pread``.
+
+        Reading rather than mapping keeps the pages out of this process: a map shows every page
+        an epoch touched as resident (the kernel maps whole folios around each fault), so a
+        process's memory would grow to the file's size; a read costs one system call. ``pread``
+        has no file position, so DataLoader workers forked with the open file share it safely.
+        """
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - open while the dataset lives
+        itemsize = np.dtype(DTYPES[self.dtype]).itemsize
+        before = 0
+        for name, entry in self.streams.items():
+            if name == stream:
+                break
+            before += entry.tokens
+        data = os.pread(self._file.fileno(), length * itemsize, DATA_OFFSET + (before + start) * itemsize)
+        return torch.from_numpy(np.frombuffer(data, dtype=DTYPES[self.dtype]).astype(np.int64))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_file": None}  # each process opens its own
 
     def tensors(self) -> dict[str, Tensor]:
-        """``{stream: ids}``, views of one read-only private map of the file, ``(tokens,)`` each."""
+        """``{stream: ids}``, views of one private map of the file, ``(tokens,)`` each, for whole streams."""
         count = sum(stream.tokens for stream in self.streams.values())
         out: dict[str, Tensor] = {}
         if count == 0:
             return {name: torch.empty(0, dtype=torch.long) for name in self.streams}
         with open(self.path, "rb") as f:
             # Copy on write gives a writable buffer, which torch.from_numpy wants; nothing writes
-            # to it, so the pages stay the file's: page cache, not memory of this process.
+            # to it, so the pages stay the file's: page cache, mapped only where read.
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        if hasattr(mapped, "madvise"):  # windows are read at random: no read-ahead around each
-            mapped.madvise(mmap.MADV_RANDOM)
         ids = torch.from_numpy(np.frombuffer(mapped, dtype=DTYPES[self.dtype], count=count,
                                              offset=DATA_OFFSET))
         start = 0
