@@ -199,8 +199,8 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     print(f"\ntext corpora, bytes encoder, context {BLOCK}, {time.strftime('%Y-%m-%d')}; "
-          f"peak RSS above an empty run's ({empty['rss_mb']:.0f} MiB), in brackets the part that is "
-          "the token file's mapped pages (page cache) at the end; fresh process each")
+          f"peak RSS above an empty run's ({empty['rss_mb']:.0f} MiB), in brackets its file-backed "
+          "pages at the end (libraries, maps) above the empty run's; fresh process each")
     print("| corpus | prepare s | prepare MB/s | prepare RSS MiB | later run s | later run RSS MiB "
           "| in memory s | in memory RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
