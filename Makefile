@@ -45,11 +45,13 @@ demo: setup
 bench: setup
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/startup_scaling.py
 	$(PY) benchmarks/text_train.py
 	$(PY) benchmarks/text_scaling.py
 	$(PY) benchmarks/text_sample.py
 	$(PY) benchmarks/runtime_overhead.py
 	$(PY) benchmarks/text_tokenizers.py
+	$(PY) benchmarks/text_data.py
 	$(PY) benchmarks/hf_export.py
 	$(PY) benchmarks/hf_slots.py
 	$(PY) benchmarks/lora.py

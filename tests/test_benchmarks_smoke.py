@@ -159,3 +159,16 @@ def test_text_scaling_measures_tokens_per_second_and_memory_in_a_fresh_process()
     (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("0.02M")]
     tokens_per_s, peak_mb = float(row[3]), float(row[7])
     assert tokens_per_s > 0 and peak_mb > 100  # a process with torch holds more than 100 MiB
+
+
+def test_text_data_prepares_reads_back_and_trains_on_a_generated_corpus() -> None:
+    out = bench("text_data.py", "--quick")
+    row = next(line for line in out.splitlines() if line.startswith("| 1 MB"))
+    assert "not run" not in row  # prepared, read back and held in memory
+    assert "mapped / in memory" in out
+
+
+def test_startup_scaling_lists_every_fake_plugin() -> None:
+    # The script exits non-zero when `genloom plugins` does not list every fake plugin.
+    out = bench("startup_scaling.py", "--quick")
+    assert next(line for line in out.splitlines() if line.startswith("| 3 |"))

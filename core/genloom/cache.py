@@ -12,6 +12,9 @@ folder whose files change needs a new run directory).
 
 A split that draws at random per example (an augmentation) is not cached: freezing one
 draw would change what the model trains on. Modality-blind: it knows tensors only.
+
+Caches that outlive a run directory (a text corpus's token file, which every later run on the
+same corpus reads at once) live under :func:`user_cache_dir` instead.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,17 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 FORMAT = 1
+USER_CACHE_ENV = "GENLOOM_CACHE_DIR"
+
+
+def user_cache_dir() -> Path:
+    """Where caches shared by every run of this user go: ``$GENLOOM_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/genloom``, else ``~/.cache/genloom``. Deleting it only costs the time
+    to build its contents again."""
+    if os.environ.get(USER_CACHE_ENV):
+        return Path(os.environ[USER_CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "genloom"
 
 
 class TensorSplit(torch.utils.data.Dataset):

@@ -34,7 +34,8 @@ has a chat template; :class:`Fitting` marks an encoder that learns from the trai
 before training (a trained BPE), :class:`FittingMedia` a dataset that can hand it that
 split's media, and :class:`FittedDecoder` a decoder that reads what it learnt;
 :class:`TokenBytes` lets a dataset count the bytes of source media each token stands for,
-so that bits per byte stay per byte whatever the tokenizer.
+so that bits per byte stay per byte whatever the tokenizer; :class:`Fingerprinted` lets a
+dataset keep an encoder's ids on disk for later runs.
 The runtime never looks at which modality a component serves; what differs lives behind
 these methods.
 
@@ -427,6 +428,24 @@ class FittingMedia(Protocol):
         Nothing of the validation split: :meth:`Dataset.split` must keep what it validates on
         out of this, for a fitting encoder too.
         """
+        ...
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """An encoder that can name what its ids are a function of (optional).
+
+    A dataset may then encode its media once and keep the ids on disk for later runs (the
+    text datasets' token cache), keyed by the media's content and :meth:`fingerprint`: two
+    encoders with the same fingerprint must give the same ids for every input, and any change
+    that alters an id (another vocabulary, a refitted BPE) must change it.
+    """
+
+    vocab_size: int
+    """Ids are in ``[0, vocab_size)``: how wide a stored id must be."""
+
+    def fingerprint(self) -> str:
+        """A short text, such as a sha256 of the tokenizer's file, identifying the id mapping."""
         ...
 
 

@@ -8,6 +8,7 @@ puts ``<s>`` first, GPT-2's adds nothing), as ``transformers`` does by default.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +61,11 @@ class HFTokenizer:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file(path, key="encoder.path")))
         self.add_special_tokens = add_special_tokens
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def fingerprint(self) -> str:
+        """:class:`genloom.interfaces.Fingerprinted`: the sha256 of the tokenizer and its options."""
+        state = self.tokenizer.to_str() + f"\nadd_special_tokens={self.add_special_tokens}"
+        return hashlib.sha256(state.encode()).hexdigest()
 
     def encode(self, text: str) -> Tensor:
         if not isinstance(text, str):

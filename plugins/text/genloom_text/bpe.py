@@ -12,6 +12,7 @@ as ``tokenizer.json``, the ``tokenizers`` library's own format).
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -89,6 +90,10 @@ class BpeTokenizer:
         if not text:
             return torch.empty(0, dtype=torch.long)
         return torch.tensor(self._fitted().encode(text).ids, dtype=torch.long)  # (T,)
+
+    def fingerprint(self) -> str:
+        """:class:`genloom.interfaces.Fingerprinted`: the sha256 of the fitted ``tokenizer.json``."""
+        return hashlib.sha256(self.fitted_state().encode()).hexdigest()
 
     def token_bytes(self) -> Tensor:
         """``(vocab_size,)`` int64: the UTF-8 bytes each id stands for."""

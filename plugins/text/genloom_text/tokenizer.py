@@ -20,6 +20,10 @@ class ByteTokenizer:
 
     vocab_size = 256
 
+    def fingerprint(self) -> str:
+        """:class:`genloom.interfaces.Fingerprinted`: the ids are the UTF-8 bytes, nothing else."""
+        return "utf-8 bytes"
+
     def encode(self, text: str) -> Tensor:
         if not isinstance(text, str):
             raise TypeError(f"ByteTokenizer encodes str, got {type(text).__name__}")
