@@ -56,3 +56,19 @@ def test_token_bytes_count_the_bytes_each_id_decodes_to(model_dir) -> None:
     assert int(lengths[ids].sum()) == len(TEXT.encode("utf-8"))
     eos = "<|endoftext|>" if "gpt2" in model_dir.name else "</s>"
     assert lengths[encoder.tokenizer.token_to_id(eos)] == 0
+
+
+def test_the_token_cache_keys_by_the_tokenizer_and_its_options(gpt2_dir, tmp_path) -> None:
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "notes.txt").write_text(TEXT * 40, encoding="utf-8")
+    plain = HFTokenizer(path=str(gpt2_dir), add_special_tokens=False)
+    assert plain.fingerprint() != HFTokenizer(path=str(gpt2_dir)).fingerprint()
+    cache = tmp_path / "cache"
+    cached = TextFiles(path=str(tmp_path / "corpus"), block_size=16, cache_dir=str(cache))
+    held = TextFiles(path=str(tmp_path / "corpus"), block_size=16, token_cache=False)
+    for split in ("train", "val"):
+        a, b = cached.split(split, plain), held.split(split, plain)
+        assert torch.equal(a.starts, b.starts)
+        assert all(torch.equal(a[i]["tokens"], b[i]["tokens"]) for i in range(len(a)))
+        assert all(torch.equal(a[i]["bytes"], b[i]["bytes"]) for i in range(len(a)))
+    assert len(list(cache.glob("*.tokens"))) == 1
