@@ -116,8 +116,8 @@ class TextFiles:
     :class:`~genloom.interfaces.Fingerprinted` (``bytes``, ``bpe``, ``hf_tokenizer``), the ids
     are written once to a token file in ``cache_dir`` (default ``~/.cache/genloom/tokens``,
     :func:`genloom_text.token_cache.default_dir`), keyed by the files' contents and the
-    tokenizer; every later run memory-maps it, so start-up does not tokenise again and
-    resident memory does not grow with the corpus. ``token_cache=false`` holds int64 ids in
+    tokenizer; every later run reads its windows from it, so start-up does not tokenise
+    again and resident memory does not grow with the corpus. ``token_cache=false`` holds int64 ids in
     memory instead (8 bytes per token).
 
     Examples (batch keys): ``"tokens"``, int64 ``(block_size + 1,)``, the encoder's ids
@@ -256,8 +256,8 @@ class TextSplits:
     for and again only when the encoder changes, so asking for ``train`` then ``val`` encodes
     it once. With ``cache_dir`` and a :class:`~genloom.interfaces.Fingerprinted` encoder the ids
     go to a token file there (:mod:`genloom_text.token_cache`), read back by every later run
-    with the same text and tokenizer instead of encoding again, and windows are cut from its
-    memory map; the windows are the same as those cut in memory.
+    with the same text and tokenizer instead of encoding again, and windows are read from
+    it; the windows are the same as those cut in memory.
     """
 
     def __init__(

@@ -1,9 +1,10 @@
-"""Token files: a corpus's ids written once to disk and memory-mapped by every later run.
+"""Token files: a corpus's ids written once to disk and read by every later run.
 
 A token file holds one or more streams of ids (``"all"``, or ``"train"`` then ``"val"``) in the
 narrowest unsigned type the encoder's vocabulary fits (:func:`dtype_for`: ``uint8`` for
 bytes, ``uint16`` up to 65,536 ids, ``uint32`` above), so a byte corpus takes one byte of disk
-per byte of text and no resident memory beyond the pages a batch reads. Layout::
+per byte of text; a run reads the windows it needs (:meth:`TokenFile.window`) and holds no
+more. Layout::
 
     [0, 64)                 b"GLTOKENS", format (u32), count (u64), header length (u64), zeros
     [64, 64 + count * w)    the ids, little-endian, w bytes each
