@@ -224,7 +224,7 @@ def test_greedy_serving_equals_genloom_sample(client, checkpoints, tmp_path) -> 
     ("/v1/completions", {"model": "digits", "prompt": "x"}, 400, "answers image, not streamed text"),
     ("/v1/images/generations", {"model": "notes", "label": 1}, 400, "answers audio, not PNG images"),
     ("/v1/completions", {"model": "story", "prompt": "x", "bogus": 1}, 400,
-     "does not take bogus; its sampling options are: guidance, max_new_tokens, stop, temperature"),
+     "does not take bogus; its sampling options are: compile, guidance, max_new_tokens, stop, temperature"),
     ("/v1/completions", {"model": "story", "prompt": "x", "top_k": "many"}, 400,
      "option 'top_k' of model 'story' must be int | None"),
     ("/v1/completions", {"model": "story", "prompt": "x", "temperature": "hot"}, 400, "temperature"),

@@ -51,3 +51,18 @@ def test_a_failed_compile_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> No
         lively().generate(1, max_new_tokens=3, compile=True)
     # Without a cache nothing is compiled: compile=True is ignored, as documented.
     assert len(lively().generate(1, max_new_tokens=3, compile=True, use_cache=False)[0]) == 3
+
+
+def test_a_slot_batch_takes_compile_and_stays_eager() -> None:
+    # genloom serve passes a request's compile=true on to its slot batch, whose rows must stay
+    # bitwise those of a lone eager stream: the option is accepted and changes nothing.
+    model = lively()
+    batch = model.open_slots(2)
+    slot = batch.add(condition=ids(8, 3), max_new_tokens=6, temperature=0, compile=True)
+    tokens = []
+    while True:
+        output = batch.step()[slot]
+        tokens += output.tokens.tolist()
+        if output.done:
+            break
+    assert tokens == greedy(model, condition=ids(8, 3), max_new_tokens=6)

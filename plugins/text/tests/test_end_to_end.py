@@ -104,8 +104,8 @@ def test_unknown_sampling_options_are_errors_that_list_the_accepted_ones(trained
     for typo in ("+temprature=0", "top_q=0.5", "steps=3"):
         assert cli.main(["sample", f"checkpoint={trained}", typo, f"hydra.run.dir={tmp_path}"]) == 1
         out = capsys.readouterr()
-        assert ("its sampling options are: guidance, max_new_tokens, stop, temperature, top_k, top_p, "
-                "use_cache" in out.out + out.err)
+        assert ("its sampling options are: compile, guidance, max_new_tokens, stop, temperature, top_k, "
+                "top_p, use_cache" in out.out + out.err)
     assert cli.main(["sample", f"checkpoint={trained}", 'stop=""', f"hydra.run.dir={tmp_path}"]) == 1
     assert "stop='' encodes to nothing" in capsys.readouterr().out
     assert cli.main(["sample", f"checkpoint={trained}", "label=3", f"hydra.run.dir={tmp_path}"]) == 1
