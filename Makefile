@@ -48,7 +48,7 @@ bench: setup
 	$(PY) benchmarks/startup_scaling.py
 	$(PY) benchmarks/text_train.py
 	$(PY) benchmarks/text_scaling.py
-	$(PY) benchmarks/text_sample.py
+	$(PY) benchmarks/text_sample.py --scaling
 	$(PY) benchmarks/runtime_overhead.py
 	$(PY) benchmarks/text_tokenizers.py
 	$(PY) benchmarks/text_data.py

@@ -12,7 +12,8 @@ Made for one NVIDIA H200 (dense bf16 peak 989 TFLOP/s), in one call of a few min
    formula, as nanoGPT's ``estimate_mfu``), against 989e12 FLOP/s. If transformers is
    installed, ``GPT2LMHeadModel`` of the same shape is trained the same way beside it.
 2. Decoding. Greedy continuation of a 16-token prompt by 256 tokens at batch 1 and 64:
-   genloom's ``Transformer.generate`` (KV cache), against HF ``generate`` eager
+   genloom's ``Transformer.generate`` (KV cache; eager, and with ``compile=True``: the
+   decode step compiled and CUDA-graphed), against HF ``generate`` eager
    (dynamic cache) and with a static cache and ``torch.compile``, when transformers is
    installed.
 
@@ -105,14 +106,20 @@ def train_rate(
     return shape.train_steps * shape.batch_size * shape.block_size / (time.perf_counter() - start)
 
 
-def decode_rates(model: Transformer, shape: Shape, device: torch.device, hf_model, reps: int) -> dict:  # noqa: ANN001
+def decode_rates(
+    model: Transformer, shape: Shape, device: torch.device, hf_model, reps: int, compile: bool  # noqa: ANN001
+) -> dict:
     """New tokens/s of greedy decoding at each batch size, per contender."""
     prompt = torch.randint(shape.vocab_size, (16,), device=device)
-    contenders = {
-        "genloom": lambda b: torch.stack(
-            model.generate(b, condition=prompt, temperature=0.0, max_new_tokens=shape.new_tokens)
-        )
-    }
+
+    def genloom(batch: int, compiled: bool = False) -> torch.Tensor:
+        rows = model.generate(batch, condition=prompt, temperature=0.0, max_new_tokens=shape.new_tokens,
+                              compile=compiled)
+        return torch.stack(rows)
+
+    contenders = {"genloom": genloom}
+    if compile:  # the decode step compiled, CUDA-graphed on CUDA (generate's compile=True)
+        contenders["genloom compiled"] = lambda b: genloom(b, compiled=True)
     if hf_model is not None:
 
         def hf(batch: int, static: bool = False) -> torch.Tensor:
@@ -219,7 +226,8 @@ def main() -> None:
     train = {"genloom": train_rate(model, shape, device, hf=False, compile=compile)}
     if hf_model is not None:
         train["HF GPT-2"] = train_rate(hf_model, shape, device, hf=True, compile=compile)
-    decode = decode_rates(model, shape, device, hf_model.eval() if hf_model is not None else None, reps)
+    hf_eval = hf_model.eval() if hf_model is not None else None
+    decode = decode_rates(model, shape, device, hf_eval, reps, compile)
 
     name = torch.cuda.get_device_name(device) if cuda else "CPU (smoke run: figures mean nothing)"
     print(
