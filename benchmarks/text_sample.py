@@ -317,12 +317,28 @@ def ratio_table(rows: list[tuple[str, int, dict[str, float]]], over: list[str]) 
     ]
 
 
+def print_greedy(
+    greedy: list[tuple[str, int, dict[str, float]]], compile_seconds: dict[str, dict[int, float]],
+    machine: str, args: argparse.Namespace, prompt_tokens: int,
+) -> None:
+    print(
+        f"\ntext sampling, {machine}, greedy, {args.new_tokens} new tokens after a {prompt_tokens}-token "
+        f"prompt, median of {args.reps} interleaved repetitions (tokens/s); outputs identical token for token"
+    )
+    print_table(ratio_table(greedy, ["genloom", "compiled"] if args.compile else ["genloom"]))
+    print("target: compiled/HF >= 2.5x small, >= 2x large, at batch 1 and 8")
+    for label, by_batch in compile_seconds.items() if args.compile else ():
+        costs = ", ".join(f"batch {b}: {s:.1f} s" for b, s in by_batch.items())
+        print(f"compile=True's one-off compile, {label}: {costs}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["small", "large"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--batches", nargs="*", type=int, default=[1, 8],
+                        help="batch sizes of the greedy table (none: skip it)")
     parser.add_argument("--cb-batches", nargs="*", type=int, default=[1, 8, 32],
                         help="continuous batching: requests of different prompts (none: skip the table)")
     parser.add_argument("--new-tokens", type=int, default=256)
@@ -356,15 +372,8 @@ def main() -> None:
             continuous += continuous_rows(model, hf_model, label, args.cb_batches, args.new_tokens, args.reps)
 
     machine = f"{time.strftime('%Y-%m-%d')}, {cpu_name()}, torch threads {args.threads}"
-    print(
-        f"\ntext sampling, {machine}, greedy, {args.new_tokens} new tokens after a {len(prompt)}-token "
-        f"prompt, median of {args.reps} interleaved repetitions (tokens/s); outputs identical token for token"
-    )
-    print_table(ratio_table(greedy, ["genloom", "compiled"] if args.compile else ["genloom"]))
-    print("target: compiled/HF >= 2.5x small, >= 2x large, at batch 1 and 8")
-    for label, by_batch in compile_seconds.items() if args.compile else ():
-        costs = ", ".join(f"batch {b}: {s:.1f} s" for b, s in by_batch.items())
-        print(f"compile=True's one-off compile, {label}: {costs}")
+    if greedy:
+        print_greedy(greedy, compile_seconds, machine, args, len(prompt))
     if continuous:
         print(
             f"\ncontinuous batching, {machine}: B requests of different prompts (8-40 bytes), greedy, "
