@@ -39,11 +39,12 @@ vectors, which stand where the token embeddings of the prefix's placeholder ids 
 Compiled decoding (``compile=True`` in ``stream`` and ``generate``): after the prefill,
 each token is decoded by :meth:`Transformer._decode_step` under ``torch.compile``
 (inductor's C++ kernels on a CPU; on CUDA also CUDA graphs, ``mode="reduce-overhead"``).
-Its shapes never change while a batch decodes, so it compiles once per batch size and
-process: the position is a tensor, each new key and value is written into the
-preallocated cache at it (``index_copy_``), and attention reads the whole cache, its
-positions past the row's masked by :func:`span_bias` from that tensor. The tokens are
-those of the eager cache up to rounding (the greedy tests hold it to the uncached forward).
+No Python number in it changes from token to token, so it compiles once or twice per
+batch size and process: the position is a tensor, each new key and value is written into
+the preallocated cache at it (``index_copy_``), and attention reads the same span of the
+cache as the eager step (a dynamic size, so one graph serves every span), its positions
+past the row's masked by :func:`span_bias` from that tensor. The tokens are those of the
+eager cache up to rounding (the greedy tests hold it to the uncached forward).
 
 Context overflow: the model attends to at most ``block_size`` tokens. Whenever the context
 would grow past that (a long prompt, or a long generation), it is cut to its last
@@ -599,9 +600,7 @@ class Transformer(nn.Module):
             for _ in range(max_new_tokens):
                 prefilling = cache is None or cache.pos == 0
                 if decode is not None and not prefilling:
-                    position = torch.tensor([cache.pos], device=fresh.device)  # (1,)
-                    logits = decode(fresh, position, cache.keys, cache.values)  # (n, V)
-                    cache.pos += 1
+                    logits = decode(fresh, cache)  # (n, V)
                 else:
                     logits = self(fresh if cache is not None else context, cache,
                                   vectors if prefilling else None)[:, -1]  # (n, V)
@@ -635,15 +634,17 @@ class Transformer(nn.Module):
     def _decode_step(self, idx: Tensor, position: Tensor, keys: list[Tensor], values: list[Tensor]) -> Tensor:
         """Next-token logits ``(B, V)`` for one token per row, ``idx`` ``(B, 1)`` at ``position`` ``(1,)``.
 
-        ``keys`` and ``values`` are the cache's whole ``(B, H, block_size, D)`` tensors per
-        layer; the new token's are written at ``position``. :meth:`forward`'s arithmetic
-        with every shape fixed while a batch decodes, so that ``torch.compile`` traces it
-        once: attention reads all ``block_size`` positions, masked past ``position``.
+        ``keys`` and ``values`` are per layer the cache's first ``S`` positions ``(B, H, S, D)``
+        (views: the new token's are written into the cache at ``position``), ``S`` being the
+        attention span. :meth:`forward`'s arithmetic with no Python number that changes
+        from token to token, so that ``torch.compile`` traces it once: the position is a
+        tensor, and the mask past it comes from that tensor.
         """
         x = self._embed(idx, position, None)  # (B, 1, C)
         B, _, C = x.shape
         n_head = self.blocks[0].attn.n_head if len(self.blocks) else 1
-        bias = span_bias((position + 1).expand(B), self.block_size, n_head, x.dtype)  # (B * H, 1, S)
+        span = keys[0].shape[2] if keys else 0
+        bias = span_bias((position + 1).expand(B), span, n_head, x.dtype)  # (B * H, 1, S)
         for block, cached_keys, cached_values in zip(self.blocks, keys, values, strict=True):
             attn = block.attn
             heads = (B, 1, n_head, C // n_head)
@@ -655,28 +656,38 @@ class Transformer(nn.Module):
             x = x + block.mlp(block.ln_2(x))
         return F.linear(self.ln_f(x), self.tok_emb.weight)[:, -1]  # (B, V)
 
-    def _compiled_decode_step(self) -> Callable[[Tensor, Tensor, list[Tensor], list[Tensor]], Tensor]:
-        """:meth:`_decode_step` under ``torch.compile``: inductor, with CUDA graphs on CUDA.
+    def _compiled_decode_step(self) -> Callable[[Tensor, KVCache], Tensor]:
+        """``step(idx, cache)``: :meth:`_decode_step` under ``torch.compile`` for tokens ``idx``
+        ``(B, 1)`` after the cache's positions, which it advances; next-token logits ``(B, V)``.
 
-        Dynamo keeps what it compiled on the method's code, so every call to this in a
-        process shares it: a batch size compiles once (``TORCH_LOGS=recompiles`` shows it).
+        Inductor, with CUDA graphs on CUDA. Dynamo keeps what it compiled on the method's
+        code, so every call to this in a process shares it: a batch size compiles twice at
+        most (``TORCH_LOGS=recompiles`` shows it), the span read being a dynamic size.
         """
         on_cuda = self.tok_emb.weight.device.type == "cuda"
         mode = "reduce-overhead" if on_cuda else None  # reduce-overhead: CUDA graphs
         compiled = torch.compile(self._decode_step, dynamic=False, mode=mode)
 
-        def step(idx: Tensor, position: Tensor, keys: list[Tensor], values: list[Tensor]) -> Tensor:
+        def step(idx: Tensor, cache: KVCache) -> Tensor:
+            position = torch.tensor([cache.pos], device=idx.device)  # (1,)
             if on_cuda:  # CUDA graphs replay into the cache in place: its addresses must stay put
-                for tensor in (*keys, *values):
+                for tensor in (*cache.keys, *cache.values):
                     torch._dynamo.mark_static_address(tensor)
+            # The span read, as the eager step reads it: one graph for every span length.
+            span = attention_span(cache.pos + 1, self.block_size)
+            keys, values = ([t[:, :, :span] for t in kv] for kv in (cache.keys, cache.values))
+            for tensor in (*keys, *values):
+                torch._dynamo.mark_dynamic(tensor, 2)
             try:
-                return compiled(idx, position, keys, values)
+                logits = compiled(idx, position, keys, values)
             except torch._dynamo.exc.BackendCompilerFailed as err:
                 raise RuntimeError(
                     f"compile=true could not compile the decode step ({type(err.inner_exception).__name__}: "
                     f"{err.inner_exception}); on a CPU inductor needs a C++ compiler (g++ or clang) on "
                     "the PATH. Sample without compile=true instead"
                 ) from None
+            cache.pos += 1
+            return logits
 
         return step
 

@@ -3,21 +3,23 @@
 import pytest
 import torch
 import torch._dynamo
-from genloom_text.model import Transformer
 from test_model import BLOCK, documented_greedy, greedy, ids, lively
 
 
 def test_the_static_decode_step_equals_full_recomputation_past_the_context(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The step's arithmetic, run eagerly: it reads the whole cache with a mask built from a
-    # position tensor, and is used for every token after a prefill, also after overflow.
-    monkeypatch.setattr(Transformer, "_compiled_decode_step", lambda self: self._decode_step)
+    # The step's arithmetic, run eagerly: it reads a span of the cache with a mask built from
+    # a position tensor, and is used for every token after a prefill, also after overflow.
+    monkeypatch.setattr(torch, "compile", lambda function, **options: function)
     model = lively().double().eval()
     for prompt in (torch.tensor([10]), ids(5, 2 * BLOCK)):
         stepped = greedy(model, condition=prompt, max_new_tokens=2 * BLOCK, compile=True)
         assert stepped == documented_greedy(model, prompt, 2 * BLOCK)
         assert len(set(stepped)) > 3
+    # A context of several attention spans (64 positions each), run past its end.
+    long = lively(block_size=130).double().eval()
+    assert greedy(long, max_new_tokens=140, compile=True) == greedy(long, max_new_tokens=140)
     rows = model.generate(3, condition=ids(6, 4), max_new_tokens=2 * BLOCK, temperature=0, compile=True)
     alone = greedy(model, condition=ids(6, 4), max_new_tokens=2 * BLOCK)
     assert [row.tolist() for row in rows] == [alone] * 3
@@ -27,6 +29,7 @@ def test_compiled_decoding_gives_the_recomputed_tokens_and_compiles_once() -> No
     # Inductor for real (one compile, the slow part of this test). Positions 1..BLOCK and the
     # rebuilds after overflow must all reuse one graph: a recompile would raise.
     model = lively(n_layer=1).double().eval()
+    assert model.block_size <= 64  # one attention span: spans past it may compile once more
     prompt = ids(7, 5)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
