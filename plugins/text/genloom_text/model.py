@@ -462,9 +462,10 @@ class Transformer(nn.Module):
                 null prefix (trained by ``condition_dropout``); 1 is plain conditional
                 sampling, more follows the condition more closely. It doubles the batch.
             compile: decode with the step compiled by ``torch.compile`` (see the module
-                docstring): at small sizes about twice the tokens/s, after a one-off
-                compile per batch size and process (~5 s with inductor's on-disk cache
-                warm, ~30 s cold, on 2 CPU cores); worth it for long generations or many
+                docstring): 1.4-2x the tokens/s at small sizes and short contexts, less
+                where GEMMs or the cache's memory traffic dominate, after a one-off compile
+                per batch size and process (5-10 s with inductor's on-disk cache warm,
+                20-40 s cold, on 2 CPU cores); worth it for long generations or many
                 calls. Needs a C++ compiler on a CPU. Ignored with ``use_cache=False``.
 
         A media prior's tokens are codes in ``[0, media_vocab)``, exactly ``media_tokens``
