@@ -14,7 +14,8 @@ A split that draws at random per example (an augmentation) is not cached: freezi
 draw would change what the model trains on. Modality-blind: it knows tensors only.
 
 Caches that outlive a run directory (a text corpus's token file, which every later run on the
-same corpus reads at once) live under :func:`user_cache_dir` instead.
+same corpus reads at once; a lazy folder's encoded examples, :class:`DecodedCache`) live under
+:func:`user_cache_dir` instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from genloom import checkpoint, rng
-from genloom.interfaces import Dataset, Encoder
+from genloom.interfaces import Dataset, Encoder, Fingerprintable
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +179,108 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
         return load(path.read_bytes())
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise checkpoint.CheckpointError(f"{path} cannot be read: {err}") from None
+
+
+class DecodedCache:
+    """A lazy folder's encoded files on disk: each decoded and encoded once, read back after.
+
+    One safetensors file per source file, named by a sha256 of the cache's ``key`` (the
+    encoder's fingerprint and the dataset's settings, :func:`decoded_cache`) and the file's
+    resolved path, size and ``mtime_ns``: a file edited in place gets a new entry, and the
+    stale one is never read. Each entry also holds that sha256 in its metadata and is read
+    whole, so a damaged, truncated or foreign entry is encoded again with a warning, never
+    mis-read. Entries are written under a name of their own per process and thread and
+    renamed into place, so DataLoader workers writing the same entry at once each put a
+    complete copy (the same bytes) there. They are not synced: a crash can at worst leave a
+    damaged entry, which the check above rebuilds.
+    """
+
+    def __init__(self, directory: Path, key: str) -> None:
+        self.directory, self.key = directory, key
+        self._warned = False
+
+    def get(self, file: Path, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``file``'s encoded tensor: read from its entry, or ``encode()``-d and stored."""
+        info = file.stat()
+        record = [self.key, str(file.resolve()), info.st_size, info.st_mtime_ns]
+        digest = hashlib.sha256(json.dumps(record).encode()).hexdigest()
+        path = self.directory / digest[:2] / f"{digest[2:32]}.safetensors"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        except OSError as err:
+            data = None
+            log.warning("the decoded cache entry %s of %s cannot be read (%s); decoding the file",
+                        path, file, err)
+        if data is not None:
+            try:
+                return _entry(data, digest)
+            except ValueError as err:
+                log.warning("the decoded cache entry %s of %s is damaged (%s); decoding the file again",
+                            path, file, err)
+        tensor = encode()
+        self._store(path, tensor, digest)
+        return tensor
+
+    def _store(self, path: Path, tensor: torch.Tensor, digest: str) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(save({"tensor": tensor.contiguous()}, metadata={"entry": digest}))
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            if not self._warned:  # once per process: every file would fail alike
+                self._warned = True
+                log.warning("the decoded cache cannot be written in %s (%s); files are decoded each "
+                            "time. Set dataset.cache_dir to a writable folder with room for the "
+                            "encoded examples, or dataset.cache_decoded=false", self.directory,
+                            err.strerror or err)
+
+
+def check_decoded_cache(cache_decoded: bool, cache_dir: str | None, *, lazy: bool) -> tuple[bool, str | None]:
+    """A folder dataset's ``cache_decoded`` and ``cache_dir``, checked; a ValueError says what to set."""
+    if not isinstance(cache_decoded, bool):
+        raise ValueError(f"dataset.cache_decoded must be true or false, got {cache_decoded!r}")
+    if cache_dir is not None and not isinstance(cache_dir, str):
+        raise ValueError(f"dataset.cache_dir must be a folder's path or null, got {cache_dir!r}")
+    if cache_decoded and not lazy:
+        raise ValueError("dataset.cache_decoded=true keeps the examples of a lazy folder on disk; "
+                         "set dataset.lazy=true as well (without it the folder is decoded into memory once)")
+    return cache_decoded, cache_dir
+
+
+def decoded_cache(encoder: Encoder, settings: Mapping[str, Any], *, directory: str | None,
+                  source: Path) -> DecodedCache | None:
+    """The :class:`DecodedCache` for ``encoder`` and the dataset's ``settings`` (what else the
+    encoded tensors depend on: a sample rate, a duration), in ``directory`` or
+    ``<user cache>/decoded``; None, with a note, for an encoder that cannot name its mapping."""
+    if not isinstance(encoder, Fingerprintable):
+        log.info("encoder %s cannot name its mapping (genloom.interfaces.Fingerprintable), so the "
+                 "files of %s are decoded each time (dataset.cache_decoded needs it)",
+                 type(encoder).__name__, source)
+        return None
+    record = {"format": FORMAT, "encoder": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+              "fingerprint": encoder.fingerprint(), "settings": dict(settings)}
+    key = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+    root = Path(directory).expanduser() if directory else user_cache_dir() / "decoded"
+    log.info("decoded %s kept in %s (dataset.cache_decoded=true)", source, root)
+    return DecodedCache(root, key)
+
+
+def _entry(data: bytes, digest: str) -> torch.Tensor:
+    """The tensor of an entry's bytes, if they are a complete entry for ``digest``; ValueError if not."""
+    if len(data) < 8 or int.from_bytes(data[:8], "little") > len(data) - 8:
+        raise ValueError(f"{len(data)} bytes, truncated")
+    length = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + length])
+        tensors = load(data)
+    except (ValueError, SafetensorError) as err:
+        raise ValueError(f"not a safetensors file: {err}") from None
+    if not isinstance(header, dict) or (header.get("__metadata__") or {}).get("entry") != digest:
+        raise ValueError("written for another file or encoder")
+    if tensors.keys() != {"tensor"}:
+        raise ValueError(f"it holds {sorted(tensors)}, not one tensor")
+    return tensors["tensor"]

@@ -432,7 +432,22 @@ class FittingMedia(Protocol):
 
 
 @runtime_checkable
-class Fingerprinted(Protocol):
+class Fingerprintable(Protocol):
+    """An encoder that can name what its output is a function of, besides its input (optional).
+
+    Two encoders with the same fingerprint must encode every input alike; any change that
+    alters an output (another resolution, other mel bands) must change it. A lazy folder
+    then keeps each file's encoded tensor on disk (``dataset.cache_decoded``,
+    :class:`genloom.cache.DecodedCache`).
+    """
+
+    def fingerprint(self) -> str:
+        """A short text identifying the mapping from media to tensors (its settings, a file's sha256)."""
+        ...
+
+
+@runtime_checkable
+class Fingerprinted(Fingerprintable, Protocol):
     """An encoder that can name what its ids are a function of (optional).
 
     A dataset may then encode its media once and keep the ids on disk for later runs (the

@@ -30,6 +30,13 @@ a warning and the next readable clip of the split takes its place
 (:class:`genloom.folders.LazyExamples`). Examples are equal to
 the ones ``lazy=false`` holds.
 
+With ``cache_decoded=true`` as well, each clip's encoded mel is kept on disk the first time
+it is read (one small file per clip in ``cache_dir``, default ``~/.cache/genloom/decoded``;
+:class:`genloom.cache.DecodedCache`) and read back instead of decoding, resampling and
+encoding on later epochs and runs. An entry is keyed by the file's path, size and
+modification time, the sample rate, the duration and the encoder's settings, so an edited
+file or another front end is read afresh; a damaged entry is encoded again with a warning.
+
 Split: files are taken in sorted order of their paths (within each class, with labels),
 and every k-th goes to validation, k = round(1 / val_fraction). The split depends only on
 the file names, never on chance.
@@ -47,6 +54,7 @@ from typing import Any
 import soundfile
 import torch
 import torchaudio
+from genloom.cache import DecodedCache, check_decoded_cache, decoded_cache
 from genloom.folders import LazyExamples, count_classes, describe_classes, find_files, split_every
 from genloom.interfaces import Encoder, Split
 from torch import Tensor
@@ -92,6 +100,10 @@ class AudioFolder:
             either way).
         lazy: keep only the file list, and read and encode each clip when it is asked for
             (see the module docstring), instead of encoding the whole folder into memory.
+        cache_decoded: with ``lazy``, keep each clip's encoded mel on disk once read, and
+            read it back on later epochs and runs instead of decoding again.
+        cache_dir: where ``cache_decoded`` keeps them; None is ``<user cache>/decoded``
+            (``$GENLOOM_CACHE_DIR``, else ``~/.cache/genloom``).
 
     Examples (batch keys): ``"mel"``, the encoder's output (``log_mel``: float32
     ``(1, n_mels, frames)`` in [0, 1]); with ``labels=true`` ``"label"``, int64 ``()`` in
@@ -113,6 +125,8 @@ class AudioFolder:
         condition: str = "none",
         drop_silent: bool = False,
         lazy: bool = False,
+        cache_decoded: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         if condition not in CONDITIONS:
             raise ValueError(
@@ -146,6 +160,7 @@ class AudioFolder:
         self.condition = condition
         self.drop_silent = drop_silent
         self.lazy = lazy
+        self.cache_decoded, self.cache_dir = check_decoded_cache(cache_decoded, cache_dir, lazy=lazy)
         readable = readable_suffixes()
         found = find_files(self.root, what="audio files", suffixes=readable + OTHER_AUDIO,
                            hint="put WAV, FLAC or OGG files in it")
@@ -194,17 +209,22 @@ class AudioFolder:
                     len(self._checked["val"]), self.root, time.perf_counter() - start,
                 )
             members = self._checked[name]
-            read = functools.partial(self._example, encoder, members)
+            cache = (decoded_cache(encoder, {"sample_rate": self.sample_rate, "duration": self.duration},
+                                   directory=self.cache_dir, source=self.root)
+                     if self.cache_decoded else None)
+            read = functools.partial(self._example, encoder, cache, members)
             return LazyExamples([file for _, file in members], read, what="clip", root=self.root)
         if self._encoded is None or self._encoded[0] is not encoder:
             self._encoded = (encoder, self._encode(encoder))
         return self._encoded[1][name]
 
-    def _example(self, encoder: Encoder, members: list[tuple[int | None, Path]], i: int) -> dict[str, Tensor]:
+    def _example(self, encoder: Encoder, cache: DecodedCache | None,
+                 members: list[tuple[int | None, Path]], i: int) -> dict[str, Tensor]:
         """Example ``i`` of a lazy split: equal to example ``i`` of the split held in memory
         (to float rounding: the mel of one clip, not of a batch)."""
         label, file = members[i]
-        mel = encode_clips(encoder, self.read(file)[None])
+        mel = (encode_clips(encoder, self.read(file)[None]) if cache is None
+               else cache.get(file, lambda: encode_clips(encoder, self.read(file)[None])))
         return make_examples(mel, labels=[label] if self.labels else None, condition=self.condition)[0]
 
     def read(self, file: Path) -> Tensor:

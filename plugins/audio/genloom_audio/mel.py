@@ -83,6 +83,12 @@ class LogMel:
         )
         self.reference = full_scale_power(n_fft)
 
+    def fingerprint(self) -> str:
+        """:class:`genloom.interfaces.Fingerprintable`: the output depends on these alone."""
+        t = self.transform
+        return (f"log_mel-v1 sample_rate={self.sample_rate} n_fft={self.n_fft} hop_length={self.hop_length} "
+                f"n_mels={self.n_mels} f_min={t.f_min} f_max={t.f_max}")
+
     def frames(self, samples: int) -> int:
         """How many frames a clip of ``samples`` samples gives."""
         return 1 + samples // self.hop_length

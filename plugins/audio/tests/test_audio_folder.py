@@ -239,3 +239,22 @@ def test_lazy_clips_equal_the_clips_held_in_memory_and_a_vanished_file_is_replac
     assert f"{train.files[0]} passed the check before training but does not read now" in warning
     assert "the next clip of the split takes its place" in warning
     assert torch.equal(stand_in["mel"], train[1]["mel"]) and torch.equal(again["mel"], stand_in["mel"])
+
+
+def test_cached_clips_equal_the_clips_read_and_another_duration_reads_the_files_again(tmp_path) -> None:
+    generator = np.random.default_rng(1)
+    (tmp_path / "clips").mkdir()
+    for i in range(4):
+        soundfile.write(tmp_path / "clips" / f"{i}.wav", 0.1 * generator.uniform(-1, 1, 8000), 22050)
+    options = {"path": str(tmp_path / "clips"), "sample_rate": RATE, "val_fraction": 0.5, "lazy": True}
+    read = AudioFolder(**options).split("train", ENCODER)
+    cached = {"cache_decoded": True, "cache_dir": str(tmp_path / "cache")}
+    first = AudioFolder(**options, **cached).split("train", ENCODER)
+    mels = [first[i]["mel"] for i in range(len(first))]
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2
+    again = AudioFolder(**options, **cached).split("train", ENCODER)
+    assert all(torch.equal(read[i]["mel"], mels[i]) and torch.equal(again[i]["mel"], mels[i])
+               for i in range(len(read)))
+    shorter = AudioFolder(**options, **cached, duration=0.25).split("train", ENCODER)
+    assert shorter[0]["mel"].shape != mels[0].shape  # another key: read again, not a stale entry
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 3

@@ -18,6 +18,13 @@ and the next readable image of the split takes its place
 (:class:`genloom.folders.LazyExamples`), so a batch never holds a wrong or missing
 example silently. Examples are equal to the ones ``lazy=false`` holds.
 
+With ``cache_decoded=true`` as well, each image's encoded pixels are kept on disk the first
+time it is decoded (one small file per image in ``cache_dir``, default
+``~/.cache/genloom/decoded``; :class:`genloom.cache.DecodedCache`), and read back instead of
+decoding on later epochs and runs. An entry is keyed by the file's path, size and
+modification time and the encoder's settings, so an edited image or another resolution is
+decoded afresh; a damaged entry is decoded again with a warning.
+
 Split: images are taken in sorted order of their paths (within each class, with labels),
 and every k-th goes to validation, k = round(1 / val_fraction). The split depends only on
 the file names, never on chance.
@@ -32,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from genloom.cache import DecodedCache, check_decoded_cache, decoded_cache
 from genloom.folders import LazyExamples, count_classes, describe_classes, find_files, split_every
 from genloom.interfaces import Encoder, Split
 from PIL import Image
@@ -59,6 +67,10 @@ class ImageFolder:
             ``labels: true``).
         lazy: keep only the file list, and decode each image when it is asked for (see
             the module docstring), instead of decoding the whole folder into memory.
+        cache_decoded: with ``lazy``, keep each image's encoded pixels on disk once decoded,
+            and read them back on later epochs and runs instead of decoding again.
+        cache_dir: where ``cache_decoded`` keeps them; None is ``<user cache>/decoded``
+            (``$GENLOOM_CACHE_DIR``, else ``~/.cache/genloom``).
 
     Examples (batch keys): ``"image"``, the encoder's output (``pixels``: float32
     ``(C, R, R)`` in [0, 1]); with ``labels=true`` ``"label"``, int64 ``()`` in
@@ -77,6 +89,8 @@ class ImageFolder:
         val_fraction: float = 0.1,
         condition: str = "none",
         lazy: bool = False,
+        cache_decoded: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         if condition not in ("none", "label"):
             raise ValueError(
@@ -100,6 +114,7 @@ class ImageFolder:
         self.every = round(1 / val_fraction)
         self.condition = condition
         self.lazy = lazy
+        self.cache_decoded, self.cache_dir = check_decoded_cache(cache_decoded, cache_dir, lazy=lazy)
         self.files = find_files(self.root, what="images", hint="put images in it")
         counts = count_classes(self.files, self.root) if labels else {}
         self.classes: list[str] = list(counts)
@@ -124,8 +139,10 @@ class ImageFolder:
             if self._checked is None:
                 self._checked = self._check()
             members = self._checked[name]
+            cache = (decoded_cache(encoder, {}, directory=self.cache_dir, source=self.root)
+                     if self.cache_decoded else None)
             return LazyExamples(
-                [file for _, file in members], functools.partial(self._example, encoder, members),
+                [file for _, file in members], functools.partial(self._example, encoder, cache, members),
                 what="image", root=self.root,
                 advice="dataset.strict=true decodes every file before training, to find such files first",
             )
@@ -133,10 +150,13 @@ class ImageFolder:
             self._encoded = (encoder, condition_encoder, self._encode(encoder, condition_encoder))
         return self._encoded[2][name]
 
-    def _example(self, encoder: Encoder, members: list[tuple[int | None, Path]], i: int) -> dict[str, Tensor]:
+    def _example(self, encoder: Encoder, cache: DecodedCache | None,
+                 members: list[tuple[int | None, Path]], i: int) -> dict[str, Tensor]:
         """Example ``i`` of a lazy split: equal to example ``i`` of the split held in memory."""
         label, file = members[i]
-        return make_examples([encoder.encode(_open(file))], [label], [None], condition=self.condition,
+        pixels = (encoder.encode(_open(file)) if cache is None
+                  else cache.get(file, lambda: encoder.encode(_open(file))))
+        return make_examples([pixels], [label], [None], condition=self.condition,
                              condition_encoder=None)[0]
 
     def _check(self) -> dict[str, list[tuple[int | None, Path]]]:

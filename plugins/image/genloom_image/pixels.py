@@ -50,6 +50,10 @@ class Pixels:
         self.resolution = resolution
         self.channels = channels
 
+    def fingerprint(self) -> str:
+        """:class:`genloom.interfaces.Fingerprintable`: the output depends on these alone."""
+        return f"pixels-v1 resolution={self.resolution} channels={self.channels}"
+
     def encode(self, media: Image.Image) -> Tensor:
         if not isinstance(media, Image.Image):
             shown = repr(media) if isinstance(media, str) else type(media).__name__

@@ -210,3 +210,95 @@ def test_lazily_strict_decodes_every_file_before_training(tmp_path) -> None:
     (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:45])
     with pytest.raises(ValueError, match=r"cut\.png is not a readable image.*dataset\.strict=false"):
         ImageFolder(path=str(tmp_path), strict=True, val_fraction=0.5, lazy=True).split("train", ENCODER)
+
+
+def cached_split(root: Path, cache: Path, split: str = "train", **options) -> torch.utils.data.Dataset:
+    return ImageFolder(path=str(root), val_fraction=0.25, lazy=True, cache_decoded=True,
+                       cache_dir=str(cache), **options).split(split, ENCODER)
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted(cache.rglob("*.safetensors"))
+
+
+def test_cached_decoded_examples_equal_the_decoded_ones_and_are_read_without_decoding(
+    tmp_path, monkeypatch
+) -> None:
+    root, cache = tmp_path / "images", tmp_path / "cache"
+    write(root, random_images(8))
+    options = {"labels": True, "condition": "label"}
+    lazy = ImageFolder(path=str(root), val_fraction=0.25, lazy=True, **options)
+    decoded = examples(lazy.split("train", ENCODER))
+    first = examples(cached_split(root, cache, **options))  # decodes and stores each image
+    assert len(entries(cache)) == len(decoded) == 6
+    opened = []
+    monkeypatch.setattr("genloom_image.folder._open", lambda file: opened.append(file))
+    second = examples(cached_split(root, cache, **options))  # a later run: reads the entries alone
+    assert opened == []
+    for a, b, c in zip(decoded, first, second, strict=True):
+        assert a.keys() == b.keys() == c.keys() == {"image", "label", "condition"}
+        assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    other = ImageFolder(path=str(root), val_fraction=0.25, lazy=True, cache_decoded=True,
+                        cache_dir=str(cache)).split("train", Pixels(resolution=4, channels=3))
+    with pytest.raises(ValueError, match="none of the 6 files"):  # another resolution is another key
+        other[0]
+    assert len(opened) == 6  # it decoded (here: failed to, _open being stubbed) every file
+
+
+def test_a_changed_file_is_decoded_again_and_a_damaged_entry_rebuilt_with_a_warning(tmp_path, caplog) -> None:
+    root, cache = tmp_path / "images", tmp_path / "cache"
+    write(root, {f"{i}.png": Image.new("L", (8, 8), 10 * i) for i in range(4)})
+    train = cached_split(root, cache)  # 0.png, 1.png, 2.png (3.png is for validation)
+    assert [round(float(train[i]["image"][0, 0, 0]) * 255) for i in range(3)] == [0, 10, 20]
+    Image.new("L", (8, 8), 200).save(root / "1.png")  # same size, a new mtime
+    assert round(float(cached_split(root, cache)[1]["image"][0, 0, 0]) * 255) == 200
+    assert len(entries(cache)) == 4  # the old entry is left, never read
+    for path in entries(cache):
+        path.write_bytes(path.read_bytes()[:-7])  # truncated
+    mtimes = {path: path.stat().st_mtime_ns for path in entries(cache)}
+    with caplog.at_level(logging.WARNING, logger="genloom.cache"):
+        again = cached_split(root, cache)
+        shades = [round(float(again[i]["image"][0, 0, 0]) * 255) for i in range(3)]
+    assert shades == [0, 200, 20]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 3 and all("is damaged" in w and "decoding the file again" in w for w in warnings)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genloom.cache"):
+        assert torch.equal(cached_split(root, cache)[2]["image"], again[2]["image"])
+    assert caplog.records == []  # rebuilt
+    assert sum(path.stat().st_mtime_ns != mtimes[path] for path in entries(cache)) == 3
+    by_age = sorted(entries(cache), key=lambda path: path.stat().st_mtime_ns)
+    by_age[-1].write_bytes(by_age[-2].read_bytes())  # a complete entry, of another file
+    with caplog.at_level(logging.WARNING, logger="genloom.cache"):
+        assert [round(float(again[i]["image"][0, 0, 0]) * 255) for i in range(3)] == [0, 200, 20]
+    (foreign,) = [r.getMessage() for r in caplog.records]
+    assert "written for another file or encoder" in foreign
+
+
+def test_workers_writing_the_same_entries_at_once_leave_each_complete(tmp_path) -> None:
+    root, cache = tmp_path / "images", tmp_path / "cache"
+    write(root, random_images(12))
+    train = cached_split(root, cache)
+    order = [i for i in range(len(train)) for _ in range(2)]  # each index in both workers at once
+    loader = torch.utils.data.DataLoader(train, batch_size=1, sampler=order, num_workers=2)
+    loaded = [batch["image"][0] for batch in loader]
+    held = examples(ImageFolder(path=str(root), val_fraction=0.25).split("train", ENCODER))
+    assert all(torch.equal(image, held[i]["image"]) for image, i in zip(loaded, order, strict=True))
+    assert len(entries(cache)) == len(train) and not list(cache.rglob("*.tmp"))
+    again = cached_split(root, cache)
+    assert all(torch.equal(again[i]["image"], held[i]["image"]) for i in range(len(train)))
+
+
+def test_cache_decoded_needs_a_lazy_folder_and_an_encoder_that_names_its_settings(tmp_path) -> None:
+    write(tmp_path / "images", random_images(4))
+    with pytest.raises(ValueError, match=r"dataset\.cache_decoded=true .* set dataset\.lazy=true"):
+        ImageFolder(path=str(tmp_path / "images"), cache_decoded=True)
+
+    class Unnamed:  # an encoder without fingerprint(): its files are decoded each time
+        def encode(self, media: Image.Image) -> torch.Tensor:
+            return ENCODER.encode(media)
+
+    train = ImageFolder(
+        path=str(tmp_path / "images"), val_fraction=0.25, lazy=True, cache_decoded=True,
+        cache_dir=str(tmp_path / "cache")).split("train", Unnamed())
+    assert train[0]["image"].shape == (3, 8, 8) and not (tmp_path / "cache").exists()
