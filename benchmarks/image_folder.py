@@ -9,7 +9,11 @@ fresh process, interleaved round by round:
   (what genloom did before, and what a user of a small folder gets by default);
 * ``lazy``: ``dataset.lazy=true``, headers checked at start-up and each image decoded
   when the trainer asks for it, in the main process;
-* ``lazy/2w``: the same with ``trainer.num_workers=2`` DataLoader workers.
+* ``lazy/2w``: the same with ``trainer.num_workers=2`` DataLoader workers;
+* ``cached`` and ``cached/2w``: ``lazy`` and ``lazy/2w`` with ``dataset.cache_decoded=true``,
+  on a later run: the decoded cache is filled once before the rounds (every file of both
+  splits, timed apart as "cache fill"), so these runs read each example from its entry and
+  decode nothing (checked: no entry is added while they run).
 
 For each: the start-up time (building the pipeline, which checks or decodes the folder);
 the "RSS gain", the process's peak resident memory (``ru_maxrss``) above what it held
@@ -48,6 +52,8 @@ WAYS = {  # name -> overrides
     "held": ["dataset.lazy=false", "trainer.num_workers=0"],
     "lazy": ["dataset.lazy=true", "trainer.num_workers=0"],
     "lazy/2w": ["dataset.lazy=true", "trainer.num_workers=2"],
+    "cached": ["dataset.lazy=true", "dataset.cache_decoded=true", "trainer.num_workers=0"],
+    "cached/2w": ["dataset.lazy=true", "dataset.cache_decoded=true", "trainer.num_workers=2"],
 }
 PER_FOLDER = 100  # files per subfolder
 RESOLUTION = 32
@@ -85,7 +91,8 @@ def child(folder: str, way: str, warmup: int, steps: int, pipeline: str) -> None
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     total = warmup + steps
     cfg = compose_train_config([
-        f"pipeline={pipeline}", f"dataset.path={folder}", *WAYS[way], f"trainer.max_steps={total}",
+        f"pipeline={pipeline}", f"dataset.path={folder}", f"dataset.cache_dir={cache_dir(folder)}",
+        *WAYS[way], f"trainer.max_steps={total}",
         f"trainer.log_every={LOG_EVERY}", f"trainer.eval_every={total}", f"trainer.checkpoint_every={total}",
         "trainer.eval_batches=1", "trainer.progress=false",
     ])
@@ -114,6 +121,30 @@ def child(folder: str, way: str, warmup: int, steps: int, pipeline: str) -> None
                       "images_per_s": rate}))
 
 
+def cache_dir(folder: str | Path) -> str:
+    return f"{folder}.decoded"
+
+
+def fill_cache(folder: str, pipeline: str) -> None:
+    """Decode every file of both splits into the decoded cache, as a first run would."""
+    from genloom_image.folder import ImageFolder
+    from genloom_image.pixels import Pixels
+    from trainer_timing import compose_train_config
+
+    cfg = compose_train_config([f"pipeline={pipeline}", f"dataset.path={folder}"])
+    encoder = Pixels(resolution=cfg.encoder.resolution, channels=cfg.encoder.channels)
+    dataset = ImageFolder(path=folder, val_fraction=cfg.dataset.val_fraction, lazy=True,
+                          cache_decoded=True, cache_dir=cache_dir(folder))
+    for split in ("train", "val"):
+        examples = dataset.split(split, encoder)
+        for i in range(len(examples)):
+            examples[i]
+
+
+def entries(folder: Path) -> int:
+    return sum(1 for _ in Path(cache_dir(folder)).rglob("*.safetensors"))
+
+
 def workers_pss_mb() -> float:
     """The summed PSS of this process's children (the DataLoader workers), in MiB; Linux only."""
     me = os.getpid()
@@ -125,11 +156,15 @@ def workers_pss_mb() -> float:
     return total_kb / 1024
 
 
+def beside_this_script() -> dict[str, object]:
+    """A child process's folder and environment: it imports ``trainer_timing`` from here."""
+    return {"cwd": Path(__file__).parent, "env": {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}}
+
+
 def measure(folder: Path, way: str, warmup: int, steps: int, pipeline: str) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", str(folder), way, str(warmup), str(steps), pipeline],
-        capture_output=True, text=True, cwd=Path(__file__).parent,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        capture_output=True, text=True, **beside_this_script(),
     )
     if done.returncode != 0:
         raise RuntimeError(f"{way} on {folder} failed:\n{done.stderr[-3000:]}")
@@ -147,7 +182,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="64 files, pipeline=image_folder_debug, 1 round, 10 + 10 steps")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--fill", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fill:
+        fill_cache(*args.fill)
+        return
     if args.child:
         folder, way, warmup, steps, pipeline = args.child
         child(folder, way, int(warmup), int(steps), pipeline)
@@ -157,30 +196,44 @@ def main() -> None:
     rounds, warmup, steps = (1, 10, 10) if args.quick else (args.rounds, args.warmup, args.steps)
     pipeline = "image_folder_debug" if args.quick else "image_folder"
     rows = []
+    fills: list[tuple[int, float, int]] = []  # files, seconds to fill the decoded cache, entries
     with tempfile.TemporaryDirectory(prefix="genloom-image-folder-") as scratch:
         for n in sizes:
             folder = Path(scratch) / str(n)
             start = time.perf_counter()
             megabytes = make_folder(folder, n)
             log.info("%d PNGs (%.1f MB) written in %.1f s", n, megabytes, time.perf_counter() - start)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--fill", str(folder), pipeline], check=True,
+                           **beside_this_script())
+            fills.append((n, time.perf_counter() - start, entries(folder)))
+            log.info("%d files: decoded cache filled in %.1f s", n, fills[-1][1])
             results: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
             for r in range(rounds):
                 for way in WAYS:
                     results[way].append(measure(folder, way, warmup, steps, pipeline))
                     log.info("%d files, round %d, %s: %s", n, r + 1, way, results[way][-1])
+            if entries(folder) != fills[-1][2]:
+                raise RuntimeError(f"the cached runs decoded files: {entries(folder)} cache entries, "
+                                   f"not the {fills[-1][2]} filled")
             shutil.rmtree(folder)  # disk is short: one folder at a time
+            shutil.rmtree(cache_dir(folder))
             held_rate = statistics.median(m["images_per_s"] for m in results["held"])
             for way, runs in results.items():
                 median = {key: statistics.median(m[key] for m in runs) for key in runs[0]}
                 rows.append((n, way, median, median["images_per_s"] / held_rate))
     print(f"\nimage_folder, 32 x 32 PNGs, pipeline={pipeline}; medians of {rounds} "
           f"round(s), {steps} timed steps after {warmup}; torch threads 1; shared 2-core CPU")
-    print(f"{'files':>7} {'way':<8} {'start-up s':>10} {'RSS gain MiB':>13} {'workers PSS':>12} "
+    print(f"{'files':>7} {'way':<9} {'start-up s':>10} {'RSS gain MiB':>13} {'workers PSS':>12} "
           f"{'img/s':>7} {'vs held':>7}")
     for n, way, m, ratio in rows:
         workers = f"{m['workers_mb']:.0f}" if way.endswith("w") else "-"
-        print(f"{n:>7} {way:<8} {m['startup_s']:>10.2f} {m['rss_mb']:>13.0f} {workers:>12} "
+        print(f"{n:>7} {way:<9} {m['startup_s']:>10.2f} {m['rss_mb']:>13.0f} {workers:>12} "
               f"{m['images_per_s']:>7.0f} {ratio:>6.2f}x")
+    print("\ndecoded cache (dataset.cache_decoded=true), filled once before the cached runs:")
+    for n, seconds, count in fills:
+        print(f"{n:>7} files: {count} entries in {seconds:.1f} s (a fresh process: imports, check, "
+              f"decode and write; {count / seconds:.0f} files/s)")
 
 
 if __name__ == "__main__":
