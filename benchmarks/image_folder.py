@@ -126,7 +126,10 @@ def cache_dir(folder: str | Path) -> str:
 
 
 def fill_cache(folder: str, pipeline: str) -> None:
-    """Decode every file of both splits into the decoded cache, as a first run would."""
+    """Decode every file of both splits into the decoded cache, as a first run would; then time
+    reading the training split (one epoch, no training) decoded and from the cache, interleaved,
+    and print the medians per example as one JSON line."""
+    import torch
     from genloom_image.folder import ImageFolder
     from genloom_image.pixels import Pixels
     from trainer_timing import compose_train_config
@@ -135,10 +138,22 @@ def fill_cache(folder: str, pipeline: str) -> None:
     encoder = Pixels(resolution=cfg.encoder.resolution, channels=cfg.encoder.channels)
     dataset = ImageFolder(path=folder, val_fraction=cfg.dataset.val_fraction, lazy=True,
                           cache_decoded=True, cache_dir=cache_dir(folder))
+    torch.set_num_threads(1)
     for split in ("train", "val"):
         examples = dataset.split(split, encoder)
         for i in range(len(examples)):
             examples[i]
+    ways = {"decode_us": ImageFolder(path=folder, val_fraction=cfg.dataset.val_fraction, lazy=True),
+            "cached_us": dataset}
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(3):
+        for way, data in ways.items():
+            examples = data.split("train", encoder)
+            start = time.perf_counter()
+            for i in range(len(examples)):
+                examples[i]
+            times[way].append((time.perf_counter() - start) / len(examples) * 1e6)
+    print(json.dumps({way: statistics.median(t) for way, t in times.items()}))
 
 
 def entries(folder: Path) -> int:
@@ -196,7 +211,7 @@ def main() -> None:
     rounds, warmup, steps = (1, 10, 10) if args.quick else (args.rounds, args.warmup, args.steps)
     pipeline = "image_folder_debug" if args.quick else "image_folder"
     rows = []
-    fills: list[tuple[int, float, int]] = []  # files, seconds to fill the decoded cache, entries
+    fills: list[tuple[int, float, int, dict[str, float]]] = []  # files, fill seconds, entries, read us
     with tempfile.TemporaryDirectory(prefix="genloom-image-folder-") as scratch:
         for n in sizes:
             folder = Path(scratch) / str(n)
@@ -204,9 +219,10 @@ def main() -> None:
             megabytes = make_folder(folder, n)
             log.info("%d PNGs (%.1f MB) written in %.1f s", n, megabytes, time.perf_counter() - start)
             start = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--fill", str(folder), pipeline], check=True,
-                           **beside_this_script())
-            fills.append((n, time.perf_counter() - start, entries(folder)))
+            done = subprocess.run([sys.executable, __file__, "--fill", str(folder), pipeline], check=True,
+                                  capture_output=True, text=True, **beside_this_script())
+            fills.append((n, time.perf_counter() - start, entries(folder),
+                          json.loads(done.stdout.strip().splitlines()[-1])))
             log.info("%d files: decoded cache filled in %.1f s", n, fills[-1][1])
             results: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
             for r in range(rounds):
@@ -230,10 +246,13 @@ def main() -> None:
         workers = f"{m['workers_mb']:.0f}" if way.endswith("w") else "-"
         print(f"{n:>7} {way:<9} {m['startup_s']:>10.2f} {m['rss_mb']:>13.0f} {workers:>12} "
               f"{m['images_per_s']:>7.0f} {ratio:>6.2f}x")
-    print("\ndecoded cache (dataset.cache_decoded=true), filled once before the cached runs:")
-    for n, seconds, count in fills:
-        print(f"{n:>7} files: {count} entries in {seconds:.1f} s (a fresh process: imports, check, "
-              f"decode and write; {count / seconds:.0f} files/s)")
+    print("\ndecoded cache (dataset.cache_decoded=true), filled once before the cached runs; then one "
+          "epoch of the training split read without training, median of 3 interleaved:")
+    print(f"{'files':>7} {'entries':>8} {'fill s':>7} {'decode us/img':>14} {'cached us/img':>14} "
+          f"{'speed-up':>9}")
+    for n, seconds, count, read in fills:
+        print(f"{n:>7} {count:>8} {seconds:>7.1f} {read['decode_us']:>14.0f} {read['cached_us']:>14.0f} "
+              f"{read['decode_us'] / read['cached_us']:>8.2f}x")
 
 
 if __name__ == "__main__":
