@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from genloom import checkpoint, losscurve, pipeline, rng, sampler, sharding
+from genloom import checkpoint, compiling, losscurve, pipeline, rng, sampler, sharding
 from genloom.distributed import Placement, all_reduce_weighted_mean, autocast, main_first
 from genloom.interfaces import CodeUsage, Decoder
 from genloom.settings import check_types, from_mapping
@@ -384,7 +384,7 @@ class Trainer:
             ddp_kwargs = {"device_ids": [placement.device.index]} if placement.device.type == "cuda" else {}
             self.model = nn.parallel.DistributedDataParallel(self.model, **ddp_kwargs)
         if s.compile:
-            self.model = torch.compile(self.model)
+            self.model = compiling.compile_step(self.model, placement.device)
         self._autocast = autocast(placement.device, s.precision)
         self.last_metrics: dict[str, float] = {}
         self.run = TrainingRun(self)
@@ -461,8 +461,13 @@ class Trainer:
             self.hooks.genloom_train_start(run=self.run)
             # Looked up once, after the plugins could decline it: unwanted, a step costs no hook call.
             step_hooked = _implemented(self.hooks, "genloom_optimizer_step", self.run)
+            compiling_since = time.perf_counter() if s.compile else None  # the first step compiles
             while self.step < s.max_steps:
                 self._train_step(batches)
+                if compiling_since is not None:
+                    log.info("first compiled step took %.1f s, compilation included",
+                             time.perf_counter() - compiling_since)
+                    compiling_since = None
                 if step_hooked:
                     self.hooks.genloom_optimizer_step(run=self.run)
                 done = self.step == s.max_steps
