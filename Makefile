@@ -47,6 +47,8 @@ bench: setup
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/startup_scaling.py
 	$(PY) benchmarks/text_train.py
+	$(PY) benchmarks/compile_cost.py
+	$(PY) benchmarks/text_profile.py --size large
 	$(PY) benchmarks/text_scaling.py
 	$(PY) benchmarks/text_sample.py --scaling
 	$(PY) benchmarks/runtime_overhead.py

@@ -9,7 +9,14 @@ warmup-cosine learning rate, gradients clipped to norm 1):
   trained by :class:`genloom.trainer.Trainer`, exactly as ``genloom train`` does;
 * ``bare``: the same model in a plain PyTorch loop (nanoGPT-style ``get_batch``);
 * ``hf``: ``transformers.GPT2LMHeadModel`` (SDPA attention) in that same loop, with
-  GPT-2's own ``gelu_new`` activation, and ``hf-gelu`` with the exact GELU genloom uses.
+  GPT-2's own ``gelu_new`` activation, and ``hf-gelu`` with the exact GELU genloom uses;
+* ``trainer-compiled``: the Trainer with ``trainer.compile=true`` (inductor compiles the
+  loss call, forward and backward);
+* ``hf-compiled``: HF GPT-2 in the plain loop with the same scope compiled: ``torch.compile``
+  of the forward and the cross entropy.
+
+Compilation happens in the untimed warmup steps (``benchmarks/compile_cost.py`` measures
+what it costs).
 
 Every run is a fresh process, so its peak resident memory (``ru_maxrss``) is its own.
 Repetitions interleave the contenders (A B C A B C ...) so that load from other processes
@@ -36,8 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from trainer_timing import LOG_EVERY, peak_rss_mb, trainer_rate  # noqa: E402
 
-CONTENDERS = ("trainer", "bare", "hf", "hf-gelu")
-PEERS = ("hf", "hf-gelu")
+CONTENDERS = ("trainer", "bare", "trainer-compiled", "hf", "hf-compiled", "hf-gelu")
+PEERS = ("hf", "hf-compiled", "hf-gelu")
 
 
 @dataclass(frozen=True)
@@ -61,9 +68,10 @@ LR, BETAS, WEIGHT_DECAY, WARMUP = 3e-3, (0.9, 0.95), 0.1, 50  # conf/trainer/def
 # -- one contender, in its own process ---------------------------------------------------
 
 
-def run_trainer(size: Size, warmup: int) -> float:
+def run_trainer(size: Size, warmup: int, compiled: bool) -> float:
     """Tokens/s of genloom's Trainer, on the path ``genloom train pipeline=text`` takes."""
     overrides = [
+        f"trainer.compile={str(compiled).lower()}",
         "pipeline=text",
         f"generator.n_layer={size.n_layer}",
         f"generator.n_head={size.n_head}",
@@ -99,6 +107,13 @@ def run_bare(contender: str, size: Size, warmup: int) -> float:
         return torch.stack([data[s : s + window] for s in starts])  # (B, T + 1)
 
     hf = contender in PEERS
+
+    def loss_of(tokens: torch.Tensor) -> torch.Tensor:
+        logits = model(tokens[:, :-1]).logits if hf else model(tokens[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+
+    if contender == "hf-compiled":
+        loss_of = torch.compile(loss_of)
     loss = torch.zeros(())
     for step in range(warmup + size.steps):
         if step == warmup:
@@ -107,9 +122,7 @@ def run_bare(contender: str, size: Size, warmup: int) -> float:
         lr = LR * min(1.0, (step + 1) / WARMUP)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        tokens = get_batch()
-        logits = model(tokens[:, :-1]).logits if hf else model(tokens[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+        loss = loss_of(get_batch())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -142,7 +155,10 @@ def pydoc_bytes():  # noqa: ANN201
 
 
 def worker(contender: str, size: Size, warmup: int) -> None:
-    rate = run_trainer(size, warmup) if contender == "trainer" else run_bare(contender, size, warmup)
+    if contender.startswith("trainer"):
+        rate = run_trainer(size, warmup, compiled=contender == "trainer-compiled")
+    else:
+        rate = run_bare(contender, size, warmup)
     print(json.dumps({"tokens_per_s": rate, "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -171,7 +187,7 @@ def available_contenders() -> list[str]:
         import transformers  # noqa: F401
     except ImportError:
         print("transformers is not installed (pip install -e '.[bench]'): comparing genloom with itself only")
-        return ["trainer", "bare"]
+        return ["trainer", "bare", "trainer-compiled"]
     return list(CONTENDERS)
 
 
@@ -217,32 +233,39 @@ def print_table(results: dict, contenders: list[str], reps: int) -> None:
     labels = {
         "trainer": "genloom trainer",
         "bare": "genloom bare",
+        "trainer-compiled": "genloom compiled",
         "hf": "HF GPT-2",
+        "hf-compiled": "HF compiled",
         "hf-gelu": "HF (exact gelu)",
     }
-    header = ["size", *(labels[c] for c in contenders)]
-    if "hf" in contenders:
-        header += ["trainer/HF", "bare/HF"]
-    if "hf-gelu" in contenders:
-        header += ["trainer/HF-gelu"]
-    header += ["trainer overhead"]
+    # (numerator, denominator, column): each printed when both contenders ran.
+    ratios = [
+        ("trainer", "hf", "trainer/HF"),
+        ("bare", "hf", "bare/HF"),
+        ("trainer", "hf-gelu", "trainer/HF-gelu"),
+        ("trainer-compiled", "hf", "compiled/HF"),
+        ("trainer-compiled", "hf-compiled", "compiled/HF-compiled"),
+    ]
+    ratios = [r for r in ratios if r[0] in contenders and r[1] in contenders]
+    header = ["size", *(labels[c] for c in contenders), *(column for *_, column in ratios)]
+    overhead = {"trainer", "bare"} <= set(contenders)
+    if overhead:
+        header += ["trainer overhead"]
     rows = []
     for name, by in results.items():
         size = SIZES[name]
         label = f"{name} {size.n_layer}L/{size.n_head}H/{size.n_embd} T={size.block_size} B={size.batch_size}"
         row = [label, *(f"{by[c]['tokens_per_s']:,.0f} ({by[c]['peak_rss_mb']:.0f})" for c in contenders)]
         rate = {c: by[c]["tokens_per_s"] for c in contenders}
-        if "hf" in contenders:
-            row += [f"{rate['trainer'] / rate['hf']:.2f}x", f"{rate['bare'] / rate['hf']:.2f}x"]
-        if "hf-gelu" in contenders:
-            row += [f"{rate['trainer'] / rate['hf-gelu']:.2f}x"]
-        row += [f"{(rate['bare'] / rate['trainer'] - 1):+.1%}"]
+        row += [f"{rate[a] / rate[b]:.2f}x" for a, b, _ in ratios]
+        if overhead:
+            row += [f"{(rate['bare'] / rate['trainer'] - 1):+.1%}"]
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         cells = zip(row, widths, strict=True)
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells)))
-    print("targets: trainer/HF >= 1.4x small, >= 1.2x large; trainer overhead <= 3%")
+    print("targets (issue 17): compiled/HF >= 1.5x, compiled/HF-compiled >= 1.15x, trainer overhead <= 3%")
 
 
 def cpu_name() -> str:
