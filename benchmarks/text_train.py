@@ -25,6 +25,7 @@ Throughput is timed between two host syncs after ``--warmup`` steps.
 
     python benchmarks/text_train.py                  # small and large, 5 repetitions
     python benchmarks/text_train.py --sizes large --reps 3
+    python benchmarks/text_train.py --threads 1     # one torch thread a run (a shared machine)
     python benchmarks/text_train.py --quick          # tiny, 1 repetition (smoke test)
 """
 
@@ -154,7 +155,11 @@ def pydoc_bytes():  # noqa: ANN201
     return torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
 
 
-def worker(contender: str, size: Size, warmup: int) -> None:
+def worker(contender: str, size: Size, warmup: int, threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if contender.startswith("trainer"):
         rate = run_trainer(size, warmup, compiled=contender == "trainer-compiled")
     else:
@@ -165,7 +170,7 @@ def worker(contender: str, size: Size, warmup: int) -> None:
 # -- the driver ----------------------------------------------------------------------------
 
 
-def measure(contender: str, size: Size, warmup: int) -> dict[str, float]:
+def measure(contender: str, size: Size, warmup: int, threads: int | None) -> dict[str, float]:
     command = [
         sys.executable,
         __file__,
@@ -175,6 +180,7 @@ def measure(contender: str, size: Size, warmup: int) -> dict[str, float]:
         json.dumps(asdict(size)),
         "--warmup",
         str(warmup),
+        *(["--threads", str(threads)] if threads else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
@@ -198,6 +204,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["small", "large"])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=LOG_EVERY, help="untimed steps first (multiple of 10)")
+    parser.add_argument("--threads", type=int, help="torch threads a run (default: torch's; 1 when shared)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, help="default: all available")
     parser.add_argument(
         "--quick", action="store_true", help="tiny size, 1 repetition: checks the script runs"
@@ -206,7 +213,7 @@ def main() -> None:
     parser.add_argument("--size-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, Size(**json.loads(args.size_json)), args.warmup)
+        worker(args.worker, Size(**json.loads(args.size_json)), args.warmup, args.threads)
         return
     if args.quick:
         args.sizes, args.reps = ["tiny"], 1
@@ -218,17 +225,19 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
         for _ in range(args.reps):
             for contender in contenders:
-                runs[contender].append(measure(contender, size, args.warmup))
+                runs[contender].append(measure(contender, size, args.warmup, args.threads))
+                print(f"{name} {contender}: {runs[contender][-1]}", file=sys.stderr, flush=True)
         results[name] = {
             c: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for c, rs in runs.items()
         }
-    print_table(results, contenders, args.reps)
+    print_table(results, contenders, args.reps, args.threads)
 
 
-def print_table(results: dict, contenders: list[str], reps: int) -> None:
+def print_table(results: dict, contenders: list[str], reps: int, threads: int | None) -> None:
     print(
         f"\ntext training, {time.strftime('%Y-%m-%d')}, {cpu_name()}, "
-        f"median of {reps} interleaved repetitions (tokens/s; peak RSS MiB)"
+        f"{threads or 'default'} torch thread(s), median of {reps} interleaved repetitions "
+        "(tokens/s; peak RSS MiB)"
     )
     labels = {
         "trainer": "genloom trainer",
