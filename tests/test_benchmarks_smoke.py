@@ -46,13 +46,6 @@ def test_text_train_compares_with_hugging_face() -> None:
     assert "trainer/HF" in out
 
 
-def test_text_train_compiled_contenders_compare_compiled_with_compiled() -> None:
-    pytest.importorskip("transformers")
-    out = bench("text_train.py", "--quick", "--contenders", "trainer-compiled", "hf-compiled")
-    row = next(line for line in out.splitlines() if line.startswith("tiny"))
-    assert "compiled/HF-compiled" in out and row.rstrip().endswith("x")
-
-
 def test_text_profile_splits_the_step_into_operators() -> None:
     out = bench("text_profile.py", "--quick")
     assert "eager, tiny" in out and "aten::addmm" in out
