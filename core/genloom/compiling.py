@@ -29,30 +29,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genloom.cache import user_cache_dir
+
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "GENLOOM_CACHE_DIR"
 INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 TOOLCHAIN_HELP = (
     "On Debian or Ubuntu: apt-get install g++ python3-dev (or set CXX to a C++ compiler "
-    "you have); or train without it: trainer.compile=false"
+    "you have); or run without {option}"
 )
 
 
 class CompileUnavailable(ValueError):
-    """``trainer.compile=true`` cannot work on this machine; the message says what to install."""
-
-
-def cache_root() -> Path:
-    """genloom's cache directory for derived files that any run may reuse."""
-    if configured := os.environ.get(CACHE_ENV):
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "genloom"
+    """``torch.compile`` cannot work on this machine; the message says what to install."""
 
 
 def use_cache_dir() -> Path:
-    """Point inductor's on-disk caches at ``<cache_root>/inductor`` unless the user chose a place."""
+    """Point inductor's on-disk caches at ``<user cache>/inductor`` unless the user chose a place.
+
+    The user cache is :func:`genloom.cache.user_cache_dir`, where the token and decoded caches live too.
+    """
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     # Importing torch._dynamo already wrote inductor's default into the environment: that
@@ -60,28 +56,32 @@ def use_cache_dir() -> Path:
     chosen = os.environ.get(INDUCTOR_CACHE_ENV)
     if chosen and os.path.abspath(chosen) != os.path.abspath(default_cache_dir()):
         return Path(chosen)
-    directory = cache_root() / "inductor"
+    directory = user_cache_dir() / "inductor"
     directory.mkdir(parents=True, exist_ok=True)
     os.environ[INDUCTOR_CACHE_ENV] = str(directory)  # read by inductor when it first caches
     return directory
 
 
-def check_toolchain() -> None:
-    """Raise :class:`CompileUnavailable` when inductor cannot build CPU kernels here."""
+def check_toolchain(option: str = "trainer.compile=true") -> None:
+    """Raise :class:`CompileUnavailable` when inductor cannot build CPU kernels here.
+
+    ``option`` is what the user set that compiles (the message names it).
+    """
     from torch._inductor import cpp_builder, exc
 
+    help_ = TOOLCHAIN_HELP.format(option=option)
     try:
         compiler = cpp_builder.get_cpp_compiler()
     except exc.InvalidCxxCompiler:
         raise CompileUnavailable(
-            "trainer.compile=true on the CPU needs a C++ compiler to build inductor's kernels, and "
-            f"none was found (looked for $CXX or g++). {TOOLCHAIN_HELP}"
+            f"{option} on the CPU needs a C++ compiler to build inductor's kernels, and "
+            f"none was found (looked for $CXX or g++). {help_}"
         ) from None
     headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
     if not headers.is_file():
         raise CompileUnavailable(
-            f"trainer.compile=true on the CPU needs Python's C headers to load inductor's kernels "
-            f"({headers} is missing; the compiler {compiler} was found). {TOOLCHAIN_HELP}"
+            f"{option} on the CPU needs Python's C headers to load inductor's kernels "
+            f"({headers} is missing; the compiler {compiler} was found). {help_}"
         )
 
 

@@ -69,6 +69,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from genloom import compiling
 from genloom.interfaces import SampleSpec, SlotOutput
 from genloom_blocks.sampling import StopMatcher, check_rng, check_sampling_options, pad_rows, sample_token
 from torch import Tensor, nn
@@ -666,6 +667,9 @@ class Transformer(nn.Module):
         most (``TORCH_LOGS=recompiles`` shows it), the span read being a dynamic size.
         """
         on_cuda = self.tok_emb.weight.device.type == "cuda"
+        compiling.use_cache_dir()  # the trainer's kernel cache: a warm one compiles in seconds
+        if self.tok_emb.weight.device.type == "cpu":
+            compiling.check_toolchain("compile=true")
         mode = "reduce-overhead" if on_cuda else None  # reduce-overhead: CUDA graphs
         compiled = torch.compile(self._decode_step, dynamic=False, mode=mode)
 

@@ -56,6 +56,20 @@ def test_a_failed_compile_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(lively().generate(1, max_new_tokens=3, compile=True, use_cache=False)[0]) == 3
 
 
+def test_without_a_cpp_compiler_compile_true_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Checked before anything is traced, by the trainer's own check (genloom.compiling).
+    from genloom.compiling import CompileUnavailable
+    from torch._inductor import cpp_builder, exc
+
+    def no_compiler():  # noqa: ANN202
+        raise exc.InvalidCxxCompiler
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    with pytest.raises(CompileUnavailable, match=r"^compile=true on the CPU needs a C\+\+ compiler.*"
+                                                 r"apt-get install g\+\+ python3-dev.*without compile=true"):
+        lively().generate(1, max_new_tokens=3, compile=True)
+
+
 def test_a_slot_batch_takes_compile_and_stays_eager() -> None:
     # genloom serve passes a request's compile=true on to its slot batch, whose rows must stay
     # bitwise those of a lone eager stream: the option is accepted and changes nothing.
