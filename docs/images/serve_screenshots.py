@@ -32,23 +32,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(runs: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    models = "{" + ", ".join(f"{name}: {path}" for name, path in runs.items()) + "}"
-    command = [sys.executable, "-m", "genloom", "serve", f"models={models}", f"serve.port={port}",
-               f"hydra.run.dir={log.parent / 'serve'}"]
+def start(command: list[str], ready: str, log: Path, *, what: str, limit: float) -> subprocess.Popen:
+    """Start ``command`` (output to ``log``) and wait up to ``limit`` s for ``ready`` to answer 200."""
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"genloom serve exited:\n{log.read_text()[-3000:]}")
+            raise SystemExit(f"{what} exited:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+            with urllib.request.urlopen(ready, timeout=2) as answer:
                 if answer.status == 200:
                     return process
         except OSError:
             time.sleep(0.5)
     process.kill()
-    raise SystemExit(f"genloom serve did not answer within 300 s:\n{log.read_text()[-3000:]}")
+    raise SystemExit(f"{what} did not answer within {limit:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def serve(runs: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    models = "{" + ", ".join(f"{name}: {path}" for name, path in runs.items()) + "}"
+    command = [sys.executable, "-m", "genloom", "serve", f"models={models}", f"serve.port={port}",
+               f"hydra.run.dir={log.parent / 'serve'}"]
+    return start(command, f"http://127.0.0.1:{port}/health", log, what="genloom serve", limit=300)
 
 
 def shoot(base: str, out: Path) -> None:

@@ -17,12 +17,10 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_screenshots import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402 - the same browser set-up
+from serve_screenshots import CHROMIUM, CHROMIUM_ARGS, free_port, start  # noqa: E402 - the same set-up
 
 CHARTS = 6  # train/loss, lr, throughput, grad_norm; val/loss, bits_per_byte
 
@@ -36,19 +34,7 @@ def train(run: Path) -> None:
 def tensorboard(name: str, logdir: Path, port: int, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", f"{name}:{logdir}",
                "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "0"]
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"tensorboard exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2) as answer:
-                if answer.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit(f"tensorboard did not answer within 120 s:\n{log.read_text()[-3000:]}")
+    return start(command, f"http://127.0.0.1:{port}/data/runs", log, what="tensorboard", limit=120)
 
 
 def shoot(url: str, out: Path) -> None:
