@@ -245,6 +245,13 @@ def test_cached_decoded_examples_equal_the_decoded_ones_and_are_read_without_dec
     assert len(opened) == 6  # it decoded (here: failed to, _open being stubbed) every file
 
 
+def cache_warnings(caplog) -> list[str]:
+    """The decoded cache's warnings: caplog also holds what other loggers said (at INFO, once a
+    test before this one in the process set the root logger to INFO, as the CLI does)."""
+    return [r.getMessage() for r in caplog.records
+            if r.name == "genloom.cache" and r.levelno >= logging.WARNING]
+
+
 def test_a_changed_file_is_decoded_again_and_a_damaged_entry_rebuilt_with_a_warning(tmp_path, caplog) -> None:
     root, cache = tmp_path / "images", tmp_path / "cache"
     write(root, {f"{i}.png": Image.new("L", (8, 8), 10 * i) for i in range(4)})
@@ -256,22 +263,24 @@ def test_a_changed_file_is_decoded_again_and_a_damaged_entry_rebuilt_with_a_warn
     for path in entries(cache):
         path.write_bytes(path.read_bytes()[:-7])  # truncated
     mtimes = {path: path.stat().st_mtime_ns for path in entries(cache)}
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="genloom.cache"):
         again = cached_split(root, cache)
         shades = [round(float(again[i]["image"][0, 0, 0]) * 255) for i in range(3)]
     assert shades == [0, 200, 20]
-    warnings = [r.getMessage() for r in caplog.records]
+    warnings = cache_warnings(caplog)
     assert len(warnings) == 3 and all("is damaged" in w and "decoding the file again" in w for w in warnings)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="genloom.cache"):
         assert torch.equal(cached_split(root, cache)[2]["image"], again[2]["image"])
-    assert caplog.records == []  # rebuilt
+    assert cache_warnings(caplog) == []  # rebuilt
     assert sum(path.stat().st_mtime_ns != mtimes[path] for path in entries(cache)) == 3
     by_age = sorted(entries(cache), key=lambda path: path.stat().st_mtime_ns)
     by_age[-1].write_bytes(by_age[-2].read_bytes())  # a complete entry, of another file
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="genloom.cache"):
         assert [round(float(again[i]["image"][0, 0, 0]) * 255) for i in range(3)] == [0, 200, 20]
-    (foreign,) = [r.getMessage() for r in caplog.records]
+    (foreign,) = cache_warnings(caplog)
     assert "written for another file or encoder" in foreign
 
 
