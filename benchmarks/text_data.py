@@ -10,6 +10,8 @@ and measures each in fresh processes (``ru_maxrss`` is then the run's own), for 
 * ``hit``: a later run on the same corpus: read and hash the files, map the token file;
 * ``in memory``: ``dataset.token_cache=false``, int64 ids in memory (the path before the
   cache), up to ``--memory-max-mb`` (a 1 GB corpus would need about 10 GB);
+* ``bpe``: a first run with ``encoder=bpe`` (2,048 ids): fit the BPE on the training split,
+  streamed piece by piece, then tokenise into the token file (uint16), up to ``--bpe-max-mb``;
 
 peak resident memory is shown above that of an empty run (the same imports, no corpus).
 Then training throughput of genloom's Trainer on the 10 MB corpus, mapped against in memory
@@ -82,6 +84,7 @@ def child(mode: str, path: str, cache: str) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from genloom_text.bpe import BpeTokenizer
     from genloom_text.corpus import TextFiles
     from genloom_text.tokenizer import ByteTokenizer
 
@@ -89,8 +92,11 @@ def child(mode: str, path: str, cache: str) -> None:
     start = time.perf_counter()
     tokens = 0
     if mode != "empty":
-        dataset = TextFiles(path=path, block_size=BLOCK, token_cache=mode == "cached", cache_dir=cache)
+        dataset = TextFiles(path=path, block_size=BLOCK, token_cache=mode != "memory", cache_dir=cache)
         encoder = ByteTokenizer()
+        if mode == "bpe":  # as genloom train does: fit on the training split, then encode the splits
+            encoder = BpeTokenizer(vocab_size=2048)
+            encoder.fit(dataset.fitting_media())
         train, val = dataset.split("train", encoder), dataset.split("val", encoder)
         picks = torch.randint(len(train), (1000,), generator=torch.Generator().manual_seed(0))
         assert all(len(train[int(i)]["tokens"]) == BLOCK + 1 for i in picks) and len(val) > 0
@@ -159,6 +165,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--memory-max-mb", type=int, default=100, help="largest corpus measured in memory")
+    parser.add_argument("--bpe-max-mb", type=int, default=100, help="largest corpus fitted with BPE")
     parser.add_argument("--reps", type=int, default=3, help="training repetitions per contender")
     parser.add_argument("--steps", type=int, default=150, help="timed training steps per repetition")
     parser.add_argument("--train-mb", type=int, default=10, help="the corpus training is timed on")
@@ -187,7 +194,11 @@ def main() -> None:
             prepare = measure("cached", corpus, cache)
             hit = measure("cached", corpus, cache)
             memory = measure("memory", corpus, cache) if megabytes <= args.memory_max_mb else None
-            rows.append((size, prepare, hit, memory))
+            bpe = None
+            if megabytes <= args.bpe_max_mb:  # a cache of its own: the bytes' token file is not its
+                bpe = measure("bpe", corpus, root / f"bpe-cache-{megabytes}")
+                shutil.rmtree(root / f"bpe-cache-{megabytes}")
+            rows.append((size, prepare, hit, memory, bpe))
             if megabytes == args.train_mb:
                 rates = {"cached": [], "memory": []}
                 for _ in range(args.reps):
@@ -198,18 +209,22 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\ntext corpora, bytes encoder, context {BLOCK}, {time.strftime('%Y-%m-%d')}; "
+    print(f"\ntext corpora, bytes encoder (bpe columns: encoder=bpe, 2,048 ids), context {BLOCK}, "
+          f"{time.strftime('%Y-%m-%d')}; "
           f"peak RSS above an empty run's ({empty['rss_mb']:.0f} MiB), in brackets its file-backed "
           "pages at the end (libraries, maps) above the empty run's; fresh process each")
     print("| corpus | prepare s | prepare MB/s | prepare RSS MiB | later run s | later run RSS MiB "
-          "| in memory s | in memory RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for size, prepare, hit, memory in rows:
+          "| in memory s | in memory RSS MiB | bpe prepare s | bpe prepare MB/s | bpe prepare RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, prepare, hit, memory, bpe in rows:
         held = "not run | not run"
         if memory:
             held = f"{memory['seconds']:.2f} | {memory['rss_mb'] - empty['rss_mb']:.0f}"
+        fitted = "not run | not run | not run"
+        if bpe:
+            fitted = f"{bpe['seconds']:.2f} | {size / 1e6 / bpe['seconds']:.1f} | {rss(bpe, empty)}"
         print(f"| {size / 1e6:,.0f} MB | {prepare['seconds']:.2f} | {size / 1e6 / prepare['seconds']:.0f} "
-              f"| {rss(prepare, empty)} | {hit['seconds']:.2f} | {rss(hit, empty)} | {held} |")
+              f"| {rss(prepare, empty)} | {hit['seconds']:.2f} | {rss(hit, empty)} | {held} | {fitted} |")
     print("targets: preparation >= 50 MB/s; peak RSS at 1 GB < 1,536 MiB above the empty run")
     if rates:
         cached, memory = statistics.median(rates["cached"]), statistics.median(rates["memory"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -50,12 +50,26 @@ class BpeTokenizer:
     # -- genloom.interfaces.Fitting -----------------------------------------------------
 
     def fit(self, media: Iterable[str]) -> None:
-        """Learn up to ``vocab_size - 256`` merges from ``media`` (deterministic)."""
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        """Learn up to ``vocab_size - 256`` merges from ``media`` (deterministic).
 
-        texts = [text for text in media if text]
-        if not any(texts):
-            raise ValueError("encoder bpe has no training text to learn its vocabulary from")
+        ``media`` is read once, one item at a time: the trainer keeps word counts, which
+        grow with the vocabulary of the text rather than its length, so a corpus larger
+        than memory can be fitted. A progress bar counts the characters read.
+        """
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from tqdm.auto import tqdm
+
+        read = {"chars": 0}
+
+        def texts() -> Iterator[str]:
+            with tqdm(desc="fit bpe", unit="char", unit_scale=True, delay=2, disable=None,
+                      dynamic_ncols=True) as bar:
+                for text in media:
+                    if text:
+                        read["chars"] += len(text)
+                        bar.update(len(text))
+                        yield text
+
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         tokenizer.decoder = decoders.ByteLevel()
@@ -63,7 +77,9 @@ class BpeTokenizer:
             vocab_size=self.vocab_size, min_frequency=MIN_FREQUENCY, show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[],
         )
-        tokenizer.train_from_iterator(texts, trainer=trainer)
+        tokenizer.train_from_iterator(texts(), trainer=trainer)
+        if not read["chars"]:
+            raise ValueError("encoder bpe has no training text to learn its vocabulary from")
         self.load_fitted(_bytes_first(tokenizer.to_str()))
 
     def fitted_state(self) -> str:

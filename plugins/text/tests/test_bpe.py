@@ -97,6 +97,26 @@ def test_an_unfitted_encoder_says_so():
         BpeTokenizer(vocab_size=100)
 
 
+def test_fitting_streams_the_text_and_holds_one_piece_at_a_time():
+    """A corpus larger than memory can be fitted: ``fit`` must not gather the pieces first."""
+    import tracemalloc
+
+    piece = CORPUS[:8192]
+    pieces = 2_500  # 20 MB of text, made one piece at a time
+    tracemalloc.start()
+    try:
+        BpeTokenizer(vocab_size=300).fit(piece[: 8192 - i % 7] for i in range(pieces))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"fitting held {peak / 2**20:.1f} MiB of Python objects for 20 MB of pieces"
+
+
+def test_fitting_on_nothing_but_empty_pieces_says_so():
+    with pytest.raises(ValueError, match="no training text"):
+        BpeTokenizer().fit(iter(["", "", ""]))
+
+
 def test_bits_per_byte_are_total_bits_over_total_bytes(fitted):
     encoder, decoder = fitted
     splits = TextSplits(CORPUS[:8_000], source="test text", block_size=12, val_fraction=0.25)
