@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml))
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench bench-smoke clean
 
 setup: $(VENV)/.installed
 
@@ -40,30 +40,18 @@ demo: setup
 	@echo "serve all three (a web page and an OpenAI-compatible API at http://127.0.0.1:8000):"
 	@echo "  $(GENLOOM) serve 'models={story: $(DEMO_DIR)/text, digits: $(DEMO_DIR)/image, notes: $(DEMO_DIR)/audio}'"
 
-# About 70 minutes on 2 CPU cores (docs/benchmarks.md has the figures). The peers the
-# benchmarks compare with (transformers) are installed here, never by `make test`.
+# Every benchmark in turn (benchmarks/run_all.py lists them), each printing its table, then
+# how long each took: several hours on 2 CPU cores, most of it text_train.py's large size
+# (docs/benchmarks.md has the tables and the times). bench-smoke runs the same chain at the
+# smoke-test sizes (about 15 minutes; the figures mean nothing). The peers the benchmarks
+# compare with (transformers) are installed here, never by `make test`.
 bench: setup
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) benchmarks/startup.py
-	$(PY) benchmarks/startup_scaling.py
-	$(PY) benchmarks/text_train.py
-	$(PY) benchmarks/compile_cost.py
-	$(PY) benchmarks/text_profile.py --size large
-	$(PY) benchmarks/text_scaling.py
-	$(PY) benchmarks/text_sample.py --scaling
-	$(PY) benchmarks/runtime_overhead.py
-	$(PY) benchmarks/text_tokenizers.py
-	$(PY) benchmarks/text_data.py
-	$(PY) benchmarks/hf_export.py
-	$(PY) benchmarks/hf_slots.py
-	$(PY) benchmarks/lora.py
-	$(PY) benchmarks/gpu.py
-	$(PY) benchmarks/image.py
-	$(PY) benchmarks/image_folder.py
-	$(PY) benchmarks/audio.py
-	$(PY) benchmarks/loggers.py
-	$(PY) benchmarks/serve.py
-	$(PY) benchmarks/serve_soak.py --duration 600
+	$(PY) benchmarks/run_all.py
+
+bench-smoke: setup
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/run_all.py --quick
 
 clean:
 	rm -rf outputs multirun .pytest_cache
