@@ -672,8 +672,10 @@ class Transformer(nn.Module):
             compiling.check_toolchain("compile=true")
         mode = "reduce-overhead" if on_cuda else None  # reduce-overhead: CUDA graphs
         compiled = torch.compile(self._decode_step, dynamic=False, mode=mode)
+        marked_span = None
 
         def step(idx: Tensor, cache: KVCache) -> Tensor:
+            nonlocal marked_span
             position = torch.tensor([cache.pos], device=idx.device)  # (1,)
             if on_cuda:  # CUDA graphs replay into the cache in place: its addresses must stay put
                 for tensor in (*cache.keys, *cache.values):
@@ -681,8 +683,13 @@ class Transformer(nn.Module):
             # The span read, as the eager step reads it: one graph for every span length.
             span = attention_span(cache.pos + 1, self.block_size)
             keys, values = ([t[:, :, :span] for t in kv] for kv in (cache.keys, cache.values))
-            for tensor in (*keys, *values):
-                torch._dynamo.mark_dynamic(tensor, 2)
+            # Marked when the span changes, which is when Dynamo may trace again; a span it has
+            # seen matches the graph traced for it unmarked. (A mark costs ~20 us a tensor:
+            # marking every step was a quarter of a small model's step.)
+            if span != marked_span:
+                for tensor in (*keys, *values):
+                    torch._dynamo.mark_dynamic(tensor, 2)
+                marked_span = span
             try:
                 logits = compiled(idx, position, keys, values)
             except torch._dynamo.exc.BackendCompilerFailed as err:
