@@ -54,10 +54,11 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="each benchmark in its smoke-test size")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="these benchmarks (script names, .py optional)")
-    parser.add_argument("--list", action="store_true", help="name the benchmarks and their arguments, run none")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="these benchmarks (.py optional)")
+    parser.add_argument("--list", action="store_true", help="name the benchmarks and their options, run none")
     args = parser.parse_args()
     chosen = BENCHMARKS
     if args.only:
@@ -74,7 +75,8 @@ def main() -> int:
     timings: list[tuple[str, float, int]] = []
     with tempfile.TemporaryDirectory(prefix="genloom-bench-") as tmp:
         for script, full, quick in chosen:
-            command = [sys.executable, str(HERE / script), *(a.format(tmp=tmp) for a in (quick if args.quick else full))]
+            options = [option.format(tmp=tmp) for option in (quick if args.quick else full)]
+            command = [sys.executable, str(HERE / script), *options]
             print(f"\n=== {script} {' '.join(command[2:])}", flush=True)
             start = time.perf_counter()
             status = subprocess.run(command).returncode

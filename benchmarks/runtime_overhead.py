@@ -38,9 +38,10 @@ QUICK_PRESETS = {"image": "image_debug", "audio": "audio_debug"}
 def bare_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
     """Examples/s of the generator in a plain loop: index a batch, loss, backward, clip, step."""
     import torch
-    from genloom import pipeline
+    from genloom import allocator, pipeline
     from genloom.plugins import active
 
+    allocator.keep_freed_memory()  # as the Trainer does: the comparison is of the work, not of malloc
     cfg = compose_train_config(overrides)
     torch.manual_seed(cfg.seed)
     built = pipeline.build(cfg, active().registry)

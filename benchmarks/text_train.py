@@ -18,7 +18,9 @@ warmup-cosine learning rate, gradients clipped to norm 1):
 Compilation happens in the untimed warmup steps (``benchmarks/compile_cost.py`` measures
 what it costs).
 
-Every run is a fresh process, so its peak resident memory (``ru_maxrss``) is its own.
+Every run is a fresh process, so its peak resident memory (``ru_maxrss``) is its own. Every
+contender runs with the glibc malloc settings the Trainer sets (:mod:`genloom.allocator`):
+without them a process's speed depended on what it had allocated before (up to 8%).
 Repetitions interleave the contenders (A B C A B C ...) so that load from other processes
 on the machine hits all of them alike; the table shows medians and ratios of medians.
 Throughput is timed between two host syncs after ``--warmup`` steps.
@@ -156,6 +158,11 @@ def pydoc_bytes():  # noqa: ANN201
 
 
 def worker(contender: str, size: Size, warmup: int, threads: int | None) -> None:
+    from genloom import allocator
+
+    # Every contender on the malloc settings genloom's Trainer uses (genloom.allocator), so
+    # that no ratio below comes from glibc's history-dependent thresholds.
+    allocator.keep_freed_memory()
     if threads:
         import torch
 

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from genloom import checkpoint, compiling, losscurve, pipeline, rng, sampler, sharding
+from genloom import allocator, checkpoint, compiling, losscurve, pipeline, rng, sampler, sharding
 from genloom.distributed import Placement, all_reduce_weighted_mean, autocast, main_first
 from genloom.interfaces import CodeUsage, Decoder
 from genloom.settings import check_types, from_mapping
@@ -433,6 +433,7 @@ class Trainer:
         fresh start), so that it reads as one uninterrupted run.
         """
         s, p = self.settings, self.placement
+        allocator.keep_freed_memory()  # every step reuses the last step's freed activations
         with main_first(p):
             if p.is_main:
                 checkpoint.recover(self.checkpoints_dir)
