@@ -50,7 +50,9 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("loggers.py", [], ["--quick"]),
     ("serve.py", [], ["--quick"]),
     ("serve_soak.py", ["--duration", "600"], ["--duration", "20"]),
+    ("fault_trials.py", [], ["--kills", "1", "--signals", "1", "--chain", "2", "--pairs", "1"]),
 ]
+LIBRARIES = {"run_all.py", "trainer_timing.py", "quality.py", "serve_hf_app.py"}  # used by the others
 
 
 def main() -> int:

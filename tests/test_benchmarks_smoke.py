@@ -186,3 +186,16 @@ def test_startup_scaling_lists_every_fake_plugin() -> None:
     # The script exits non-zero when `genloom plugins` does not list every fake plugin.
     out = bench("startup_scaling.py", "--quick")
     assert next(line for line in out.splitlines() if line.startswith("| 3 |"))
+
+
+def test_make_bench_runs_every_benchmark_script() -> None:
+    # A new script in benchmarks/ must join run_all.py's list (or be named a library there).
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    listed = {script for script, _, _ in run_all.BENCHMARKS}
+    scripts = {path.name for path in BENCHMARKS.glob("*.py")}
+    assert scripts - run_all.LIBRARIES == listed
+    assert listed <= scripts
