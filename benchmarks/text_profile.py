@@ -45,7 +45,9 @@ def profile(size_name: str, *, compiled: bool, warmup: int, steps: int, top: int
         return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
 
     if compiled:
-        loss_of = torch.compile(loss_of)
+        from genloom.compiling import compile_step
+
+        loss_of = compile_step(loss_of, torch.device("cpu"))  # trainer.compile=true's options
 
     def step() -> None:
         starts = torch.randint(len(data) - window, (size.batch_size,)).tolist()
@@ -89,6 +91,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)  # the machine is shared: one thread keeps the profile stable
+    from genloom import allocator
+
+    allocator.keep_freed_memory()  # the malloc settings the Trainer runs with
     for compiled in (False,) if args.eager_only else (False, True):
         profile(args.size, compiled=compiled, warmup=args.warmup, steps=args.steps, top=args.top)
 

@@ -199,3 +199,10 @@ def test_make_bench_runs_every_benchmark_script() -> None:
     scripts = {path.name for path in BENCHMARKS.glob("*.py")}
     assert scripts - run_all.LIBRARIES == listed
     assert listed <= scripts
+
+
+def test_hook_overhead_times_the_unused_event_with_the_installed_plugins() -> None:
+    # The installed plugins include the built-in EMA, which implements the per-step event
+    # and declines it for a run without trainer.ema.decay: unused, the step pays one test.
+    out = bench("hook_overhead.py")
+    assert "unused (the trainer's check)" in out and "one step, image_debug batch 4" in out
