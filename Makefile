@@ -43,7 +43,7 @@ demo: setup
 # Every benchmark in turn (benchmarks/run_all.py lists them), each printing its table, then
 # how long each took: several hours on 2 CPU cores, most of it text_train.py's large size
 # (docs/benchmarks.md has the tables and the times). bench-smoke runs the same chain at the
-# smoke-test sizes (about 15 minutes; the figures mean nothing). The peers the benchmarks
+# smoke-test sizes (about 7 minutes; the figures mean nothing). The peers the benchmarks
 # compare with (transformers) are installed here, never by `make test`.
 bench: setup
 	$(PY) -m pip install --quiet -e ".[bench]"

@@ -3,7 +3,7 @@
 Each benchmark is its own process and prints its own table as it goes (docs/benchmarks.md
 holds them, with what each measures). One that fails does not stop the rest; the run exits
 non-zero and names it at the end. ``--quick`` runs each in its smoke-test size (what
-``tests/test_benchmarks_smoke.py`` checks one by one): the whole chain in about 15 minutes,
+``tests/test_benchmarks_smoke.py`` checks one by one): the whole chain in about 7 minutes,
 figures that mean nothing, every table printed. The full run takes hours on 2 CPU cores
 (the summary gives each benchmark's time; text_train.py's large size is most of it).
 
