@@ -206,3 +206,11 @@ def test_hook_overhead_times_the_unused_event_with_the_installed_plugins() -> No
     # and declines it for a run without trainer.ema.decay: unused, the step pays one test.
     out = bench("hook_overhead.py")
     assert "unused (the trainer's check)" in out and "one step, image_debug batch 4" in out
+
+
+def test_compile_cost_measures_a_cold_and_a_warm_compile() -> None:
+    out = bench("compile_cost.py", "--quick")
+    (row,) = [line.split() for line in out.splitlines() if line.startswith("text_debug")]
+    cold_first, warm_first = float(row[2]), float(row[4])
+    assert cold_first > warm_first > 0  # the warm run found the cold run's kernels cached
+    assert row[6].endswith("x")
