@@ -82,43 +82,20 @@ def make_folder(root: Path, n: int) -> float:
 def child(folder: str, way: str, warmup: int, steps: int, pipeline: str) -> None:
     """One measurement in this fresh process; prints one JSON line."""
     import torch
-    from trainer_timing import LOG_EVERY, build_trainer, compose_train_config
+    from trainer_timing import timed_fit
 
     torch.set_num_threads(1)
     from genloom.plugins import active  # the plugins' imports belong to the baseline
 
-    plugin_set = active()
+    active()
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    total = warmup + steps
-    cfg = compose_train_config([
-        f"pipeline={pipeline}", f"dataset.path={folder}", f"dataset.cache_dir={cache_dir(folder)}",
-        *WAYS[way], f"trainer.max_steps={total}",
-        f"trainer.log_every={LOG_EVERY}", f"trainer.eval_every={total}", f"trainer.checkpoint_every={total}",
-        "trainer.eval_batches=1", "trainer.progress=false",
-    ])
-    reported: dict[int, float] = {}
-
-    class ReportTimes:
-        """The plugins' hooks, plus the time of each report."""
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(plugin_set.events, name)
-
-        def genloom_train_step_end(self, *, step: int, **kwargs: object) -> None:
-            reported[step] = time.perf_counter()
-            if step == total:  # after the last timed report: reading /proc costs time
-                reported["workers_mb"] = workers_pss_mb()
-            plugin_set.events.genloom_train_step_end(step=step, **kwargs)
-
-    with tempfile.TemporaryDirectory(prefix="genloom-bench-") as run_dir:
-        start = time.perf_counter()
-        trainer = build_trainer(cfg, Path(run_dir), hooks=ReportTimes())
-        startup = time.perf_counter() - start
-        trainer.fit()
+    overrides = [f"pipeline={pipeline}", f"dataset.path={folder}", f"dataset.cache_dir={cache_dir(folder)}",
+                 *WAYS[way], "trainer.progress=false"]
+    # The workers' memory is read after the last timed report: reading /proc costs time.
+    timed = timed_fit(overrides, warmup=warmup, steps=steps, at_last_report=workers_pss_mb)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rate = steps * cfg.trainer.batch_size / (reported[total] - reported[warmup])
-    print(json.dumps({"startup_s": startup, "rss_mb": peak - baseline, "workers_mb": reported["workers_mb"],
-                      "images_per_s": rate}))
+    print(json.dumps({"startup_s": timed.startup_s, "rss_mb": peak - baseline, "workers_mb": timed.at_end,
+                      "images_per_s": timed.rate}))
 
 
 def cache_dir(folder: str | Path) -> str:

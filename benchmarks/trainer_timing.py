@@ -12,7 +12,9 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LOG_EVERY = 10  # the trainer's default report interval
 
@@ -28,11 +30,22 @@ def compose_train_config(overrides: list[str]):  # noqa: ANN201 - omegaconf is i
         return compose("train", overrides=overrides)
 
 
-def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
-    """Examples per second of ``Trainer.fit`` over ``steps`` steps after ``warmup`` steps.
+@dataclass(frozen=True)
+class TimedFit:
+    """What :func:`timed_fit` measured."""
+
+    rate: float  # examples per second over the timed steps
+    startup_s: float  # building the pipeline, the splits and the Trainer (not composing the config)
+    at_end: Any  # what ``at_last_report()`` returned, called right after the last timed report
+
+
+def timed_fit(overrides: list[str], *, warmup: int, steps: int,
+              at_last_report: Callable[[], Any] | None = None) -> TimedFit:
+    """``Trainer.fit`` timed over ``steps`` steps after ``warmup`` steps, between two reports.
 
     Both counts must be multiples of :data:`LOG_EVERY`. Evaluation and the checkpoint
-    come after the last timed report, so they are not counted.
+    come after the last timed report, so they are not counted; nor is ``at_last_report``
+    (something to measure once the timed steps are done, such as workers' memory).
     """
     from genloom.plugins import active
 
@@ -49,6 +62,7 @@ def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
     )
     plugin_set = active()
     reported: dict[int, float] = {}
+    at_end: list[Any] = []
 
     class ReportTimes:
         """The plugins' hooks, plus the time of each report."""
@@ -58,11 +72,22 @@ def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
 
         def genloom_train_step_end(self, *, step: int, **kwargs: object) -> None:
             reported[step] = time.perf_counter()
+            if step == total and at_last_report is not None:
+                at_end.append(at_last_report())
             plugin_set.events.genloom_train_step_end(step=step, **kwargs)
 
     with tempfile.TemporaryDirectory(prefix="genloom-bench-") as run_dir:
-        build_trainer(cfg, Path(run_dir), hooks=ReportTimes()).fit()
-    return steps * cfg.trainer.batch_size / (reported[total] - reported[warmup])
+        start = time.perf_counter()
+        trainer = build_trainer(cfg, Path(run_dir), hooks=ReportTimes())
+        startup = time.perf_counter() - start
+        trainer.fit()
+    rate = steps * cfg.trainer.batch_size / (reported[total] - reported[warmup])
+    return TimedFit(rate, startup, at_end[0] if at_end else None)
+
+
+def trainer_rate(overrides: list[str], *, warmup: int, steps: int) -> float:
+    """Examples per second of ``Trainer.fit`` over ``steps`` steps after ``warmup`` (:func:`timed_fit`)."""
+    return timed_fit(overrides, warmup=warmup, steps=steps).rate
 
 
 def build_trainer(cfg, run_dir: Path, hooks: object | None = None):  # noqa: ANN001, ANN201 - lazy imports

@@ -1,5 +1,7 @@
 """genloom.allocator: a training step reuses the memory the last step freed (glibc on Linux)."""
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -30,9 +32,6 @@ STEPS = textwrap.dedent("""
 
 
 def run_steps(mode: str, env: dict[str, str] | None = None) -> dict:
-    import json
-    import os
-
     done = subprocess.run([sys.executable, "-c", STEPS, mode], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

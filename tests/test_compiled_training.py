@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from genloom import checkpoint, cli
 from genloom.compiling import INDUCTOR_CACHE_ENV
-from genloom.testing import active_plugins, load_only
+from genloom.testing import only_plugins
 
 for _module, _package in (("genloom_text", "genloom-text"), ("genloom_image", "genloom-image"),
                           ("genloom_audio", "genloom-audio")):
@@ -40,8 +40,7 @@ NO_DROPOUT = "generator.condition_dropout=0.0"
 
 @pytest.fixture(scope="module")
 def plugin_set():
-    plugin_set = load_only(PLUGINS)
-    with active_plugins(plugin_set):
+    with only_plugins(PLUGINS) as plugin_set:
         yield plugin_set
 
 

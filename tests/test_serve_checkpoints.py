@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from genloom import cli
-from genloom.testing import active_plugins, load_only
+from genloom.testing import only_plugins
 from serving import chromium_page, make_checkpoint, running_app, serve_process, wait_healthy
 
 pytest.importorskip("fastapi", reason="genloom serve needs the serve extra: pip install 'genloom[serve]'")
@@ -41,8 +41,7 @@ TIMEOUT = httpx.Timeout(60.0)
 
 @pytest.fixture(scope="module")
 def plugin_set():
-    plugin_set = load_only(PLUGINS)
-    with active_plugins(plugin_set):
+    with only_plugins(PLUGINS) as plugin_set:
         yield plugin_set
 
 

@@ -83,6 +83,7 @@ class TokenFile:
     dtype: str
     streams: dict[str, Stream] = field(default_factory=dict)
     _file: Any = field(default=None, repr=False, compare=False)  # opened by the first window
+    _starts: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # ... which fills this
 
     def window(self, stream: str, start: int, length: int) -> Tensor:
         """Ids ``[start, start + length)`` of ``stream`` as int64 ``(length,)``, read with ``pread``.
@@ -92,15 +93,14 @@ class TokenFile:
         process's memory would grow to the file's size; a read costs one system call. ``pread``
         has no file position, so DataLoader workers forked with the open file share it safely.
         """
+        itemsize = np.dtype(DTYPES[self.dtype]).itemsize
         if self._file is None:
             self._file = open(self.path, "rb")  # noqa: SIM115 - open while the dataset lives
-        itemsize = np.dtype(DTYPES[self.dtype]).itemsize
-        before = 0
-        for name, entry in self.streams.items():
-            if name == stream:
-                break
-            before += entry.tokens
-        data = os.pread(self._file.fileno(), length * itemsize, DATA_OFFSET + (before + start) * itemsize)
+            before = 0
+            for name, entry in self.streams.items():  # where each stream's ids start, in bytes
+                self._starts[name] = DATA_OFFSET + before * itemsize
+                before += entry.tokens
+        data = os.pread(self._file.fileno(), length * itemsize, self._starts[stream] + start * itemsize)
         return torch.from_numpy(np.frombuffer(data, dtype=DTYPES[self.dtype]).astype(np.int64))
 
     def __getstate__(self) -> dict[str, Any]:
