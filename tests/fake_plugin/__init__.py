@@ -40,6 +40,17 @@ def stopper_source(name: str = "fake_stopper") -> PluginSource:
     return PluginSource(name, load, "fake_plugin.stopper_hooks", "genloom-fake-stopper", "0.0.1")
 
 
+def pauser_source(name: str = "fake_pauser") -> PluginSource:
+    """A plugin that holds training at one step until a signal (``FAKE_PAUSE_AT=<step>``)."""
+
+    def load():  # noqa: ANN202
+        import fake_plugin.pauser_hooks
+
+        return fake_plugin.pauser_hooks
+
+    return PluginSource(name, load, "fake_plugin.pauser_hooks", "genloom-fake-pauser", "0.0.1")
+
+
 def builtin_source() -> PluginSource:
     """genloom's built-in plugin (``encoder=from_checkpoint``...), as its entry point loads it.
 
